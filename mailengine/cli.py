@@ -1,0 +1,235 @@
+"""The ``mailengine`` command: the manual's commands (§7) and queue tools."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import getpass
+import os
+import socket
+import struct
+import sys
+from collections.abc import Callable, Sequence
+
+from mailengine import __version__
+
+COMMANDS_HELP = """\
+commands:
+  start              run the engine in the foreground (Ctrl-C stops it)
+  test               run in test mode: queue in mailq-test/, RSET+QUIT instead of DATA
+  shutdown           ask a running engine to stop (creates mailq/retry/shutdown.txt)
+  send RCPT...       queue the message on standard input for RCPT... (into mailq/retry/)
+  passwd USER        set a web admin password in config/password.txt
+                     (--smtp: an SMTP AUTH user in config/smtp-users.txt)
+  check-config       validate the configuration and print every problem
+  version            print the name and version
+  gettcpip           print this machine's first non-loopback IPv4 address
+  help               this text
+The daemon: twistd --pidfile=/run/mailengine.pid mailengine --root DIR; stop it
+with kill -15 and wait for it to finish (no lost or duplicated mail).
+"""
+
+
+def _root(args: argparse.Namespace) -> str:
+    return os.path.abspath(args.root)
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    return args.config or os.path.join(_root(args), "config", "mailengine.toml")
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"MailEngine {__version__}")
+    return 0
+
+
+def first_ipv4() -> str | None:
+    """The first non-loopback IPv4 address of the machine's interfaces."""
+    siocgifaddr = 0x8915
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            try:
+                packed = fcntl.ioctl(
+                    s.fileno(), siocgifaddr, struct.pack("256s", name.encode()[:15])
+                )
+            except OSError:
+                continue
+            address = socket.inet_ntoa(packed[20:24])
+            if not address.startswith("127."):
+                return address
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            address = str(info[4][0])
+            if not address.startswith("127."):
+                return address
+    except OSError:
+        pass
+    return None
+
+
+def cmd_gettcpip(args: argparse.Namespace) -> int:
+    address = first_ipv4()
+    if address is None:
+        print("mailengine: no non-loopback IPv4 address found", file=sys.stderr)
+        return 1
+    print(address)
+    return 0
+
+
+def cmd_shutdown(args: argparse.Namespace) -> int:
+    retry = os.path.join(_root(args), "mailq-test" if args.test else "mailq", "retry")
+    if not os.path.isdir(retry):
+        print(f"mailengine: {retry} does not exist; is --root right?", file=sys.stderr)
+        return 1
+    with open(os.path.join(retry, "shutdown.txt"), "w") as fh:
+        fh.write("shutdown requested by `mailengine shutdown`\n")
+    print(f"created {retry}/shutdown.txt; the engine stops at its next queue check")
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from mailengine.queue.enqueue import enqueue
+
+    raw = sys.stdin.buffer.read()
+    text = raw.replace(b"\r\n", b"\n")
+    headers, sep, body = text.partition(b"\n\n")
+    if not sep:
+        headers, body = b"", text
+    mailq = os.path.join(_root(args), "mailq")
+    try:
+        message_id = enqueue(
+            mailq, args.sender, args.recipients, headers, body, priority=args.priority
+        )
+    except (ValueError, OSError) as exc:
+        print(f"mailengine: not queued: {exc}", file=sys.stderr)
+        return 1
+    print(message_id)
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    from mailengine.config.passwords import set_password
+
+    name = "smtp-users.txt" if args.smtp else "password.txt"
+    path = os.path.join(os.path.dirname(_config_path(args)), name)
+    if args.stdin or not sys.stdin.isatty():
+        secret = sys.stdin.readline().rstrip("\r\n")
+    else:
+        secret = getpass.getpass(f"New password for {args.user}: ")
+        if secret != getpass.getpass("Again: "):
+            print("mailengine: the passwords differ; nothing changed", file=sys.stderr)
+            return 1
+    if not secret:
+        print("mailengine: empty password; nothing changed", file=sys.stderr)
+        return 1
+    try:
+        set_password(path, args.user, secret)
+    except (ValueError, OSError) as exc:
+        print(f"mailengine: {exc}", file=sys.stderr)
+        return 1
+    print(f"password for {args.user} set in {path}")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from mailengine.config.loader import ConfigError, load_config
+
+    path = _config_path(args)
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line)
+        print(f"{len(exc.problems)} problem(s)")
+        return 1
+    print(f"{path}: OK")
+    return 0
+
+
+# twistd as a command line: the same interpreter, whatever PATH holds.
+TWISTD = [
+    sys.executable,
+    "-c",
+    "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()",
+]
+
+
+def _run_twistd(args: argparse.Namespace, test: bool) -> int:
+    argv = [*TWISTD, "-n", "--pidfile=", "mailengine", "--root", _root(args)]
+    if args.config:
+        argv += ["--config", args.config]
+    if test:
+        argv.append("--test")
+    os.execv(sys.executable, argv)  # noqa: S606 - replaces this process with twistd
+    return 1  # not reached
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    return _run_twistd(args, test=False)
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    return _run_twistd(args, test=True)
+
+
+def cmd_help(args: argparse.Namespace) -> int:
+    print(f"mailengine {__version__}\n\nusage: mailengine COMMAND [options]\n\n{COMMANDS_HELP}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailengine",
+        add_help=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=COMMANDS_HELP,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], int], helptext: str, root: bool = True
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        if root:
+            p.add_argument("--root", default=".", help="directory holding config/, mailq/, log/")
+            p.add_argument(
+                "--config", default=None, help="config file (default ROOT/config/mailengine.toml)"
+            )
+        p.set_defaults(func=fn)
+        return p
+
+    add("version", cmd_version, "print the name and version", root=False)
+    add(
+        "gettcpip", cmd_gettcpip, "print this machine's first non-loopback IPv4 address", root=False
+    )
+    add("help", cmd_help, "list the commands", root=False)
+    p = add("shutdown", cmd_shutdown, "ask a running engine to stop (mailq/retry/shutdown.txt)")
+    p.add_argument("--test", action="store_true", help="the test-mode engine (mailq-test/)")
+    p = add(
+        "send",
+        cmd_send,
+        "queue the message on standard input (headers, blank line, body) into mailq/retry/",
+    )
+    p.add_argument("--from", dest="sender", default="", help="MAIL FROM (default: <>)")
+    p.add_argument("--priority", type=int, default=0, help="0 (highest) .. 99")
+    p.add_argument("recipients", nargs="+", metavar="RCPT")
+    p = add("passwd", cmd_passwd, "set a password (web admin, or --smtp for SMTP AUTH)")
+    p.add_argument("user")
+    p.add_argument("--smtp", action="store_true", help="an SMTP AUTH user (smtp-users.txt)")
+    p.add_argument("--stdin", action="store_true", help="read the password from stdin")
+    add("check-config", cmd_check_config, "validate the configuration, print every problem")
+    add("start", cmd_start, "run the engine in the foreground")
+    add("test", cmd_test, "run the engine in test mode in the foreground")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        return cmd_help(args)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,349 @@
+"""Value kinds of settings: how a TOML value is checked and what it becomes (pure)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from mailengine.dns.bypass import BypassError, parse_bypass_line
+from mailengine.policy.ipranges import IPRangeError, parse_ip_ranges
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+class Invalid(ValueError):
+    """A value that the kind does not allow; the text says what is allowed."""
+
+
+def _is_hostname(text: str) -> bool:
+    name = text.rstrip(".").lower()
+    if not name or len(name) > 253:
+        return False
+    return all(_LABEL.match(label) for label in name.split("."))
+
+
+def normalise_domain(text: str) -> str:
+    """``@Example.COM`` or ``example.com.`` -> ``example.com`` (the manual writes both)."""
+    return text.strip().lstrip("@").rstrip(".").lower()
+
+
+@attrs.frozen
+class Kind:
+    """Base: accepts anything; subclasses check and convert."""
+
+    def allowed(self) -> str:
+        raise NotImplementedError
+
+    def parse(self, raw: Any) -> Any:
+        raise NotImplementedError
+
+    def _list(self, raw: Any) -> list[Any]:
+        if isinstance(raw, str):
+            # An operator writing one entry without brackets meant a list of one.
+            return [raw] if raw.strip() else []
+        if not isinstance(raw, list):
+            raise Invalid(f"must be a list: {self.allowed()}")
+        return raw
+
+
+@attrs.frozen
+class Bool(Kind):
+    def allowed(self) -> str:
+        return "true or false"
+
+    def parse(self, raw: Any) -> bool:
+        if isinstance(raw, bool):
+            return raw
+        raise Invalid(f"must be {self.allowed()}")
+
+
+@attrs.frozen
+class Int(Kind):
+    minimum: int = 0
+    maximum: int | None = None
+    also: tuple[int, ...] = ()
+    unit: str = ""
+
+    def allowed(self) -> str:
+        span = f"a whole number ≥ {self.minimum}"
+        if self.maximum is not None:
+            span = f"a whole number from {self.minimum} to {self.maximum}"
+        if self.unit:
+            span += f" ({self.unit})"
+        if self.also:
+            span = " or ".join(str(v) for v in self.also) + ", or " + span
+        return span
+
+    def parse(self, raw: Any) -> int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            if isinstance(raw, float) and raw.is_integer():
+                raw = int(raw)
+            else:
+                raise Invalid(f"must be {self.allowed()}")
+        if raw in self.also:
+            return raw
+        if raw < self.minimum or (self.maximum is not None and raw > self.maximum):
+            raise Invalid(f"must be {self.allowed()}")
+        return raw
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_address(text: str) -> bool:
+    local, at, domain = text.rpartition("@")
+    return bool(at and local and _is_hostname(domain)) and " " not in text
+
+
+@attrs.frozen
+class Text(Kind):
+    """A string; subclasses say which non-empty strings they accept ("" always is)."""
+
+    def allowed(self) -> str:
+        return "a string"
+
+    def accepts(self, text: str) -> bool:
+        return True
+
+    def parse(self, raw: Any) -> str:
+        if not isinstance(raw, str):
+            raise Invalid(f"must be {self.allowed()}")
+        text = raw.strip()
+        if text and not self.accepts(text):
+            raise Invalid(f"must be {self.allowed()}")
+        return text
+
+
+@attrs.frozen
+class Hostname(Text):
+    def allowed(self) -> str:
+        return 'a host name like mailer.example.com, or "" for the default'
+
+    def accepts(self, text: str) -> bool:
+        return _is_hostname(text) or _is_ip(text)
+
+
+@attrs.frozen
+class Email(Text):
+    def allowed(self) -> str:
+        return 'one address like admin@example.com, or ""'
+
+    def accepts(self, text: str) -> bool:
+        return _valid_address(text)
+
+
+@attrs.frozen
+class IPAddress(Text):
+    def allowed(self) -> str:
+        return 'one IP address, or "" to let the system choose'
+
+    def accepts(self, text: str) -> bool:
+        return _is_ip(text)
+
+
+@attrs.frozen
+class Path(Text):
+    def allowed(self) -> str:
+        return 'a file path, or ""'
+
+
+@attrs.frozen
+class Choice(Kind):
+    choices: tuple[str, ...] = ()
+
+    def allowed(self) -> str:
+        return "one of " + ", ".join(repr(c) for c in self.choices)
+
+    def parse(self, raw: Any) -> str:
+        if not isinstance(raw, str) or raw.strip() not in self.choices:
+            raise Invalid(f"must be {self.allowed()}")
+        return raw.strip()
+
+
+@attrs.frozen
+class IntervalList(Kind):
+    """Retry intervals in minutes; fractions allowed; ``[0]`` means never retry."""
+
+    def allowed(self) -> str:
+        return "a list of minutes > 0 like [30, 120, 240], or [0] to never retry"
+
+    def parse(self, raw: Any) -> tuple[float, ...]:
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            raw = [raw]
+        if isinstance(raw, str):
+            try:
+                raw = [float(p) for p in raw.split(",") if p.strip()]
+            except ValueError:
+                raise Invalid(f"must be {self.allowed()}") from None
+        if not isinstance(raw, list) or not raw:
+            raise Invalid(f"must be {self.allowed()}")
+        values: list[float] = []
+        for item in raw:
+            if isinstance(item, bool) or not isinstance(item, int | float) or item < 0:
+                raise Invalid(f"must be {self.allowed()}")
+            values.append(float(item))
+        if values == [0.0]:
+            return ()
+        if any(v == 0 for v in values):
+            raise Invalid(f"0 only stands alone; must be {self.allowed()}")
+        return tuple(values)
+
+
+@attrs.frozen
+class IPList(Kind):
+    zero_means: str = "everyone"
+
+    def allowed(self) -> str:
+        return (
+            "a list of IP addresses, ranges like 10.0.0.1-10.0.0.9, CIDR like 10.0.0.0/24, "
+            f'or "0" ({self.zero_means})'
+        )
+
+    def parse(self, raw: Any) -> Any:
+        entries = [str(e) for e in self._list(raw)]
+        try:
+            return parse_ip_ranges(entries)
+        except IPRangeError as exc:
+            raise Invalid(str(exc)) from None
+
+
+@attrs.frozen
+class DomainList(Kind):
+    allow_everything: bool = False
+
+    def allowed(self) -> str:
+        extra = ', or "@" / "." for every address' if self.allow_everything else ""
+        return f"a list of domain names like example.com{extra}"
+
+    def parse(self, raw: Any) -> tuple[str, ...]:
+        out: list[str] = []
+        for item in self._list(raw):
+            if not isinstance(item, str):
+                raise Invalid(f"must be {self.allowed()}")
+            text = item.strip()
+            if self.allow_everything and text in ("@", "."):
+                out.append(text)
+                continue
+            name = normalise_domain(text)
+            if not _is_hostname(name):
+                raise Invalid(f"{item!r} is not a domain name; must be {self.allowed()}")
+            out.append(name)
+        return tuple(out)
+
+
+@attrs.frozen
+class TextList(Kind):
+    what: str = "strings"
+
+    def allowed(self) -> str:
+        return f"a list of {self.what}"
+
+    def parse(self, raw: Any) -> tuple[str, ...]:
+        out: list[str] = []
+        for item in self._list(raw):
+            if not isinstance(item, str):
+                raise Invalid(f"must be {self.allowed()}")
+            if item.strip():
+                out.append(item.strip())
+        return tuple(out)
+
+
+@attrs.frozen
+class AddressList(Kind):
+    def allowed(self) -> str:
+        return "a list of addresses like ops@example.com"
+
+    def parse(self, raw: Any) -> tuple[str, ...]:
+        out: list[str] = []
+        for item in self._list(raw):
+            if not isinstance(item, str) or not _valid_address(item.strip()):
+                raise Invalid(f"{item!r} is not an address; must be {self.allowed()}")
+            out.append(item.strip())
+        return tuple(out)
+
+
+@attrs.frozen
+class SubsetList(Kind):
+    choices: tuple[str, ...] = ()
+
+    def allowed(self) -> str:
+        return "a list drawn from " + ", ".join(repr(c) for c in self.choices)
+
+    def parse(self, raw: Any) -> tuple[str, ...]:
+        out: list[str] = []
+        for item in self._list(raw):
+            if not isinstance(item, str) or item.strip().upper() not in self.choices:
+                raise Invalid(f"{item!r} is not allowed; must be {self.allowed()}")
+            out.append(item.strip().upper())
+        return tuple(out)
+
+
+def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """``ip``, ``ip:port`` or ``[v6]:port`` -> (ip, port); ValueError when malformed."""
+    text = text.strip()
+    host, port = text, default_port
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(text)
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, _, p = text.partition(":")
+        port = int(p)
+    ipaddress.ip_address(host)
+    if not 0 < port < 65536:
+        raise ValueError(text)
+    return host, port
+
+
+@attrs.frozen
+class ServerList(Kind):
+    def allowed(self) -> str:
+        return 'a list of DNS servers as "ip" or "ip:port" (empty: the system\'s resolv.conf)'
+
+    def parse(self, raw: Any) -> tuple[tuple[str, int], ...]:
+        out: list[tuple[str, int]] = []
+        for item in self._list(raw):
+            try:
+                out.append(parse_host_port(str(item), 53))
+            except ValueError:
+                raise Invalid(f"{item!r} is not a server; must be {self.allowed()}") from None
+        return tuple(out)
+
+
+@attrs.frozen
+class BypassList(Kind):
+    def allowed(self) -> str:
+        return 'a list of "domain,host,MX|NS,ip[:port]" lines'
+
+    def parse(self, raw: Any) -> tuple[Any, ...]:
+        out = []
+        for item in self._list(raw):
+            try:
+                out.append(parse_bypass_line(str(item)))
+            except BypassError as exc:
+                raise Invalid(f"{exc}; must be {self.allowed()}") from None
+        return tuple(out)
+
+
+def toml_literal(value: Any) -> str:
+    """The TOML spelling of a default, for the template and the web admin."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, Sequence):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    raise TypeError(value)

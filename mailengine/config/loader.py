@@ -1,0 +1,100 @@
+"""Read and validate config/mailengine.toml; every problem is reported at once."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from typing import Any
+
+from mailengine.config.kinds import Invalid, toml_literal
+from mailengine.config.model import Config
+from mailengine.config.schema import BY_NAME, SECTIONS, SETTINGS, Setting
+
+
+class ConfigError(Exception):
+    """One or more bad settings; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def describe_error(path: str, setting: Setting, raw: Any, why: str) -> str:
+    try:
+        shown = toml_literal(raw)
+    except TypeError:
+        shown = repr(raw)
+    return f"{path}: [{setting.section}] {setting.key} = {shown}: {why}"
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def validate(document: dict[str, Any], path: str) -> tuple[dict, dict, list[str]]:
+    """Check a parsed TOML document; return (raw, parsed, problems). Pure."""
+    problems: list[str] = []
+    raw: dict[tuple[str, str], Any] = {}
+    for name, table in document.items():
+        if name not in SECTIONS:
+            problems.append(
+                f"{path}: [{name}] is not a section{_did_you_mean(name, list(SECTIONS))}"
+                f" (sections: {', '.join(SECTIONS)})"
+            )
+            continue
+        if not isinstance(table, dict):
+            problems.append(f"{path}: {name} must be a table [{name}]")
+            continue
+        keys = [s.key for s in SETTINGS if s.section == name]
+        for key, value in table.items():
+            if (name, key) not in BY_NAME:
+                others = [f"{s.section}.{s.key}" for s in SETTINGS]
+                hint = _did_you_mean(key, keys) or _did_you_mean(
+                    key, [o.split(".")[1] for o in others]
+                )
+                problems.append(f"{path}: [{name}] {key} is not a setting{hint}")
+                continue
+            raw[(name, key)] = value
+    parsed: dict[tuple[str, str], Any] = {}
+    for setting in SETTINGS:
+        ident = (setting.section, setting.key)
+        value = raw.setdefault(ident, setting.default)
+        try:
+            parsed[ident] = setting.kind.parse(value)
+        except Invalid as exc:
+            problems.append(describe_error(path, setting, value, str(exc)))
+    return raw, parsed, problems
+
+
+def load_config(path: str) -> Config:
+    """Load and validate ``path``; raises ConfigError listing every problem."""
+    try:
+        with open(path, "rb") as fh:
+            document = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    raw, parsed, problems = validate(document, path)
+    if problems:
+        raise ConfigError(problems)
+    return Config(path, raw, parsed)
+
+
+def load_or_create(path: str) -> tuple[Config, bool]:
+    """Load ``path``, first writing the shipped template there when it is missing."""
+    from mailengine.config.template import render_template
+
+    created = False
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(render_template())
+        os.replace(tmp, path)
+        created = True
+    return load_config(path), created

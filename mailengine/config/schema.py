@@ -1,0 +1,624 @@
+"""Every setting, declared once: section, key, kind, default, help, manual group (pure).
+
+The shipped ``config/mailengine.toml`` is rendered from this table (see
+``template.py``), the loader validates against it, and the web admin shows it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from mailengine.config import kinds as k
+
+
+@attrs.frozen
+class Setting:
+    section: str
+    key: str
+    kind: k.Kind
+    default: Any
+    help: str
+    group: str  # the manual's settings page: Basic, TCP/IP, Permissions, Queue, Logs, ...
+    live: bool = True  # False: "applies after restart"
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
+
+
+SECONDS_MIN_5 = k.Int(minimum=5, unit="seconds")
+MANUAL_GROUPS = (
+    "Basic",
+    "TCP/IP",
+    "Permissions",
+    "Queue",
+    "Logs",
+    "Limits",
+    "Troubleshooting",
+    "Reports",
+    "Web admin",
+)
+
+
+def _s(
+    section: str, key: str, kind: k.Kind, default: Any, group: str, help: str, live: bool = True
+) -> Setting:
+    return Setting(section, key, kind, default, " ".join(help.split()), group, live)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # [server]
+    _s(
+        "server",
+        "admin_email",
+        k.Email(),
+        "",
+        "Basic",
+        """One address notified of problems such as low free disk space under mailq/ or
+       running out of file descriptors (at most once an hour each).""",
+    ),
+    _s(
+        "server",
+        "helo_text",
+        k.Hostname(),
+        "",
+        "TCP/IP",
+        """Name sent in EHLO/HELO on outbound connections and shown in the SMTP greeting.
+       Blank: the host name of the machine's primary IP address. An invalid name may get
+       outbound mail refused by anti-spam filters.""",
+    ),
+    _s(
+        "server",
+        "local_domains",
+        k.DomainList(allow_everything=True),
+        [],
+        "Basic",
+        """Domains this engine receives mail for (not relay domains). Mail whose RCPT TO is
+       at a local domain is "incoming": stored in mailq/incoming/ when save_incoming is on,
+       otherwise accepted and dropped. "@" or "." makes every address local (speed tests).""",
+    ),
+    _s(
+        "server",
+        "max_threads",
+        k.Int(minimum=1, maximum=10000),
+        500,
+        "Limits",
+        """Largest size of the worker thread pool used for blocking disk work (queue fsyncs,
+       retry/ scans). The original used one thread per connection; an event loop needs
+       few.""",
+        live=False,
+    ),
+    # [smtp_in]
+    _s(
+        "smtp_in",
+        "listen_ips",
+        k.IPList(zero_means="not allowed here"),
+        [],
+        "TCP/IP",
+        """Addresses to receive SMTP on; ranges like 10.0.0.1-10.0.0.9 expand to each
+       address. Blank: every address of the machine.""",
+        live=False,
+    ),
+    _s(
+        "smtp_in",
+        "port",
+        k.Int(minimum=1, maximum=65535),
+        25,
+        "TCP/IP",
+        """TCP port to receive SMTP on. 1 turns receiving off.""",
+        live=False,
+    ),
+    _s(
+        "smtp_in",
+        "relay_ips",
+        k.IPList(zero_means="everyone may relay"),
+        ["127.0.0.1"],
+        "Permissions",
+        """Peers allowed to relay through this engine: single addresses, ranges or CIDR.
+       "0" lets everyone relay (only behind a firewall!). Default: this machine only.""",
+    ),
+    _s(
+        "smtp_in",
+        "relay_domains",
+        k.DomainList(),
+        [],
+        "Permissions",
+        """RCPT TO relay domains: recipients at these domains are accepted from anyone and
+       forwarded to the domain's MX (backup-MX use). Add your own and the primary's
+       addresses to smtp_out.reject_mail_servers to avoid mail loops.""",
+    ),
+    _s(
+        "smtp_in",
+        "reject_mail_from",
+        k.TextList(what="substrings"),
+        [],
+        "Permissions",
+        """MAIL FROM addresses containing any of these substrings are refused with 550
+       (e.g. "spammer.com", "makemoneyfast").""",
+    ),
+    _s(
+        "smtp_in",
+        "priority_ips",
+        k.IPList(zero_means="every peer is a priority peer"),
+        [],
+        "Limits",
+        """Peers always admitted, even beyond max_connections and max_connections_per_ip.
+       "0" exempts everyone.""",
+    ),
+    _s(
+        "smtp_in",
+        "max_connections",
+        k.Int(minimum=1),
+        500,
+        "Limits",
+        """Most simultaneous inbound SMTP sessions; further peers get 421 and are closed,
+       except priority_ips.""",
+    ),
+    _s(
+        "smtp_in",
+        "max_connections_per_ip",
+        k.Int(minimum=0),
+        0,
+        "Limits",
+        """Most simultaneous inbound sessions from one peer address. 0: no limit.""",
+    ),
+    _s(
+        "smtp_in",
+        "timeout_seconds",
+        SECONDS_MIN_5,
+        600,
+        "Limits",
+        """SMTP inbound timeout: a session silent this long gets 421 and is closed.
+       Minimum 5.""",
+    ),
+    _s(
+        "smtp_in",
+        "max_message_size_bytes",
+        k.Int(minimum=1024, also=(0,), unit="bytes"),
+        10485760,
+        "Limits",
+        """Largest message accepted, advertised in EHLO as SIZE; larger mail gets 552.
+       0: no limit. Minimum 1024.""",
+    ),
+    _s(
+        "smtp_in",
+        "tls_certificate",
+        k.Path(),
+        "",
+        "TCP/IP",
+        """PEM certificate (chain) for STARTTLS. Blank: STARTTLS is not offered.""",
+        live=False,
+    ),
+    _s(
+        "smtp_in",
+        "tls_private_key",
+        k.Path(),
+        "",
+        "TCP/IP",
+        """PEM private key for tls_certificate (may be the same file).""",
+        live=False,
+    ),
+    _s(
+        "smtp_in",
+        "auth_mechanisms",
+        k.SubsetList(choices=("PLAIN", "LOGIN", "CRAM-MD5")),
+        ["PLAIN", "LOGIN", "CRAM-MD5"],
+        "Permissions",
+        """SMTP AUTH mechanisms offered against the users in config/smtp-users.txt (set them
+       with `mailengine passwd --smtp USER`). Authenticated sessions may relay. Empty:
+       no AUTH.""",
+        live=False,
+    ),
+    _s(
+        "smtp_in",
+        "allow_plain_auth_without_tls",
+        k.Bool(),
+        False,
+        "Permissions",
+        """Allow PLAIN and LOGIN before STARTTLS (passwords in clear text on the wire).""",
+    ),
+    # [smtp_out]
+    _s(
+        "smtp_out",
+        "outbound_ip",
+        k.IPAddress(),
+        "",
+        "TCP/IP",
+        """Local address outbound connections are made from. Blank: the system chooses.""",
+    ),
+    _s(
+        "smtp_out",
+        "remote_port",
+        k.Int(minimum=1, maximum=65535),
+        25,
+        "TCP/IP",
+        """Port dialled on MX hosts. Only labs and tests change it.""",
+    ),
+    _s(
+        "smtp_out",
+        "reject_mail_servers",
+        k.IPList(zero_means="never deliver anywhere"),
+        [],
+        "Permissions",
+        """Never connect to these addresses (prevents loops, e.g. as backup MX: list your
+       own and the primary's addresses).""",
+    ),
+    _s(
+        "smtp_out",
+        "max_connections",
+        k.Int(minimum=1),
+        500,
+        "Limits",
+        """Most simultaneous outbound SMTP connections in total (300-2,000 is sensible,
+       about 1,000 is often best; mind the open-file limit).""",
+    ),
+    _s(
+        "smtp_out",
+        "max_connections_per_host",
+        k.Int(minimum=1),
+        10,
+        "Limits",
+        """Most simultaneous connections to one receiving server, so none is
+       overloaded.""",
+    ),
+    _s(
+        "smtp_out",
+        "connect_timeout_seconds",
+        SECONDS_MIN_5,
+        240,
+        "Limits",
+        """SMTP connect timeout: how long to wait for a TCP connection to a remote server.
+       Minimum 5.""",
+    ),
+    _s(
+        "smtp_out",
+        "write_timeout_seconds",
+        SECONDS_MIN_5,
+        240,
+        "Limits",
+        """SMTP write timeout: how long a write to a remote server may stay blocked.
+       Minimum 5.""",
+    ),
+    _s(
+        "smtp_out",
+        "read_timeout_seconds",
+        SECONDS_MIN_5,
+        240,
+        "Limits",
+        """SMTP read timeout: how long to wait for each reply of a remote server.
+       Minimum 5.""",
+    ),
+    _s(
+        "smtp_out",
+        "body_timeout_seconds",
+        SECONDS_MIN_5,
+        600,
+        "Limits",
+        """SMTP body timeout: how long to wait for the reply after the message body (the
+       end-of-data ".") . Minimum 5.""",
+    ),
+    _s(
+        "smtp_out",
+        "max_messages_per_hour",
+        k.Int(minimum=0),
+        0,
+        "Limits",
+        """Max hourly send rate: most messages sent in any hour; sending is held when it is
+       reached. 0: no cap.""",
+    ),
+    _s(
+        "smtp_out",
+        "max_bandwidth_bytes_per_minute",
+        k.Int(minimum=0, unit="bytes/minute"),
+        0,
+        "Limits",
+        """Max outbound bandwidth, shared by all connections. 0: no cap.""",
+    ),
+    _s(
+        "smtp_out",
+        "paused",
+        k.Bool(),
+        False,
+        "Queue",
+        """Pause sending: no outbound SMTP; mail accumulates in mailq/retry/. On resume
+       everything is sent at full speed (to release a large batch at one time).""",
+    ),
+    _s(
+        "smtp_out",
+        "bounce_host",
+        k.Hostname(),
+        "",
+        "Logs",
+        """When set, outbound MAIL FROM becomes mailengine-bounce-USER%DOMAIN@<bounce_host>
+       (VERP) so returning bounces are logged to hard-bounces.txt / soft-bounces.txt. The
+       bounce host must be one of local_domains.""",
+    ),
+    _s(
+        "smtp_out",
+        "tls_verify_domains",
+        k.DomainList(),
+        [],
+        "Permissions",
+        """Recipient domains whose MX certificates must verify (STARTTLS required, name
+       checked); otherwise the delivery is a soft failure. Other domains get opportunistic
+       STARTTLS without checks (RFC 7435).""",
+    ),
+    # [dns]
+    _s(
+        "dns",
+        "servers",
+        k.ServerList(),
+        [],
+        "Basic",
+        """DNS servers for MX lookups, "ip" or "ip:port". Empty: the nameservers of
+       /etc/resolv.conf.""",
+        live=False,
+    ),
+    _s(
+        "dns",
+        "bypass",
+        k.BypassList(),
+        [],
+        "Basic",
+        """DNS bypass lines "domain,host,MX|NS,ip[:port]". MX sends the domain's mail to that
+       host and address without DNS (several MX lines = several hosts, in order); NS asks
+       that server about the domain and its subdomains. Example:
+       "foo.example.com,mail1.example.com,MX,192.168.0.27".""",
+    ),
+    _s(
+        "dns",
+        "preload_domains",
+        k.DomainList(),
+        [],
+        "Basic",
+        """Domains looked up at start-up and kept warm in the cache (e.g. the big mailbox
+       providers).""",
+    ),
+    # [queue]
+    _s(
+        "queue",
+        "check_interval_seconds",
+        k.Int(minimum=1, unit="seconds"),
+        600,
+        "Queue",
+        """How often mailq/retry/ is scanned for files written by other programs (and for
+       shutdown.txt). Keep it at or below the shortest retry interval; known future retry
+       times are honoured regardless.""",
+    ),
+    _s(
+        "queue",
+        "retry_intervals_minutes",
+        k.IntervalList(),
+        [30, 120, 240, 480, 960],
+        "Queue",
+        """Minutes to wait before each retry after a soft failure (fractions allowed); after
+       the last one the recipient has finally failed. [0]: never retry.""",
+    ),
+    _s(
+        "queue",
+        "use_disk_for_relay",
+        k.Bool(),
+        False,
+        "Queue",
+        """Write relay mail to mailq/working/ and fsync it before answering 250, so it
+       survives a crash or power cut. Otherwise first attempts run from memory.""",
+    ),
+    _s(
+        "queue",
+        "save_done",
+        k.Bool(),
+        False,
+        "Queue",
+        """Keep finished messages in mailq/done/ (status=done).""",
+    ),
+    _s(
+        "queue",
+        "done_retention_minutes",
+        k.Int(minimum=0, unit="minutes"),
+        60,
+        "Queue",
+        """How long files stay in mailq/done/. 0: keep forever.""",
+    ),
+    _s(
+        "queue",
+        "save_incoming",
+        k.Bool(),
+        False,
+        "Queue",
+        """Store mail for local domains in mailq/incoming/ (otherwise accepted and
+       dropped).""",
+    ),
+    _s(
+        "queue",
+        "incoming_retention_minutes",
+        k.Int(minimum=0, unit="minutes"),
+        60,
+        "Queue",
+        """How long files stay in mailq/incoming/. 0: keep forever.""",
+    ),
+    _s(
+        "queue",
+        "max_messages_in_memory",
+        k.Int(minimum=1),
+        500000,
+        "Limits",
+        """Messages kept in memory for sending; beyond it new mail is offloaded to
+       mailq/retry/ on disk.""",
+    ),
+    _s(
+        "queue",
+        "max_memory_kb",
+        k.Int(minimum=1000, unit="KB"),
+        2000000,
+        "Limits",
+        """Max queue memory: KB of message data kept in memory; beyond it new mail is
+       offloaded to disk. Minimum 1000.""",
+    ),
+    _s(
+        "queue",
+        "use_dsn",
+        k.Bool(),
+        False,
+        "Queue",
+        """Send a delivery status notification (with the session transcript) to MAIL FROM
+       when a recipient finally fails. Off by default: feeding programs track failures
+       themselves.""",
+    ),
+    # [logs]
+    _s(
+        "logs",
+        "retention_days",
+        k.Int(minimum=0, unit="days"),
+        10,
+        "Logs",
+        """Days daily log files under log/ are kept. 0: no log files.""",
+    ),
+    _s(
+        "logs",
+        "log_undeliverable",
+        k.Bool(),
+        True,
+        "Logs",
+        """Append each finally failed address to hard-undeliverable.txt (5xx) or
+       soft-undeliverable.txt (4xx after all retries), one per line.""",
+    ),
+    _s(
+        "logs",
+        "stats_interval_seconds",
+        k.Int(minimum=0, unit="seconds"),
+        10,
+        "Logs",
+        """How often the recv/sent statistics lines are logged (only when mail moved).
+       0: off.""",
+    ),
+    _s(
+        "logs",
+        "log_queue_size",
+        k.Bool(),
+        True,
+        "Troubleshooting",
+        """Log how many messages are held in memory with each stats line.""",
+    ),
+    _s(
+        "logs",
+        "log_queue_memory",
+        k.Bool(),
+        True,
+        "Troubleshooting",
+        """Log how many KB of message data are held in memory with each stats line.""",
+    ),
+    _s(
+        "logs",
+        "debug_dns",
+        k.Bool(),
+        False,
+        "Troubleshooting",
+        """Log every DNS query and answer.""",
+    ),
+    _s(
+        "logs",
+        "debug_smtp_out",
+        k.Bool(),
+        False,
+        "Troubleshooting",
+        """Log every line of every outbound SMTP session (very verbose).""",
+    ),
+    _s(
+        "logs",
+        "debug_smtp_in",
+        k.Bool(),
+        False,
+        "Troubleshooting",
+        """Log every line of every inbound SMTP session (very verbose).""",
+    ),
+    _s(
+        "logs",
+        "debug_program",
+        k.Bool(),
+        False,
+        "Troubleshooting",
+        """Log the engine's internal decisions (queue moves, scans, offloads).""",
+    ),
+    _s(
+        "logs",
+        "debug_send_loop",
+        k.Bool(),
+        False,
+        "Troubleshooting",
+        """Log the send loop as it runs: which message goes to which host, and why sending
+       waits.""",
+    ),
+    # [reports]
+    _s(
+        "reports",
+        "type",
+        k.Choice(choices=("", "e", "f", "l", "x")),
+        "",
+        "Reports",
+        """Delivery report type: "" none; "e" after every send attempt; "f" after the first;
+       "l" after the last; "x" after the first and the last.""",
+    ),
+    _s(
+        "reports",
+        "recipients",
+        k.AddressList(),
+        [],
+        "Reports",
+        """Addresses that receive delivery reports.""",
+    ),
+    _s(
+        "reports",
+        "domains",
+        k.TextList(what="patterns like aol.com, .cn or bob@aol.com"),
+        [],
+        "Reports",
+        """Only undelivered addresses containing one of these patterns are reported.
+       Empty: all.""",
+    ),
+    # [web]
+    _s(
+        "web",
+        "port",
+        k.Int(minimum=0, maximum=65535),
+        81,
+        "Web admin",
+        """Port of the web admin (http://host:81/gui/admin). 0 turns it off.""",
+        live=False,
+    ),
+    _s(
+        "web",
+        "listen_ips",
+        k.IPList(zero_means="not allowed here"),
+        [],
+        "Web admin",
+        """Addresses the web admin listens on. Blank: every address.""",
+        live=False,
+    ),
+    _s(
+        "web",
+        "allowed_ips",
+        k.IPList(zero_means="web admin off"),
+        ["127.0.0.1"],
+        "Web admin",
+        """Client addresses allowed to use the web admin and /metrics; others get 403.
+       Blank: everyone. "0" in the list turns the web admin off.""",
+    ),
+    _s(
+        "web",
+        "api_token",
+        k.Text(),
+        "",
+        "Web admin",
+        """Bearer token for the JSON API under /api/ (header "Authorization: Bearer ...").
+       Blank: the API takes only a logged-in session.""",
+    ),
+)
+
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(s.section for s in SETTINGS))
+BY_NAME: dict[tuple[str, str], Setting] = {(s.section, s.key): s for s in SETTINGS}
+
+
+def setting(section: str, key: str) -> Setting:
+    return BY_NAME[(section, key)]

@@ -1,0 +1,47 @@
+"""Render the shipped config/mailengine.toml from the schema, one commented line per setting."""
+
+from __future__ import annotations
+
+import textwrap
+
+from mailengine.config.kinds import toml_literal
+from mailengine.config.schema import SECTIONS, SETTINGS
+
+SECTION_HELP = {
+    "server": "The engine itself.",
+    "smtp_in": "Receiving: who may relay, limits, TLS and AUTH (manual §2).",
+    "smtp_out": "Sending: connections, timeouts, caps, pause, VERP (manual §3).",
+    "dns": "MX lookups: servers, bypass table, preloaded domains.",
+    "queue": "The mailq/ directories, retries, memory limits, DSN (manual §5).",
+    "logs": "Console and log/ files, statistics, undeliverable logs, debug switches.",
+    "reports": "Delivery reports mailed after send attempts (manual §4).",
+    "web": "The web admin at http://host:<port>/gui/admin, its JSON API and /metrics.",
+}
+
+HEADER = """\
+# MailEngine configuration.
+#
+# Every setting is listed with its default. A file may hold only the settings
+# that differ; missing ones take their defaults. Unknown names are errors.
+# Check a file with:  mailengine check-config --config FILE
+# Settings marked "applies after restart" need the engine restarted; the
+# others take effect at once when changed in the web admin.
+"""
+
+
+def render_template() -> str:
+    out = [HEADER]
+    for section in SECTIONS:
+        out.append("")
+        out.append(f"# {SECTION_HELP[section]}")
+        out.append(f"[{section}]")
+        for s in (s for s in SETTINGS if s.section == section):
+            out.append("")
+            wrapped = textwrap.wrap(s.help, width=76)
+            out.extend(f"# {line}" for line in wrapped)
+            note = f"Allowed: {s.kind.allowed()}. Default: {toml_literal(s.default)}."
+            if not s.live:
+                note += " Applies after restart."
+            out.extend(f"# {line}" for line in textwrap.wrap(note, width=76))
+            out.append(f"{s.key} = {toml_literal(s.default)}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,1 @@
+"""Sending: delivery plan and connection slots (pure), the SMTP client, per-MX pools."""

@@ -1,0 +1,49 @@
+"""The running engine's parts, made once by service.py and handed to every shell."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import attrs
+from twisted.internet.interfaces import IReactorCore, IReactorTCP, IReactorTime
+
+from mailengine.config.model import Config
+from mailengine.observe.counters import Counters
+from mailengine.queue.commit import GroupCommit
+from mailengine.queue.ids import MessageIdFactory
+from mailengine.queue.live import LiveQueue
+from mailengine.queue.store import QueueStore
+
+
+@attrs.define(eq=False)
+class Engine:
+    """Everything a component may need; nothing here decides anything."""
+
+    root: str
+    config: Config
+    reactor: Any  # IReactorTime + IReactorTCP + IReactorCore (+ threads)
+    store: QueueStore
+    queue: LiveQueue
+    counters: Counters
+    committer: GroupCommit
+    ids: MessageIdFactory
+    hostname: str
+    test_mode: bool = False
+    # Filled in by service.py as the parts exist (inbound, delivery, dns, web).
+    parts: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def config_dir(self) -> str:
+        return os.path.dirname(os.path.abspath(self.config.path))
+
+    @property
+    def log_dir(self) -> str:
+        return os.path.join(self.root, "log")
+
+    def root_file(self, name: str) -> str:
+        """Files the manual keeps in the MailEngine directory (hard-bounces.txt, ...)."""
+        return os.path.join(self.root, name)
+
+
+__all__ = ["Engine", "IReactorCore", "IReactorTCP", "IReactorTime"]

@@ -1,0 +1,61 @@
+"""The periodic statistics lines (manual §8), logged when anything moved."""
+
+from __future__ import annotations
+
+from twisted.application import service
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from mailengine.engine import Engine
+from mailengine.observe import statslines
+
+log = Logger(namespace="mailengine.stats")
+
+
+class StatsReporter(service.Service):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._call: IDelayedCall | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.engine.counters.interval_start = self.engine.reactor.seconds()
+        self._schedule()
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+
+    def _schedule(self) -> None:
+        interval = self.engine.config.logs.stats_interval_seconds
+        # 0 = off; look again later in case it is switched on at run time.
+        self._call = self.engine.reactor.callLater(interval or 10, self.tick)
+
+    def tick(self) -> None:
+        engine = self.engine
+        if engine.config.logs.stats_interval_seconds > 0:
+            for line in self.lines(engine.reactor.seconds()):
+                log.info("{line}", line=line)
+        if self.running:
+            self._schedule()
+
+    def lines(self, now: float) -> list[str]:
+        counters = self.engine.counters
+        iv = counters.close_interval(now)
+        out: list[str] = []
+        if iv.recv_inbound or iv.recv_relay:
+            out.append(
+                statslines.recv_line(
+                    iv.recv_inbound, iv.recv_relay, iv.elapsed, counters.total_recv
+                )
+            )
+        if iv.sent:
+            out.append(statslines.sent_line(iv.sent, iv.elapsed, counters.total_sent))
+        if out:
+            logs = self.engine.config.logs
+            if logs.log_queue_size:
+                out.append(statslines.queue_size_line(self.engine.queue.memory_count))
+            if logs.log_queue_memory:
+                out.append(statslines.queue_memory_line(self.engine.queue.memory_bytes // 1024))
+        return out

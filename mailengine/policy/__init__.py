@@ -1,0 +1,1 @@
+"""Pure decisions about peers and addresses: relay rules, admission, IP ranges, VERP."""

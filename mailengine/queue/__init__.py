@@ -1,0 +1,1 @@
+"""The mailq/ directories: .inf format (pure), store (files, renames, fsync), scanner, enqueue."""

@@ -1,0 +1,77 @@
+"""Every queue check interval: shutdown.txt, the retry/ scan, retention of done/ and incoming/."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.application import service
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from mailengine.engine import Engine
+
+log = Logger(namespace="mailengine.queue")
+
+
+class QueueChecker(service.Service):
+    """Runs the periodic queue check; ``request_stop`` is called when shutdown.txt appears."""
+
+    def __init__(self, engine: Engine, request_stop: Callable[[], None]) -> None:
+        self.engine = engine
+        self.request_stop = request_stop
+        self._call: IDelayedCall | None = None
+        self.checks = 0
+
+    def startService(self) -> None:
+        super().startService()
+        store = self.engine.store
+        store.ensure_dirs()
+        if store.take_shutdown_request():
+            log.info("removed a stale retry/shutdown.txt left from before this start")
+        repaired = store.repair_interrupted_moves()
+        if repaired:
+            log.warn("finished {n} queue moves cut short by a crash", n=len(repaired))
+        moved = store.recover_working()
+        if moved:
+            log.info("moved {n} messages left in working/ to retry/", n=len(moved))
+        self.check()
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+
+    def check(self) -> None:
+        """One queue check; reschedules itself with the current interval (a live setting)."""
+        self._call = None
+        self.checks += 1
+        engine = self.engine
+        try:
+            if engine.store.take_shutdown_request():
+                log.info("retry/shutdown.txt found: shutting down")
+                self.request_stop()
+                return
+            engine.queue.scan_retry()
+            self.sweep_retention()
+        except Exception:
+            log.failure("queue check failed")
+        if self.running:
+            interval = engine.config.queue.check_interval_seconds
+            self._call = engine.reactor.callLater(interval, self.check)
+
+    def sweep_retention(self) -> None:
+        q = self.engine.config.queue
+        now = self.engine.reactor.seconds()
+        for dirname, minutes in (
+            ("done", q.done_retention_minutes),
+            ("incoming", q.incoming_retention_minutes),
+        ):
+            if minutes > 0:
+                removed = self.engine.store.remove_older_than(dirname, now - minutes * 60)
+                if removed and self.engine.config.logs.debug_program:
+                    log.info(
+                        "removed {n} messages older than {m} minutes from {d}/",
+                        n=removed,
+                        m=minutes,
+                        d=dirname,
+                    )

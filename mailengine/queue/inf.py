@@ -1,0 +1,50 @@
+"""``ID.inf``: key=value lines, keys case-insensitive and written lowercase (pure; manual §5)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+# Message ids become file names: allow the manual's shape and nothing that
+# could climb out of a directory (no '/', no leading '.').
+_ID = re.compile(r"^[A-Za-z0-9_=+@-][A-Za-z0-9_.=+@-]{0,199}$")
+
+
+class InfError(ValueError):
+    """An ``.inf`` that cannot be used; the text says why."""
+
+
+def is_valid_message_id(message_id: str) -> bool:
+    return bool(_ID.match(message_id)) and ".." not in message_id
+
+
+def parse_inf(text: str) -> dict[str, str]:
+    """``key=value`` lines -> dict with lowercase keys, in file order."""
+    fields: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise InfError(f"line {number} is not key=value: {line[:60]!r}")
+        fields[key.strip().lower()] = value.strip()
+    return fields
+
+
+def clean_value(value: str) -> str:
+    """A value can hold neither a newline nor (in the log) the entry separator."""
+    return value.replace("\r", " ").replace("\n", " ")
+
+
+def format_inf(fields: Mapping[str, str]) -> str:
+    """Lines sorted by key, as the manual's sample shows."""
+    return "".join(f"{key}={clean_value(fields[key])}\n" for key in sorted(fields))
+
+
+def parse_address_list(value: str) -> list[str]:
+    """``a@x,b@y,`` -> ``["a@x", "b@y"]`` (spaces and a trailing comma tolerated)."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def format_address_list(addresses: Iterable[str]) -> str:
+    return ",".join(addresses)

@@ -1,0 +1,415 @@
+"""The messages the engine knows, in memory and in retry/, and when each is due.
+
+Intake (relay mail held in memory, written to working/ first when durable,
+offloaded to retry/ when memory is full), the retry/ index kept by scans,
+the hand-over of due messages to the sender, and their return (retry later,
+done, or dropped). Manual §5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from mailengine.config.model import Config
+from mailengine.observe.counters import Counters
+from mailengine.queue.commit import GroupCommit
+from mailengine.queue.content import to_canonical
+from mailengine.queue.envelope import Envelope
+from mailengine.queue.inf import InfError
+from mailengine.queue.store import QueueStore
+from mailengine.scheduler.schedule import Schedule, has_memory_room
+
+log = Logger(namespace="mailengine.queue")
+
+
+@attrs.define(eq=False)
+class QueuedMessage:
+    """A message and where it is: "memory", "working" (on disk, being sent) or "retry"."""
+
+    envelope: Envelope
+    data: bytes | None = None
+    location: str = "memory"
+    inode: int = 0  # of retry/ID.inf when indexed by a scan; 0 when we wrote it
+    size: int = 0
+
+    @property
+    def message_id(self) -> str:
+        return self.envelope.message_id
+
+
+class Consumer(Protocol):
+    """The sender: told when messages are due; it pulls them with ``take_due``."""
+
+    def messages_due(self) -> None: ...
+
+
+@attrs.define
+class ScanReport:
+    new: int = 0
+    removed: int = 0
+    invalid: int = 0
+    known: int = 0
+
+
+class LiveQueue:
+    """One per engine. Decisions come from the scheduler; files from the store."""
+
+    def __init__(
+        self,
+        store: QueueStore,
+        config: Config,
+        clock: IReactorTime,
+        committer: GroupCommit,
+        counters: Counters,
+        now: Callable[[], float] | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.committer = committer
+        self.counters = counters
+        self._now = now or clock.seconds
+        self.messages: dict[str, QueuedMessage] = {}
+        self.schedule = Schedule()
+        self.memory_count = 0
+        self.memory_bytes = 0
+        self.consumer: Consumer | None = None
+        self._bad: dict[str, int] = {}  # id -> inode of an .inf already warned about
+        self._wake: IDelayedCall | None = None
+        self._stopping = False
+
+    # -- memory accounting -------------------------------------------------
+
+    def _reserve(self, size: int) -> None:
+        self.memory_count += 1
+        self.memory_bytes += size
+
+    def _release(self, msg: QueuedMessage) -> None:
+        if msg.data is not None or msg.location == "reserved":
+            self.memory_count -= 1
+            self.memory_bytes -= msg.size
+        msg.data = None
+
+    def has_room(self, size: int) -> bool:
+        q = self.config.queue
+        return has_memory_room(
+            self.memory_count,
+            self.memory_bytes,
+            size,
+            max_messages=q.max_messages_in_memory,
+            max_kb=q.max_memory_kb,
+        )
+
+    # -- intake ------------------------------------------------------------
+
+    def accept_relay(self, envelope: Envelope, data: bytes) -> defer.Deferred:
+        """Take relay mail; the Deferred fires once it is as safe as configured.
+
+        Memory when there is room and a sender; working/ first (fsynced, group
+        commit) with use_disk_for_relay; retry/ when memory is full, sending is
+        paused, or no sender runs (manual §5: "mail accumulates in retry/").
+        """
+        now = self._now()
+        durable = self.config.queue.use_disk_for_relay
+        size = len(data)
+        msg = QueuedMessage(envelope, None, "reserved", size=size)
+        if (
+            self.consumer is None
+            or self._stopping
+            or self.config.smtp_out.paused
+            or not self.has_room(size)
+        ):
+            envelope.retry_time = now
+            return self._write_retry(msg, data, durable)
+        self._reserve(size)
+        self.messages[envelope.message_id] = msg
+        if not durable:
+            self._hold(msg, data, "memory")
+            return defer.succeed(envelope.message_id)
+        inf_bytes = envelope.to_inf().encode()
+
+        def write() -> None:
+            self.store.write_data_and_inf("working", envelope.message_id, data, inf_bytes)
+
+        d = self.committer.submit(write, durable=True)
+
+        def written(_: Any) -> str:
+            self._hold(msg, data, "working")
+            return envelope.message_id
+
+        def failed(f: Any) -> Any:
+            self._release(msg)
+            self.messages.pop(envelope.message_id, None)
+            return f
+
+        return d.addCallbacks(written, failed)
+
+    def _hold(self, msg: QueuedMessage, data: bytes, location: str) -> None:
+        msg.data = data
+        msg.location = location
+        self.schedule.add(msg.message_id, self._now(), msg.envelope.priority)
+        self._notify()
+
+    def _write_retry(self, msg: QueuedMessage, data: bytes, durable: bool) -> defer.Deferred:
+        envelope = msg.envelope
+        inf_bytes = envelope.to_inf().encode()
+
+        def write() -> None:
+            self.store.write_data_and_inf("retry", envelope.message_id, data, inf_bytes)
+
+        def written(_: Any) -> str:
+            self._index_retry(msg)
+            if self.config.logs.debug_program:
+                log.info("{id}: offloaded to retry/", id=envelope.message_id)
+            return envelope.message_id
+
+        return self.committer.submit(write, durable=durable).addCallback(written)
+
+    def _index_retry(self, msg: QueuedMessage) -> None:
+        msg.location = "retry"
+        msg.data = None
+        self.messages[msg.message_id] = msg
+        due = msg.envelope.retry_time if msg.envelope.retry_time is not None else self._now()
+        self.schedule.add(msg.message_id, due, msg.envelope.priority)
+        self._notify()
+
+    def accept_incoming(self, envelope: Envelope, data: bytes) -> defer.Deferred:
+        """Mail for a local domain: incoming/ with save_incoming, else dropped (manual §2)."""
+        if not self.config.queue.save_incoming:
+            return defer.succeed(envelope.message_id)
+        inf_bytes = envelope.to_inf().encode()
+
+        def write() -> None:
+            self.store.write_data_and_inf("incoming", envelope.message_id, data, inf_bytes)
+
+        return self.committer.submit(
+            write, durable=self.config.queue.use_disk_for_relay
+        ).addCallback(lambda _: envelope.message_id)
+
+    # -- the retry/ scan ---------------------------------------------------
+
+    def scan_retry(self) -> ScanReport:
+        """Index files in retry/ that other programs (or a restart) put there."""
+        now = self._now()
+        report = ScanReport()
+        seen = set()
+        for message_id, inode, _ in self.store.scan("retry"):
+            seen.add(message_id)
+            known = self.messages.get(message_id)
+            if known is not None:
+                if known.location != "retry":
+                    continue  # ours, in flight: the file is being written or moved
+                if known.inode in (0, inode):
+                    known.inode = inode
+                    report.known += 1
+                    continue
+                self.schedule.remove(message_id)  # replaced by another program: re-read
+                del self.messages[message_id]
+            if self._bad.get(message_id) == inode:
+                report.invalid += 1
+                continue
+            try:
+                envelope = self.store.read_envelope("retry", message_id, now=now)
+            except FileNotFoundError:
+                continue
+            except (InfError, OSError) as exc:
+                self._bad[message_id] = inode
+                report.invalid += 1
+                log.warn("retry/{id}.inf skipped and left in place: {why}", id=message_id, why=exc)
+                continue
+            self._bad.pop(message_id, None)
+            msg = QueuedMessage(envelope, None, "retry", inode=inode, size=envelope.received_size)
+            self._index_retry(msg)
+            report.new += 1
+        for message_id, msg in list(self.messages.items()):
+            if msg.location == "retry" and msg.inode and message_id not in seen:
+                self.forget(message_id)  # removed or held by the operator
+                report.removed += 1
+        for message_id in [m for m in self._bad if m not in seen]:
+            del self._bad[message_id]
+        if self.config.logs.debug_program:
+            log.info(
+                "retry scan: {new} new, {known} known, {removed} gone, {invalid} invalid",
+                new=report.new,
+                known=report.known,
+                removed=report.removed,
+                invalid=report.invalid,
+            )
+        return report
+
+    def forget(self, message_id: str) -> QueuedMessage | None:
+        """Stop tracking a message (its files were removed or moved by someone else)."""
+        self.schedule.remove(message_id)
+        msg = self.messages.pop(message_id, None)
+        if msg is not None:
+            self._release(msg)
+        return msg
+
+    # -- hand-over to the sender -------------------------------------------
+
+    def _notify(self) -> None:
+        if self.consumer is None:
+            return
+        now = self._now()
+        if self.schedule.has_due(now):
+            self.consumer.messages_due()
+        self._arm_wake()
+
+    def _arm_wake(self) -> None:
+        due = self.schedule.next_due()
+        if due is None:
+            return
+        if self._wake is not None and self._wake.active():
+            if self._wake.getTime() <= due:
+                return
+            self._wake.cancel()
+        delay = max(0.0, due - self._now())
+        self._wake = self.clock.callLater(delay, self._notify)
+
+    def take_due(self, limit: int) -> list[QueuedMessage]:
+        """Up to ``limit`` due messages, best priority first, with their data loaded.
+
+        A message in retry/ is claimed by renaming it to working/; if another
+        program moved or removed it first, it is forgotten. Disk messages are
+        loaded only while memory has room.
+        """
+        now = self._now()
+        out: list[QueuedMessage] = []
+        while len(out) < limit:
+            ids = self.schedule.pop_due(now, 1)
+            if not ids:
+                break
+            message_id = str(ids[0])
+            msg = self.messages.get(message_id)
+            if msg is None:
+                continue
+            if msg.location == "retry":
+                if not self.has_room(msg.size or 4096):
+                    self.schedule.add(message_id, now, msg.envelope.priority)
+                    break
+                if not self._load(msg, now):
+                    continue
+            out.append(msg)
+        return out
+
+    def _load(self, msg: QueuedMessage, now: float) -> bool:
+        message_id = msg.message_id
+        try:
+            self.store.move(message_id, "retry", "working")
+        except FileNotFoundError:
+            self.forget(message_id)
+            return False
+        try:
+            envelope = self.store.read_envelope("working", message_id, now=now)
+            data = to_canonical(self.store.read_data("working", message_id))
+        except (InfError, OSError) as exc:
+            log.warn(
+                "{id}: cannot load from working/, moved back to retry/: {why}",
+                id=message_id,
+                why=exc,
+            )
+            try:
+                self.store.move(message_id, "working", "retry")
+            except OSError:
+                pass
+            self.forget(message_id)
+            return False
+        msg.envelope = envelope
+        msg.size = len(data)
+        self._reserve(msg.size)
+        msg.data = data
+        msg.location = "working"
+        return True
+
+    def retry_later(self, msg: QueuedMessage) -> defer.Deferred:
+        """Put a message back into retry/ with its updated envelope; due at its retrytime."""
+        envelope = msg.envelope
+        inf_bytes = envelope.to_inf().encode()
+        data, location = msg.data, msg.location
+        self._release(msg)
+        msg.location = "moving"
+
+        def write() -> None:
+            if location == "working":
+                self.store.replace_inf("working", envelope.message_id, inf_bytes)
+                self.store.move(envelope.message_id, "working", "retry")
+            else:
+                assert data is not None
+                self.store.write_data_and_inf("retry", envelope.message_id, data, inf_bytes)
+
+        def written(_: Any) -> None:
+            msg.inode = 0
+            self._index_retry(msg)
+
+        d = self.committer.submit(write, durable=self.config.queue.use_disk_for_relay)
+        return d.addCallback(written).addErrback(self._lost_write, msg, data)
+
+    def complete(self, msg: QueuedMessage) -> defer.Deferred:
+        """Finished: moved to done/ (status=done) with save_done, else removed."""
+        envelope = msg.envelope
+        data, location = msg.data, msg.location
+        self._release(msg)
+        self.messages.pop(envelope.message_id, None)
+        self.schedule.remove(envelope.message_id)
+        if self.config.queue.save_done:
+            envelope.status = "done"
+            inf_bytes = envelope.to_inf().encode()
+
+            def write() -> None:
+                if location == "working":
+                    self.store.replace_inf("working", envelope.message_id, inf_bytes)
+                    self.store.move(envelope.message_id, "working", "done")
+                else:
+                    assert data is not None
+                    self.store.write_data_and_inf("done", envelope.message_id, data, inf_bytes)
+        elif location == "working":
+
+            def write() -> None:
+                self.store.delete("working", envelope.message_id)
+        else:
+            return defer.succeed(None)
+        return self.committer.submit(write, durable=False).addErrback(
+            self._log_failure, envelope.message_id, "finishing"
+        )
+
+    def _lost_write(self, failure: Any, msg: QueuedMessage, data: bytes | None) -> None:
+        # Keep the message in memory and due again later rather than lose it.
+        log.failure("{id}: cannot write to retry/; kept in memory", failure, id=msg.message_id)
+        if data is not None:
+            self._reserve(len(data))
+            msg.data = data
+        msg.location = "memory" if data is not None else "working"
+        self.messages[msg.message_id] = msg
+        self.schedule.add(msg.message_id, self._now() + 60, msg.envelope.priority)
+
+    def _log_failure(self, failure: Any, message_id: str, what: str) -> None:
+        log.failure("{id}: error while {what}", failure, id=message_id, what=what)
+
+    # -- shutdown ----------------------------------------------------------
+
+    def drain(self) -> defer.Deferred:
+        """Write every message still held (memory or working/) to retry/ (graceful stop)."""
+        self._stopping = True
+        if self._wake is not None and self._wake.active():
+            self._wake.cancel()
+        waits = [
+            self.retry_later(msg)
+            for msg in list(self.messages.values())
+            if msg.location in ("memory", "working")
+        ]
+        return defer.DeferredList(waits, consumeErrors=True)
+
+    # -- views -------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        by: dict[str, int] = {"memory": 0, "working": 0, "retry": 0}
+        for msg in self.messages.values():
+            if msg.location in by:
+                by[msg.location] += 1
+        return by

@@ -1,0 +1,253 @@
+"""Files of the queue: ``ID.dat`` then ``ID.inf``, temp + rename, fsync when asked (manual §5).
+
+State changes are renames between the mailq/ directories. Ids are checked
+before they touch a path, so no caller can name a file outside mailq/.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from mailengine.queue.envelope import Envelope, parse_envelope
+from mailengine.queue.inf import InfError, is_valid_message_id
+
+DIRS = ("incoming", "retry", "working", "done", "hold")
+SHUTDOWN_FILE = "shutdown.txt"
+
+
+class BadMessageId(ValueError):
+    """An id that could not be a queue file name (path tricks included)."""
+
+
+def _load_syncfs() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_SYNCFS = _load_syncfs()
+
+
+class QueueStore:
+    """The mailq/ tree: incoming/, retry/, working/, done/ and hold/."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self._dir_fds: dict[str, int] = {}
+
+    def ensure_dirs(self) -> None:
+        for name in DIRS:
+            os.makedirs(os.path.join(self.root, name), exist_ok=True)
+
+    def dir(self, name: str) -> str:
+        if name not in DIRS:
+            raise ValueError(f"no queue directory {name!r}")
+        return os.path.join(self.root, name)
+
+    def path(self, dirname: str, message_id: str, ext: str) -> str:
+        if not is_valid_message_id(message_id):
+            raise BadMessageId(message_id)
+        return os.path.join(self.dir(dirname), message_id + ext)
+
+    # -- writing -----------------------------------------------------------
+
+    def _write_file(self, path: str, data: bytes, durable: bool) -> None:
+        tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+
+    def write_message(
+        self, dirname: str, envelope: Envelope, data: bytes, *, durable: bool = False
+    ) -> None:
+        """``.dat`` first, then ``.inf``; with ``durable``, each file and the directory fsynced."""
+        self.write_data_and_inf(
+            dirname, envelope.message_id, data, envelope.to_inf().encode(), durable=durable
+        )
+
+    def write_data_and_inf(
+        self, dirname: str, message_id: str, data: bytes, inf_bytes: bytes, *, durable: bool = False
+    ) -> None:
+        """``.dat`` first, then ``.inf`` (the engine looks for the ``.inf``; manual §5).
+
+        Without ``durable`` the caller makes it durable later (``sync_all``).
+        """
+        self._write_file(self.path(dirname, message_id, ".dat"), data, durable)
+        self.replace_inf(dirname, message_id, inf_bytes, durable=durable)
+
+    def replace_inf(
+        self, dirname: str, message_id: str, inf_bytes: bytes, *, durable: bool = False
+    ) -> None:
+        self._write_file(self.path(dirname, message_id, ".inf"), inf_bytes, durable)
+        if durable:
+            self.sync_dir(dirname)
+
+    def sync_dir(self, dirname: str) -> None:
+        fd = os.open(self.dir(dirname), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def sync_all(self) -> None:
+        """Make every write so far durable: one syncfs(2) covers many files (group commit)."""
+        if _SYNCFS is not None:
+            fd = os.open(self.root, os.O_RDONLY)
+            try:
+                if _SYNCFS(fd) == 0:
+                    return
+            finally:
+                os.close(fd)
+        os.sync()
+
+    # -- moving and removing -----------------------------------------------
+
+    def move(self, message_id: str, src: str, dst: str) -> None:
+        """Rename ``.dat`` then ``.inf`` from ``src`` to ``dst``; FileNotFoundError if gone.
+
+        The ``.inf`` goes last so a reader of ``dst`` never sees it without its
+        ``.dat``. Claiming a message is this rename: whoever renames first owns it.
+        """
+        os.rename(self.path(src, message_id, ".inf"), self.path(src, message_id, ".inf-moving"))
+        try:
+            os.rename(self.path(src, message_id, ".dat"), self.path(dst, message_id, ".dat"))
+        except OSError:
+            os.rename(self.path(src, message_id, ".inf-moving"), self.path(src, message_id, ".inf"))
+            raise
+        os.rename(self.path(src, message_id, ".inf-moving"), self.path(dst, message_id, ".inf"))
+
+    def delete(self, dirname: str, message_id: str) -> bool:
+        """Remove ``.inf`` then ``.dat``; False when the message was not there."""
+        found = False
+        for ext in (".inf", ".dat"):
+            try:
+                os.unlink(self.path(dirname, message_id, ext))
+                found = True
+            except FileNotFoundError:
+                pass
+        return found
+
+    # -- reading -----------------------------------------------------------
+
+    def read_data(self, dirname: str, message_id: str) -> bytes:
+        with open(self.path(dirname, message_id, ".dat"), "rb") as fh:
+            return fh.read()
+
+    def read_envelope(
+        self, dirname: str, message_id: str, *, now: float, require_recipients: bool = True
+    ) -> Envelope:
+        """Parse ``ID.inf``; InfError when invalid or when its ``.dat`` is missing."""
+        path = self.path(dirname, message_id, ".inf")
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
+        if not os.path.exists(self.path(dirname, message_id, ".dat")):
+            raise InfError("its .dat file is missing")
+        return parse_envelope(text, message_id, now=now, require_recipients=require_recipients)
+
+    def scan(self, dirname: str) -> Iterator[tuple[str, int, float]]:
+        """(id, inode, mtime) for every ``.inf`` in ``dirname`` (inode from getdents: cheap)."""
+        with os.scandir(self.dir(dirname)) as entries:
+            for entry in entries:
+                name = entry.name
+                if not name.endswith(".inf") or name.startswith("."):
+                    continue
+                message_id = name[:-4]
+                if not is_valid_message_id(message_id):
+                    continue
+                try:
+                    mtime = entry.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                yield message_id, entry.inode(), mtime
+
+    def count(self, dirname: str) -> int:
+        return sum(1 for _ in self.scan(dirname))
+
+    # -- start-up, shutdown.txt, retention ---------------------------------
+
+    def recover_working(self) -> list[str]:
+        """Move everything left in working/ to retry/ (manual §5: at start-up)."""
+        moved = []
+        for message_id, _, _ in list(self.scan("working")):
+            try:
+                self.move(message_id, "working", "retry")
+                moved.append(message_id)
+            except FileNotFoundError:
+                continue
+        for name in os.listdir(self.dir("working")):
+            if name.endswith(".dat") and not name.startswith("."):
+                # A .dat whose .inf never arrived: move it too, the scan warns about it.
+                try:
+                    os.rename(
+                        os.path.join(self.dir("working"), name),
+                        os.path.join(self.dir("retry"), name),
+                    )
+                except OSError:
+                    pass
+        return moved
+
+    def repair_interrupted_moves(self) -> list[str]:
+        """Finish moves cut short by a crash: put each ``.inf-moving`` beside its ``.dat``."""
+        repaired = []
+        for dirname in DIRS:
+            for name in os.listdir(self.dir(dirname)):
+                if not name.endswith(".inf-moving"):
+                    continue
+                message_id = name[: -len(".inf-moving")]
+                if not is_valid_message_id(message_id):
+                    continue
+                home = next(
+                    (
+                        d
+                        for d in (dirname, *DIRS)
+                        if os.path.exists(self.path(d, message_id, ".dat"))
+                    ),
+                    dirname,
+                )
+                os.rename(
+                    os.path.join(self.dir(dirname), name), self.path(home, message_id, ".inf")
+                )
+                repaired.append(message_id)
+        return repaired
+
+    def take_shutdown_request(self) -> bool:
+        """True (and the file is removed) when retry/shutdown.txt exists."""
+        try:
+            os.unlink(os.path.join(self.dir("retry"), SHUTDOWN_FILE))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def remove_older_than(self, dirname: str, cutoff: float) -> int:
+        """Delete messages whose ``.inf`` was last written before ``cutoff``; count them."""
+        removed = 0
+        for message_id, _, mtime in list(self.scan(dirname)):
+            if mtime < cutoff and self.delete(dirname, message_id):
+                removed += 1
+        return removed
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+
+def is_disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)

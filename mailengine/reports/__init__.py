@@ -1,0 +1,1 @@
+"""Pure text builders: DSN mails, delivery reports, undeliverable and bounce lines."""

@@ -1,0 +1,1 @@
+"""The web admin on Klein: login, dashboard, settings, queue, JSON API, /metrics."""

@@ -1,0 +1,24 @@
+import os
+
+import pytest
+
+from tests.harness import EngineProcess
+
+
+@pytest.fixture
+def engine_factory(tmp_path):
+    """Start real engines on loopback ports; every one is stopped at the end of the test."""
+    started: list[EngineProcess] = []
+
+    def make(settings=None, *, root=None, start=True, **kwargs) -> EngineProcess:
+        root = root or tmp_path / f"root{len(started)}"
+        os.makedirs(root, exist_ok=True)
+        proc = EngineProcess(str(root), settings, **kwargs)
+        started.append(proc)
+        if start:
+            proc.start()
+        return proc
+
+    yield make
+    for proc in started:
+        proc.stop()

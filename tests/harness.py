@@ -1,0 +1,187 @@
+"""Run the real service (``twistd -n mailengine``) in a subprocess for system tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mailengine.cli import TWISTD
+from mailengine.config.kinds import toml_literal
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 15.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return ""
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def write_config(path: str, settings: dict[str, dict[str, Any]]) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for section, values in settings.items():
+            fh.write(f"[{section}]\n")
+            for key, value in values.items():
+                fh.write(f"{key} = {toml_literal(value)}\n")
+            fh.write("\n")
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class EngineProcess:
+    """One ``twistd -n mailengine --root ROOT`` with loopback ports chosen for the test."""
+
+    def __init__(
+        self,
+        root: str,
+        settings: dict[str, dict[str, Any]] | None = None,
+        *,
+        test_mode: bool = False,
+        web: bool = True,
+    ) -> None:
+        self.root = str(root)
+        self.test_mode = test_mode
+        self.smtp_port = free_port()
+        self.web_port = free_port() if web else 0
+        base: dict[str, dict[str, Any]] = {
+            "smtp_in": {"port": self.smtp_port, "listen_ips": ["127.0.0.1"]},
+            "web": {"port": self.web_port, "listen_ips": ["127.0.0.1"]},
+            "logs": {"stats_interval_seconds": 1},
+        }
+        for section, values in (settings or {}).items():
+            base.setdefault(section, {}).update(values)
+        self.settings = base
+        self.config_path = os.path.join(self.root, "config", "mailengine.toml")
+        write_config(self.config_path, base)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = os.path.join(self.root, "console.log")
+
+    @property
+    def mailq(self) -> str:
+        return os.path.join(self.root, "mailq-test" if self.test_mode else "mailq")
+
+    def start(self, wait: bool = True) -> EngineProcess:
+        argv = [*TWISTD, "-n", "--pidfile=", "mailengine", "--root", self.root]
+        if self.test_mode:
+            argv.append("--test")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, env=subprocess_env(), cwd=self.root
+        )
+        if wait:
+            wait_for(self._ready, what=f"engine to start (log: {self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"engine exited {self.proc.returncode}:\n{self.console()}")
+        return "MailEngine" in self.console() and " started" in self.console()
+
+    def console(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, text: str, timeout: float = 15.0) -> None:
+        wait_for(lambda: text in self.console(), timeout, what=f"log line {text!r}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._log.close()
+        return code
+
+    def kill(self) -> int:
+        return self.stop(signal.SIGKILL)
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        code = self.proc.wait(timeout)
+        self._log.close()
+        return code
+
+    def __enter__(self) -> EngineProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_twistd(root: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    """``twistd -n mailengine --root ROOT`` to completion (for start-up failures)."""
+    return subprocess.run(
+        [*TWISTD, "-n", "--pidfile=", "mailengine", "--root", root, *args],
+        capture_output=True,
+        env=subprocess_env(),
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_cli(
+    *args: str, input: bytes | None = None, cwd: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[bytes]:
+    """``mailengine ARGS`` through ``python -m mailengine.cli`` (same code as the script)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mailengine.cli", *args],
+        input=input,
+        capture_output=True,
+        env=subprocess_env(),
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )

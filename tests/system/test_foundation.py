@@ -1,0 +1,178 @@
+"""The real service through its entry points: twistd, the mailengine command, files."""
+
+import glob
+import os
+import re
+import signal
+import smtplib
+import socket
+import subprocess
+import urllib.request
+
+import pytest
+
+from mailengine.config.template import render_template
+from tests.harness import (
+    REPO,
+    TWISTD,
+    free_port,
+    port_open,
+    read_text,
+    run_cli,
+    run_twistd,
+    subprocess_env,
+    wait_for,
+)
+
+pytestmark = pytest.mark.system
+
+
+def test_starts_answers_smtp_and_http_and_stops_on_shutdown_file(engine_factory):
+    engine = engine_factory({"queue": {"check_interval_seconds": 1}})
+    assert os.path.isdir(os.path.join(engine.root, "mailq", "retry"))
+    assert os.path.isdir(os.path.join(engine.root, "log"))
+    with socket.create_connection(("127.0.0.1", engine.smtp_port), timeout=5) as s:
+        assert s.recv(100).startswith(b"220 ")
+    with urllib.request.urlopen(f"http://127.0.0.1:{engine.web_port}/gui/admin", timeout=5) as r:
+        assert r.status == 200
+    result = run_cli("shutdown", "--root", engine.root)
+    assert result.returncode == 0, result.stderr
+    assert engine.wait_exit(timeout=10) == 0
+    assert not os.path.exists(os.path.join(engine.root, "mailq", "retry", "shutdown.txt"))
+
+
+def test_an_empty_root_gets_the_config_template_and_a_busy_port_is_one_clear_line(tmp_path):
+    blocker = socket.socket()
+    try:
+        blocker.bind(("127.0.0.1", 25))
+        blocker.listen()
+    except OSError:
+        pass  # something already holds port 25: the engine must fail the same way
+    try:
+        proc = run_twistd(str(tmp_path))
+    finally:
+        blocker.close()
+    out = (proc.stdout + proc.stderr).decode()
+    with open(tmp_path / "config" / "mailengine.toml") as fh:
+        assert fh.read() == render_template()
+    assert proc.returncode != 0
+    assert "cannot listen for SMTP on *:25" in out
+    assert "change [smtp_in] port (or listen_ips)" in out
+    assert "Traceback" not in out, out
+
+
+def test_a_bad_config_lists_every_problem_and_does_not_start(tmp_path):
+    os.makedirs(tmp_path / "config")
+    (tmp_path / "config" / "mailengine.toml").write_text(
+        "[smtp_in]\ntimeout_seconds = 1\nport = 0\n[web]\nprt = 80\n"
+    )
+    proc = run_twistd(str(tmp_path))
+    out = (proc.stdout + proc.stderr).decode()
+    assert proc.returncode != 0 and "Traceback" not in out
+    assert "[smtp_in] timeout_seconds = 1" in out and "[smtp_in] port = 0" in out
+    assert "[web] prt is not a setting; did you mean port?" in out
+    checked = run_cli("check-config", "--root", str(tmp_path))
+    assert checked.returncode == 1 and b"3 problem(s)" in checked.stdout
+
+
+def test_a_message_written_by_mailengine_send_is_picked_up_by_the_next_scan(engine_factory):
+    engine = engine_factory(
+        {"queue": {"check_interval_seconds": 1}, "logs": {"debug_program": True}}
+    )
+    result = run_cli(
+        "send",
+        "--root",
+        engine.root,
+        "--from",
+        "me@example.test",
+        "you@example.test",
+        input=b"Subject: hello\n\nbody\n",
+    )
+    assert result.returncode == 0, result.stderr
+    message_id = result.stdout.decode().strip()
+    assert os.path.exists(os.path.join(engine.mailq, "retry", message_id + ".inf"))
+    engine.wait_log("retry scan: 1 new")
+
+
+def test_received_mail_is_counted_in_the_manuals_stats_line_in_console_and_log_file(engine_factory):
+    engine = engine_factory(
+        {"server": {"local_domains": ["@"]}, "logs": {"stats_interval_seconds": 1}}
+    )
+    with smtplib.SMTP("127.0.0.1", engine.smtp_port, timeout=10) as client:
+        for _ in range(3):
+            client.sendmail("a@example.test", ["b@example.test"], b"Subject: x\r\n\r\nhi\r\n")
+    engine.wait_log("3 recv [3 inbound, 0 relay]")
+    line = next(ln for ln in engine.console().splitlines() if "recv [" in ln)
+    assert re.match(
+        r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d 3 recv \[3 inbound, 0 relay\] "
+        r"\(\d+/h avg, 3 total\)$",
+        line,
+    ), line
+    [logfile] = glob.glob(os.path.join(engine.root, "log", "mailengine-*.log"))
+    wait_for(lambda: "3 recv [3 inbound, 0 relay]" in read_text(logfile), what="log file")
+
+
+def test_daemon_mode_writes_a_pid_file_and_stops_on_sigterm(tmp_path):
+    from tests.harness import write_config
+
+    smtp_port = free_port()
+    write_config(
+        str(tmp_path / "config" / "mailengine.toml"),
+        {"smtp_in": {"port": smtp_port, "listen_ips": ["127.0.0.1"]}, "web": {"port": 0}},
+    )
+    pidfile = tmp_path / "mailengine.pid"
+    proc = subprocess.run(
+        [
+            *TWISTD,
+            f"--pidfile={pidfile}",
+            f"--logfile={tmp_path / 'twistd.log'}",
+            "mailengine",
+            "--root",
+            str(tmp_path),
+        ],
+        env=subprocess_env(),
+        cwd=str(tmp_path),
+        timeout=60,
+        check=False,
+        capture_output=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    wait_for(lambda: pidfile.exists() and port_open(smtp_port), what="daemon")
+    pid = int(pidfile.read_text())
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not pidfile.exists(), what="pid file removed")
+    log = (tmp_path / "twistd.log").read_text()
+    assert "MailEngine 2.0.0 started" in log and "stopped;" in log
+
+
+def test_version_gettcpip_and_help():
+    assert run_cli("version").stdout.decode().strip() == "MailEngine 2.0.0"
+    out = run_cli("gettcpip")
+    assert out.returncode in (0, 1)
+    if out.returncode == 0:
+        assert re.match(r"^\d+\.\d+\.\d+\.\d+$", out.stdout.decode().strip())
+        assert not out.stdout.startswith(b"127.")
+    helptext = run_cli("help").stdout.decode()
+    for command in (
+        "start",
+        "test",
+        "shutdown",
+        "send",
+        "passwd",
+        "check-config",
+        "version",
+        "gettcpip",
+    ):
+        assert command in helptext
+
+
+def test_passwd_sets_a_hashed_password(tmp_path):
+    result = run_cli("passwd", "admin", "--root", str(tmp_path), "--stdin", input=b"s3cret\n")
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "config" / "password.txt").read_text()
+    assert text.startswith("admin:scrypt$") and "s3cret" not in text
+
+
+def test_repo_layout_has_no_init_in_the_twisted_plugin_dirs():
+    assert not os.path.exists(os.path.join(REPO, "twisted", "__init__.py"))
+    assert not os.path.exists(os.path.join(REPO, "twisted", "plugins", "__init__.py"))

@@ -1,0 +1,186 @@
+import os
+
+import pytest
+from twisted.internet import defer, task
+
+from mailengine.config.model import Config
+from mailengine.observe.counters import Counters
+from mailengine.queue.commit import GroupCommit
+from mailengine.queue.envelope import Envelope
+from mailengine.queue.live import LiveQueue
+from mailengine.queue.store import QueueStore
+
+
+class SyncThreads:
+    """Runs 'thread' work inline, or holds it until release() to model a slow fsync."""
+
+    def __init__(self, hold=False):
+        self.hold = hold
+        self.waiting = []
+
+    def __call__(self, fn):
+        if self.hold:
+            d = defer.Deferred()
+            self.waiting.append((fn, d))
+            return d
+        return defer.maybeDeferred(fn)
+
+    def release(self):
+        waiting, self.waiting = self.waiting, []
+        for fn, d in waiting:
+            defer.maybeDeferred(fn).chainDeferred(d)
+
+
+class Consumer:
+    def __init__(self):
+        self.calls = 0
+
+    def messages_due(self):
+        self.calls += 1
+
+
+@pytest.fixture
+def parts(tmp_path):
+    store = QueueStore(str(tmp_path / "mailq"))
+    store.ensure_dirs()
+    clock = task.Clock()
+    clock.advance(1_000_000_000)
+    config = Config.defaults()
+    syncs = []
+    threads = SyncThreads()
+    committer = GroupCommit(threads, lambda: syncs.append(clock.seconds()))
+    queue = LiveQueue(store, config, clock, committer, Counters(started=clock.seconds()))
+    return store, clock, config, queue, syncs, threads
+
+
+def env(i, rcpts=("a@x.test",)):
+    return Envelope(
+        message_id=f"M{i}@h",
+        mail_from="s@y.test",
+        rcpt_to_send=list(rcpts),
+        time_created=1_000_000_000,
+    )
+
+
+def test_relay_mail_is_held_in_memory_and_handed_to_the_sender(parts):
+    store, clock, config, queue, syncs, _ = parts
+    consumer = Consumer()
+    queue.consumer = consumer
+    queue.accept_relay(env(1), b"x" * 100)
+    assert consumer.calls == 1 and queue.memory_count == 1 and queue.memory_bytes == 100
+    assert os.listdir(store.dir("working")) == [] and syncs == []
+    [msg] = queue.take_due(10)
+    assert msg.data == b"x" * 100 and msg.location == "memory"
+
+
+def test_without_a_sender_relay_mail_waits_in_retry(parts):
+    store, clock, config, queue, syncs, _ = parts
+    results = []
+    queue.accept_relay(env(1), b"hello\r\n").addCallback(results.append)
+    assert results == ["M1@h"]
+    assert sorted(os.listdir(store.dir("retry"))) == ["M1@h.dat", "M1@h.inf"]
+    assert queue.memory_count == 0
+
+
+def test_durable_relay_mail_is_on_disk_and_synced_before_it_is_acknowledged(parts):
+    store, clock, config, queue, syncs, threads = parts
+    config.override("queue", "use_disk_for_relay", True)
+    queue.consumer = Consumer()
+    threads.hold = True
+    acked = []
+    for i in range(5):
+        queue.accept_relay(env(i), b"data\r\n").addCallback(acked.append)
+    assert acked == []  # nothing acknowledged before the sync
+    threads.release()  # the first batch (1 message) is written and synced
+    threads.release()  # the other 4 were batched together: one sync
+    assert len(acked) == 5 and len(syncs) == 2
+    assert len(os.listdir(store.dir("working"))) == 10
+
+
+def test_memory_limit_offloads_new_mail_to_retry(parts):
+    store, clock, config, queue, syncs, _ = parts
+    config.override("queue", "max_messages_in_memory", 2)
+    queue.consumer = Consumer()
+    for i in range(4):
+        queue.accept_relay(env(i), b"x\r\n")
+    assert queue.memory_count == 2
+    assert sorted(os.listdir(store.dir("retry"))) == [
+        "M2@h.dat",
+        "M2@h.inf",
+        "M3@h.dat",
+        "M3@h.inf",
+    ]
+
+
+def test_scan_indexes_new_files_and_honours_future_retry_times(parts):
+    store, clock, config, queue, syncs, _ = parts
+    consumer = Consumer()
+    queue.consumer = consumer
+    later = env(1)
+    later.retry_time = clock.seconds() + 300
+    store.write_message("retry", later, b"x\r\n")
+    now = env(2)
+    now.retry_time = clock.seconds() - 1
+    store.write_message("retry", now, b"y\r\n")
+    report = queue.scan_retry()
+    assert report.new == 2
+    assert [m.message_id for m in queue.take_due(10)] == ["M2@h"]
+    assert os.path.exists(store.path("working", "M2@h", ".dat"))
+    assert queue.take_due(10) == []
+    calls = consumer.calls
+    clock.advance(300)  # the remembered retry time wakes the sender without a scan
+    assert consumer.calls > calls
+    assert [m.message_id for m in queue.take_due(10)] == ["M1@h"]
+    assert queue.scan_retry().new == 0
+
+
+def test_invalid_files_are_skipped_with_one_warning_and_left_in_place(parts, caplog):
+    store, clock, config, queue, syncs, _ = parts
+    with open(store.path("retry", "bad@h", ".inf"), "w") as fh:
+        fh.write("garbage\n")
+    with open(store.path("retry", "bad@h", ".dat"), "w") as fh:
+        fh.write("x")
+    with open(store.path("retry", "nodat@h", ".inf"), "w") as fh:
+        fh.write("mailfrom=a@b\nrcpttosend=c@d\n")
+    assert queue.scan_retry().invalid == 2
+    assert queue.scan_retry().invalid == 2
+    assert os.path.exists(store.path("retry", "bad@h", ".inf"))
+    assert "bad@h" not in queue.messages
+
+
+def test_a_message_held_by_another_program_is_forgotten_not_sent(parts):
+    store, clock, config, queue, syncs, _ = parts
+    queue.consumer = Consumer()
+    store.write_message("retry", env(1), b"x\r\n")
+    queue.scan_retry()
+    store.move("M1@h", "retry", "hold")  # `mailengine queue hold` got there first
+    assert queue.take_due(10) == []
+    assert "M1@h" not in queue.messages
+
+
+def test_retry_later_and_complete_move_files(parts):
+    store, clock, config, queue, syncs, _ = parts
+    queue.consumer = Consumer()
+    queue.accept_relay(env(1), b"x\r\n")
+    queue.accept_relay(env(2), b"y\r\n")
+    m1, m2 = queue.take_due(10)
+    m1.envelope.retry_time = clock.seconds() + 60
+    queue.retry_later(m1)
+    assert os.path.exists(store.path("retry", "M1@h", ".dat"))
+    config.override("queue", "save_done", True)
+    queue.complete(m2)
+    with open(store.path("done", "M2@h", ".inf")) as fh:
+        assert "status=done" in fh.read()
+    assert queue.memory_count == 0
+    assert queue.scan_retry().new == 0  # our own retry file is already known
+
+
+def test_drain_writes_everything_in_memory_to_retry(parts):
+    store, clock, config, queue, syncs, _ = parts
+    queue.consumer = Consumer()
+    for i in range(3):
+        queue.accept_relay(env(i, rcpts=("a@x.test", "b@x.test")), b"x\r\n")
+    queue.drain()
+    assert len(os.listdir(store.dir("retry"))) == 6
+    e = store.read_envelope("retry", "M0@h", now=0)
+    assert e.rcpt_to_send == ["a@x.test", "b@x.test"]

@@ -10,6 +10,7 @@ from twisted.internet.interfaces import IReactorCore, IReactorTCP, IReactorTime
 
 from mailengine.config.model import Config
 from mailengine.observe.counters import Counters
+from mailengine.observe.recent import RecentFailures
 from mailengine.queue.commit import GroupCommit
 from mailengine.queue.ids import MessageIdFactory
 from mailengine.queue.live import LiveQueue
@@ -30,7 +31,12 @@ class Engine:
     ids: MessageIdFactory
     hostname: str
     test_mode: bool = False
-    # Filled in by service.py as the parts exist (inbound, delivery, dns, web).
+    recent_failures: RecentFailures = attrs.field(factory=RecentFailures)
+    # Filled in by service.py as the parts exist:
+    #   "inbound"  - the SMTP server factory; drain() -> Deferred (graceful stop)
+    #   "resolver" - an MXResolver (mailengine.dns.answer)
+    #   "delivery" - the delivery engine; drain() -> Deferred, status() (delivery.status)
+    #   "web"      - the admin Site
     parts: dict[str, Any] = attrs.field(factory=dict)
 
     @property

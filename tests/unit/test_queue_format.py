@@ -144,3 +144,26 @@ def test_dot_stuffing_round_trips_and_never_makes_a_lone_dot_line(lines):
 
 def test_build_message_joins_headers_and_body_like_sendmessage():
     assert build_message("Subject: hi\n", "body\n") == b"Subject: hi\r\n\r\nbody\r\n"
+
+
+def test_verp_round_trips_and_leaves_the_null_sender_alone():
+    from mailengine.policy.verp import decode_bounce_address, encode_bounce_address
+
+    verp = encode_bounce_address("joe@example.com", "bounce.example.net")
+    assert verp == "mailengine-bounce-joe%example.com@bounce.example.net"
+    assert decode_bounce_address(verp) == ("joe@example.com", "bounce.example.net")
+    assert decode_bounce_address("Mailengine-Bounce-a%b.c@h") == ("a@b.c", "h")
+    assert encode_bounce_address("", "bounce.example.net") == ""
+    for not_verp in ("joe@example.com", "mailengine-bounce-nopercent@h", "x%y@h"):
+        assert decode_bounce_address(not_verp) is None
+
+
+@given(
+    st.from_regex(r"[a-z0-9._%+-]{1,12}", fullmatch=True),
+    st.from_regex(r"[a-z0-9-]{1,10}\.[a-z]{2,4}", fullmatch=True),
+)
+def test_verp_inverse_holds(user, domain):
+    from mailengine.policy.verp import decode_bounce_address, encode_bounce_address
+
+    sender = f"{user}@{domain}"
+    assert decode_bounce_address(encode_bounce_address(sender, "b.test")) == (sender, "b.test")

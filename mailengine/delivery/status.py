@@ -1,0 +1,43 @@
+"""What the delivery engine shows the web admin and /metrics (value types, pure)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+
+@attrs.frozen
+class HostStatus:
+    """One MX host (by address and port) as the connection pools see it."""
+
+    host: str  # "mx1.example.com (192.0.2.1:25)"
+    open_connections: int
+    sent: int
+    failed: int
+    last_error: str = ""
+
+
+@attrs.frozen
+class DomainStatus:
+    """One destination domain: recipients queued (memory and retry/), oldest age."""
+
+    domain: str
+    queued_recipients: int
+    oldest_seconds: float
+    last_error: str = ""
+
+
+@attrs.frozen
+class DeliveryStatus:
+    paused: bool
+    open_connections: int
+    hosts: tuple[HostStatus, ...] = ()
+    domains: tuple[DomainStatus, ...] = ()  # most queued recipients first
+    held_by_rate_cap: bool = False
+
+
+class DeliveryStatusSource(Protocol):
+    """Implemented by the delivery engine (``engine.parts["delivery"]``)."""
+
+    def status(self, now: float, top: int = 20) -> DeliveryStatus: ...

@@ -14,6 +14,7 @@ from twisted.logger import Logger, globalLogPublisher
 from twisted.web import server
 
 from mailengine import __version__
+from mailengine.config.advice import advice
 from mailengine.config.loader import ConfigError, load_or_create
 from mailengine.config.model import Config
 from mailengine.config.passwords import load_password_file
@@ -167,6 +168,8 @@ class EngineService(service.MultiService):
             pw = load_password_file(os.path.join(engine.config_dir, name))
             for warning in pw.warnings:
                 log.warn("{warning}", warning=warning)
+        for line in advice(engine.config):
+            log.warn("{advice}", advice=line)
         super().startService()
         where = ", ".join(f"{p.getHost().host}:{p.getHost().port}" for p in self.ports) or "none"
         log.info(

@@ -150,3 +150,25 @@ def test_defaults_config_matches_schema():
     config = Config.defaults()
     assert config.queue.use_disk_for_relay is False
     assert config.reports.type == ""
+
+
+def test_unwise_but_valid_settings_are_warned_about(tmp_path):
+    from mailengine.config.advice import advice
+
+    config = load_config(
+        write(
+            tmp_path,
+            """
+[queue]
+check_interval_seconds = 3600
+[smtp_in]
+relay_ips = ["0"]
+[smtp_out]
+bounce_host = "bounce.example.com"
+""",
+        )
+    )
+    lines = advice(config)
+    assert len(lines) == 3
+    assert "check_interval_seconds = 3600 is longer than the shortest retry interval" in lines[0]
+    assert advice(Config.defaults()) == []

@@ -85,10 +85,13 @@ def failed(domain: str, why: str, *, permanent: bool) -> DNSFailure:
 
 def no_usable_host(domain: str, problems: Sequence[str]) -> DNSFailure:
     """Every MX host lacked addresses: transient (the hosts' DNS may be fixed)."""
-    n = len(problems)
-    hosts = "mail server" if n == 1 else f"{n} mail servers"
+    n, why = len(problems), "; ".join(problems)
+    if n == 1:
+        return failed(
+            domain, f"the mail server of {domain} has no address ({why})", permanent=False
+        )
     return failed(
-        domain, f"no {hosts} of {domain} has an address ({'; '.join(problems)})", permanent=False
+        domain, f"none of the {n} mail servers of {domain} has an address ({why})", permanent=False
     )
 
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailengine.dns.answer import Destination, DNSFailure, Resolution, Target
+from mailengine.dns.answer import Destination, DNSFailure, MXResolver, Resolution, Target
 from mailengine.dns.bypass import BypassEntry, BypassTable
 from mailengine.dns.cache import AnswerCache
 from mailengine.dns.nameservers import QUERY_TIMEOUT_SECONDS, Nameservers, system_nameservers
@@ -106,20 +106,14 @@ class MailResolver:
     # -- the interface -------------------------------------------------------
 
     def resolve(self, domain: str) -> defer.Deferred[Resolution]:
-        d = defer.Deferred.fromCoroutine(self._route(domain, _Pass()))
-        d.addCallback(self._ordered)
-        d.addErrback(self._bug, domain)
-        return d
+        return self._resolve(domain, _Pass())
 
     def warm(self, domain: str, fresh_for: float = 0.0) -> defer.Deferred[float]:
         """Resolve ``domain`` again, re-asking for answers expiring within ``fresh_for``
         seconds; fires with when the first answer used expires (keep-warm)."""
         lookup = _Pass(fresh_for)
-        d: defer.Deferred[Any] = defer.Deferred.fromCoroutine(self._route(domain, lookup))
-        d.addCallback(self._ordered)
-        d.addErrback(self._bug, domain)
-        d.addCallback(lambda _: self._expires_at(lookup))
-        return d
+        d: defer.Deferred[Any] = self._resolve(domain, lookup)
+        return d.addCallback(lambda _: self._expires_at(lookup))
 
     def close(self) -> None:
         """Close lingering TCP connections (engine stop)."""
@@ -273,6 +267,12 @@ class MailResolver:
 
     # -- the end of every resolve -----------------------------------------------
 
+    def _resolve(self, domain: str, lookup: _Pass) -> defer.Deferred[Resolution]:
+        d = defer.Deferred.fromCoroutine(self._route(domain, lookup))
+        d.addCallback(self._ordered)
+        d.addErrback(self._bug, domain)
+        return d
+
     def _ordered(self, resolution: Resolution) -> Resolution:
         if isinstance(resolution, Destination):
             resolution = attrs.evolve(
@@ -289,3 +289,7 @@ class MailResolver:
     def _bug(self, failure: Failure, domain: str) -> Resolution:
         log.failure("resolving {domain} failed", failure, domain=domain)
         return DNSFailure(domain, False, "DNS lookup failed: internal error (see the log)")
+
+
+if TYPE_CHECKING:
+    _conforms: type[MXResolver] = MailResolver

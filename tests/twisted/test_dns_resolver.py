@@ -309,3 +309,26 @@ def test_a_live_edit_of_preload_domains_warms_the_new_list(preload, config, wire
     config.apply("dns", "preload_domains", ["new.test"])
     assert wire.count("new.test", "MX") == 1
     assert len(clock.getDelayedCalls()) == 1  # only new.test is kept warm now
+
+
+# -- which servers ---------------------------------------------------------------------------
+
+
+def test_empty_servers_means_the_nameservers_of_resolv_conf(config, wire, tmp_path):
+    resolv_conf = tmp_path / "resolv.conf"
+    resolv_conf.write_text("nameserver 10.1.2.3\nnameserver 10.1.2.4\n")
+    resolver = MailResolver.from_config(
+        config, None, resolv_conf=str(resolv_conf), make_nameservers=wire.make
+    )
+    assert resolver.nameservers.servers == [("10.1.2.3", 53), ("10.1.2.4", 53)]
+
+
+def test_configured_servers_are_the_only_servers(wire, tmp_path):
+    resolv_conf = tmp_path / "resolv.conf"
+    resolv_conf.write_text("nameserver 10.1.2.3\n")
+    config = Config.defaults()
+    config.apply("dns", "servers", ["127.0.0.1:5353", "[::1]:5354", "127.0.0.2"])
+    resolver = MailResolver.from_config(
+        config, None, resolv_conf=str(resolv_conf), make_nameservers=wire.make
+    )
+    assert resolver.nameservers.servers == [("127.0.0.1", 5353), ("::1", 5354), ("127.0.0.2", 53)]

@@ -138,6 +138,18 @@ async def test_a_server_that_never_answers_is_a_transient_timeout(make_resolver)
 
 
 @pytest_twisted.ensureDeferred
+async def test_when_the_first_server_is_silent_the_next_one_answers(
+    dns_server, zone, make_resolver
+):
+    silent = SilentServer()
+    try:
+        resolver = make_resolver(silent.address, dns_server.address)
+        assert await resolver.resolve("example.test") == EXAMPLE
+    finally:
+        await silent.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_servfail_and_refused_are_transient(dns_server, zone, make_resolver):
     zone.fail("broken.test", "SERVFAIL").fail("closed.test", "REFUSED")
     resolver = make_resolver(dns_server.address)
@@ -291,6 +303,18 @@ async def test_a_thousand_concurrent_lookups_of_one_domain_send_one_query(
     results = await defer.gatherResults([resolver.resolve("example.test") for _ in range(1000)])
     assert len(zone.queries) == 1
     assert all(r == EXAMPLE for r in results)
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_additional_records_concurrent_lookups_ask_each_name_once(
+    dns_server, zone, make_resolver
+):
+    zone.with_additional = False
+    resolver = make_resolver(dns_server.address)
+    results = await defer.gatherResults([resolver.resolve("example.test") for _ in range(1000)])
+    assert all(r == EXAMPLE for r in results)
+    assert sorted(set(zone.queries)) == sorted(zone.queries)  # no name and type asked twice
+    assert len(zone.queries) == 7  # the MX, then A and AAAA of three hosts
 
 
 @pytest_twisted.ensureDeferred

@@ -18,6 +18,8 @@ from mailengine.config.advice import advice
 from mailengine.config.loader import ConfigError, load_or_create
 from mailengine.config.model import Config
 from mailengine.config.passwords import load_password_file
+from mailengine.dns.preload import PreloadService
+from mailengine.dns.resolver import MailResolver
 from mailengine.engine import Engine
 from mailengine.observe.counters import Counters
 from mailengine.observe.logfiles import DailyLogFiles
@@ -71,7 +73,7 @@ def build_engine(root: str, config: Config, reactor: Any, *, test_mode: bool = F
     queue = LiveQueue(store, config, reactor, committer, counters)
     hostname = config.server.helo_text or socket.gethostname()
     ids = MessageIdFactory(os.getpid(), reactor.seconds(), hostname)
-    return Engine(
+    engine = Engine(
         root=root,
         config=config,
         reactor=reactor,
@@ -83,6 +85,8 @@ def build_engine(root: str, config: Config, reactor: Any, *, test_mode: bool = F
         hostname=hostname,
         test_mode=test_mode,
     )
+    engine.parts["resolver"] = MailResolver.from_config(config, reactor)
+    return engine
 
 
 def _listen_addresses(ranges: Any) -> list[str]:
@@ -100,6 +104,8 @@ class EngineService(service.MultiService):
         self._logfiles: DailyLogFiles | None = None
         QueueChecker(engine, self.request_stop).setServiceParent(self)
         StatsReporter(engine).setServiceParent(self)
+        preload = PreloadService(engine.parts["resolver"], engine.config, engine.reactor)
+        preload.setServiceParent(self)
 
     # -- start ---------------------------------------------------------------
 

@@ -2,6 +2,7 @@ import os
 
 import pytest
 
+from tests.dnsserver import dns_server  # noqa: F401  (fixture: in-process test DNS server)
 from tests.harness import EngineProcess
 
 

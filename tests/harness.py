@@ -92,6 +92,9 @@ class EngineProcess:
             "smtp_in": {"port": self.smtp_port, "listen_ips": ["127.0.0.1"]},
             "web": {"port": self.web_port, "listen_ips": ["127.0.0.1"]},
             "logs": {"stats_interval_seconds": 1},
+            # Never the machine's resolv.conf (an unreachable private IP here): a test that
+            # needs DNS points this at tests.dnsserver; nothing answers on UDP port 1.
+            "dns": {"servers": ["127.0.0.1:1"]},
         }
         for section, values in (settings or {}).items():
             base.setdefault(section, {}).update(values)

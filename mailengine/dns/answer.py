@@ -33,7 +33,8 @@ class Destination:
 
     domain: str
     targets: tuple[Target, ...]
-    source: str = "dns"  # "dns", "implicit" (no MX: the domain's A/AAAA), "bypass"
+    # "dns", "implicit" (no MX: the domain's A/AAAA), "bypass", "literal" ([192.0.2.1])
+    source: str = "dns"
 
 
 @attrs.frozen

@@ -99,6 +99,14 @@ class EngineService(service.MultiService):
         self._logfiles: DailyLogFiles | None = None
         QueueChecker(engine, self.request_stop).setServiceParent(self)
         StatsReporter(engine).setServiceParent(self)
+        self._add_delivery()
+
+    def _add_delivery(self) -> None:
+        from mailengine.delivery.sender import DeliveryEngine
+
+        delivery = DeliveryEngine(self.engine)
+        self.engine.parts["delivery"] = delivery
+        delivery.setServiceParent(self)
 
     # -- start ---------------------------------------------------------------
 
@@ -167,6 +175,11 @@ class EngineService(service.MultiService):
             pw = load_password_file(os.path.join(engine.config_dir, name))
             for warning in pw.warnings:
                 log.warn("{warning}", warning=warning)
+        if "resolver" not in engine.parts:
+            # INTERIM until the DNS branch lands: [dns] bypass MX lines only.
+            from mailengine.dns.bypass_only import BypassOnlyResolver
+
+            engine.parts["resolver"] = BypassOnlyResolver(engine.config)
         super().startService()
         where = ", ".join(f"{p.getHost().host}:{p.getHost().port}" for p in self.ports) or "none"
         log.info(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ class Message:
     data: bytes
     peer: str
     session: int
+    time: float = attrs.field(factory=time.monotonic)
 
 
 @attrs.define

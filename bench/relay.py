@@ -128,8 +128,18 @@ def inject(port: int, messages: int, sessions: int) -> list[subprocess.Popen]:
     return [
         subprocess.Popen(
             [
-                "smtp-source", "-d", "-s", str(per_proc_sessions), "-m", str(per_domain),
-                "-l", "4096", "-f", "bench@src.bench.test", "-t", f"user@{domain}",
+                "smtp-source",
+                "-d",
+                "-s",
+                str(per_proc_sessions),
+                "-m",
+                str(per_domain),
+                "-l",
+                "4096",
+                "-f",
+                "bench@src.bench.test",
+                "-t",
+                f"user@{domain}",
                 f"127.0.0.1:{port}",
             ],
             stdout=subprocess.DEVNULL,
@@ -169,7 +179,8 @@ def measure(name: str, port: int, sinks: Sinks, messages: int, sessions: int, pi
     }
     print(
         f"{name:<34} accepted {result['accepted_per_hour']:>12,.0f}/h   "
-        f"delivered {result['delivered_per_hour']:>12,.0f}/h ({result['delivered_per_second']:,.0f}/s)   "
+        f"delivered {result['delivered_per_hour']:>12,.0f}/h "
+        f"({result['delivered_per_second']:,.0f}/s)   "
         f"CPU s/1000: relay "
         + (f"{result['relay_cpu_per_1000']:.2f}" if cpu is not None else "  - ")
         + f", machine {result['machine_cpu_per_1000']:.2f}"
@@ -271,7 +282,9 @@ default_process_limit = 200
     env = dict(os.environ, MAIL_CONFIG=conf)
     started = subprocess.run(["postfix", "-c", conf, "start"], env=env, capture_output=True)
     if started.returncode:
-        raise SystemExit(f"postfix did not start: {started.stdout.decode()} {started.stderr.decode()}")
+        raise SystemExit(
+            f"postfix did not start: {started.stdout.decode()} {started.stderr.decode()}"
+        )
     try:
         wait_for(lambda: _port_open("127.0.0.1", port), what="postfix smtpd")
         measure("(warm-up)", port, sinks, len(DOMAINS) * 20, sessions, None)

@@ -257,3 +257,31 @@ def test_a_restart_in_the_middle_of_retries_loses_and_duplicates_nothing(
     wait_for(lambda: not os.listdir(os.path.join(engine.mailq, "retry")), what="empty retry/")
     got = subjects(sink)
     assert sorted(got) == sorted([f"later {i}" for i in range(30)] + [f"ok {i}" for i in range(30)])
+
+
+def test_starttls_is_used_when_offered_and_a_domain_that_must_verify_fails_soft(
+    engine_factory, sinks, tmp_path
+):
+    from tests.sinks import self_signed_context
+
+    sink = sinks("127.0.1.15")
+    sink.tls_context = self_signed_context(str(tmp_path))
+    engine = engine_factory(
+        {
+            "dns": {
+                "bypass": [
+                    route("opportunistic.test", sink, "mx.tls.test"),
+                    route("strict.test", sink, "mx.tls.test"),
+                ]
+            },
+            "smtp_out": {"tls_verify_domains": ["strict.test"]},
+            "queue": {"retry_intervals_minutes": [0]},
+        }
+    )
+    send(engine, ["a@opportunistic.test"])
+    wait_for(lambda: sink.received(), what="the message over TLS")
+    assert [s.tls for s in sink.sessions if "STARTTLS" in s.commands] == [True]
+    send(engine, ["b@strict.test"])
+    soft = os.path.join(engine.root, "soft-undeliverable.txt")
+    wait_for(lambda: read_text(soft) == "b@strict.test\n", what="the unverified domain to fail")
+    assert [m.rcpts for m in sink.received()] == [["a@opportunistic.test"]]

@@ -106,6 +106,14 @@ class EngineService(service.MultiService):
         StatsReporter(engine).setServiceParent(self)
         preload = PreloadService(engine.parts["resolver"], engine.config, engine.reactor)
         preload.setServiceParent(self)
+        self._add_delivery()
+
+    def _add_delivery(self) -> None:
+        from mailengine.delivery.sender import DeliveryEngine
+
+        delivery = DeliveryEngine(self.engine)
+        self.engine.parts["delivery"] = delivery
+        delivery.setServiceParent(self)
 
     # -- start ---------------------------------------------------------------
 

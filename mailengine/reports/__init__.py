@@ -1,1 +1,1 @@
-"""Pure text builders: DSN mails, delivery reports, undeliverable and bounce lines."""
+"""Pure text builders: DSN mails, delivery reports, undeliverable lines, admin notices."""

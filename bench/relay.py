@@ -1,0 +1,338 @@
+"""End-to-end relay benchmark: smtp-source -> relay -> smtp-sink, MailEngine against Postfix.
+
+    python bench/relay.py [--messages 20000] [--sessions 50]
+
+Parallel SMTP clients (Postfix's smtp-source, one per domain) inject 4 KB
+messages for 50 domains spread over 5 sink hosts (Postfix's smtp-sink on
+127.0.1.1-5). The relay is MailEngine (use_disk_for_relay off, then on) and a
+private Postfix instance (own config and queue directories under a temp dir,
+smtpd on a free loopback port, transport maps to the same sinks), started and
+stopped here. Reports accepted and delivered messages/hour, CPU seconds per
+1,000 messages (relay process for MailEngine; every process on the machine for
+both, injectors and sinks included) and MailEngine's peak RSS, then the ratio.
+Loopback only; every run is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from tests.harness import EngineProcess, free_port, wait_for  # noqa: E402
+
+SINK_HOSTS = [f"127.0.1.{i}" for i in range(1, 6)]
+DOMAINS = [f"d{i}.bench.test" for i in range(50)]
+RUN_LIMIT_SECONDS = 600
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def ensure_postfix() -> None:
+    if shutil.which("smtp-source") and os.path.exists("/usr/sbin/postfix"):
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(
+        ["debconf-set-selections"],
+        input=b"postfix postfix/main_mailer_type select No configuration\n",
+        check=False,
+    )
+    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "postfix"], check=True, env=env)
+
+
+def machine_busy_seconds() -> float:
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / TICKS
+
+
+def process_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Sinks:
+    """smtp-sink on each sink host; counts messages from their -c output."""
+
+    def __init__(self, workdir: str) -> None:
+        self.procs = []
+        self.outputs = []
+        self.ports = []
+        for host in SINK_HOSTS:
+            port = free_port(host)
+            out = os.path.join(workdir, f"sink-{host}.out")
+            fh = open(out, "wb")  # noqa: SIM115
+            proc = subprocess.Popen(
+                ["smtp-sink", "-u", "nobody", "-c", f"{host}:{port}", "1024"],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+            self.procs.append((proc, fh))
+            self.outputs.append(out)
+            self.ports.append(port)
+        for host, port in zip(SINK_HOSTS, self.ports, strict=True):
+            wait_for(lambda h=host, p=port: _port_open(h, p), what=f"smtp-sink {host}:{port}")
+
+    def route(self, domain_index: int) -> tuple[str, int]:
+        i = domain_index % len(SINK_HOSTS)
+        return SINK_HOSTS[i], self.ports[i]
+
+    def delivered(self) -> int:
+        total = 0
+        for out in self.outputs:
+            with open(out, "rb") as fh:
+                fh.seek(max(0, os.path.getsize(out) - 200))
+                found = re.findall(rb"mesg=(\d+)", fh.read())
+            total += int(found[-1]) if found else 0
+        return total
+
+    def close(self) -> None:
+        for proc, fh in self.procs:
+            proc.terminate()
+            proc.wait(10)
+            fh.close()
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def inject(port: int, messages: int, sessions: int) -> list[subprocess.Popen]:
+    """One smtp-source per domain, ``sessions`` in parallel overall, 4 KB each."""
+    per_domain = messages // len(DOMAINS)
+    per_proc_sessions = max(1, sessions // len(DOMAINS))
+    return [
+        subprocess.Popen(
+            [
+                "smtp-source",
+                "-d",
+                "-s",
+                str(per_proc_sessions),
+                "-m",
+                str(per_domain),
+                "-l",
+                "4096",
+                "-f",
+                "bench@src.bench.test",
+                "-t",
+                f"user@{domain}",
+                f"127.0.0.1:{port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for domain in DOMAINS
+    ]
+
+
+def measure(name: str, port: int, sinks: Sinks, messages: int, sessions: int, pid: int | None):
+    base_delivered = sinks.delivered()
+    busy0, t0 = machine_busy_seconds(), time.monotonic()
+    cpu0 = process_cpu_seconds(pid) if pid else 0.0
+    procs = inject(port, messages, sessions)
+    for p in procs:
+        p.wait(RUN_LIMIT_SECONDS)
+    accepted_at = time.monotonic() - t0
+    expected = (messages // len(DOMAINS)) * len(DOMAINS)
+    wait_for(
+        lambda: sinks.delivered() - base_delivered >= expected,
+        timeout=RUN_LIMIT_SECONDS,
+        interval=0.05,
+        what=f"{name}: {expected} messages at the sinks",
+    )
+    delivered_at = time.monotonic() - t0
+    busy = machine_busy_seconds() - busy0
+    cpu = (process_cpu_seconds(pid) - cpu0) if pid else None
+    result = {
+        "name": name,
+        "messages": expected,
+        "accepted_per_hour": expected / accepted_at * 3600,
+        "delivered_per_hour": expected / delivered_at * 3600,
+        "delivered_per_second": expected / delivered_at,
+        "machine_cpu_per_1000": busy / expected * 1000,
+        "relay_cpu_per_1000": cpu / expected * 1000 if cpu is not None else None,
+        "peak_rss_mb": peak_rss_mb(pid) if pid else None,
+    }
+    print(
+        f"{name:<34} accepted {result['accepted_per_hour']:>12,.0f}/h   "
+        f"delivered {result['delivered_per_hour']:>12,.0f}/h "
+        f"({result['delivered_per_second']:,.0f}/s)   "
+        f"CPU s/1000: relay "
+        + (f"{result['relay_cpu_per_1000']:.2f}" if cpu is not None else "  - ")
+        + f", machine {result['machine_cpu_per_1000']:.2f}"
+        + (f"   peak RSS {result['peak_rss_mb']:.0f} MB" if pid else ""),
+        flush=True,
+    )
+    return result
+
+
+def run_mailengine(workdir: str, sinks: Sinks, messages: int, sessions: int, durable: bool):
+    root = tempfile.mkdtemp(prefix="me-", dir=workdir)
+    bypass = []
+    for i, domain in enumerate(DOMAINS):
+        host, port = sinks.route(i)
+        bypass.append(f"{domain},mx{i % 5}.bench.test,MX,{host}:{port}")
+    engine = EngineProcess(
+        root,
+        {
+            "dns": {"bypass": bypass},
+            "queue": {"use_disk_for_relay": durable},
+            "smtp_in": {"max_connections": 1000},
+            "logs": {"stats_interval_seconds": 0, "retention_days": 0},
+        },
+        web=False,
+    )
+    engine.start()
+    try:
+        assert engine.proc is not None
+        # warm-up: connections, code paths
+        measure("(warm-up)", engine.smtp_port, sinks, len(DOMAINS) * 20, sessions, None)
+        label = f"MailEngine, use_disk_for_relay={'on' if durable else 'off'}"
+        return measure(label, engine.smtp_port, sinks, messages, sessions, engine.proc.pid)
+    finally:
+        engine.stop()
+
+
+MASTER_CF = """\
+{port}      inet  n       -       n       -       -       smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+def run_postfix(workdir: str, sinks: Sinks, messages: int, sessions: int):
+    conf = os.path.join(workdir, "postfix-etc")
+    queue = os.path.join(workdir, "postfix-queue")
+    data = os.path.join(workdir, "postfix-data")
+    for d in (conf, queue, data):
+        os.makedirs(d, exist_ok=True)
+    shutil.chown(data, "postfix")
+    port = free_port()
+    with open(os.path.join(conf, "transport"), "w") as fh:
+        for i, domain in enumerate(DOMAINS):
+            host, sport = sinks.route(i)
+            fh.write(f"{domain} smtp:[{host}]:{sport}\n")
+    with open(os.path.join(conf, "main.cf"), "w") as fh:
+        fh.write(
+            f"""compatibility_level = 3.6
+queue_directory = {queue}
+data_directory = {data}
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = relay.bench.test
+mydestination =
+mynetworks = 127.0.0.0/8
+relay_domains = {" ".join(DOMAINS)}
+transport_maps = texthash:{conf}/transport
+smtpd_recipient_restrictions = permit_mynetworks, reject
+smtp_dns_support_level = disabled
+smtp_host_lookup = native
+default_destination_concurrency_limit = 10
+default_process_limit = 200
+"""
+        )
+    with open(os.path.join(conf, "master.cf"), "w") as fh:
+        fh.write(MASTER_CF.format(port=f"127.0.0.1:{port}"))
+    env = dict(os.environ, MAIL_CONFIG=conf)
+    started = subprocess.run(["postfix", "-c", conf, "start"], env=env, capture_output=True)
+    if started.returncode:
+        raise SystemExit(
+            f"postfix did not start: {started.stdout.decode()} {started.stderr.decode()}"
+        )
+    try:
+        wait_for(lambda: _port_open("127.0.0.1", port), what="postfix smtpd")
+        measure("(warm-up)", port, sinks, len(DOMAINS) * 20, sessions, None)
+        return measure("Postfix 3 (reference)", port, sinks, messages, sessions, None)
+    finally:
+        subprocess.run(["postfix", "-c", conf, "stop"], check=False, env=env, capture_output=True)
+        for _ in range(100):
+            if subprocess.run(["pgrep", "-f", f"master -c {conf}"], capture_output=True).returncode:
+                break
+            time.sleep(0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--sessions", type=int, default=50)
+    parser.add_argument("--skip-postfix", action="store_true")
+    parser.add_argument("--only-postfix", action="store_true")
+    args = parser.parse_args()
+    ensure_postfix()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with tempfile.TemporaryDirectory(prefix="bench-relay-") as workdir:
+        os.chmod(workdir, 0o755)  # Postfix's daemons run as the postfix user
+        sinks = Sinks(workdir)
+        try:
+            print(
+                f"{args.messages} messages of 4 KB, {len(DOMAINS)} domains over "
+                f"{len(SINK_HOSTS)} sink hosts, {args.sessions} injecting sessions, "
+                f"{os.cpu_count()} CPUs",
+                flush=True,
+            )
+            runs = []
+            if not args.only_postfix:
+                for durable in (False, True):
+                    runs.append(
+                        run_mailengine(workdir, sinks, args.messages, args.sessions, durable)
+                    )
+            if args.skip_postfix:
+                return
+            ref = run_postfix(workdir, sinks, args.messages, args.sessions)
+            for r in runs:
+                print(
+                    f"{r['name']}: {r['delivered_per_hour'] / ref['delivered_per_hour']:.2f}x "
+                    "Postfix's end-to-end rate"
+                )
+        finally:
+            sinks.close()
+
+
+if __name__ == "__main__":
+    main()

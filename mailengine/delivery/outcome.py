@@ -1,0 +1,146 @@
+"""What became of each recipient, and how an attempt updates the ``.inf`` (pure).
+
+Manual §3: 2xx sent; 5xx failed (hard); 4xx, timeouts, refused connections and
+transient DNS errors are soft and retried per ``retry_intervals_minutes``.
+Manual §5 names the keys an attempt changes: ``rcptsent``, ``rcptfailed``,
+``rcpttransient``, ``rcpttosend``, ``sendtries``, ``priority``, ``retrytime``,
+``timefinished`` and a ``log`` entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from mailengine.queue.envelope import Envelope
+from mailengine.scheduler.retry import priority_after_retry, retry_delay_seconds
+
+SENT = "sent"
+HARD = "hard"
+SOFT = "soft"
+UNTRIED = "untried"  # never offered to a server (engine stopping): no attempt counted
+
+
+def kind_of_code(code: int) -> str:
+    """The outcome a reply code means for a recipient."""
+    if 200 <= code < 300:
+        return SENT
+    if 500 <= code < 600:
+        return HARD
+    return SOFT
+
+
+@attrs.define(slots=True)
+class RecipientResult:
+    """One recipient's outcome; ``transcript`` is the session (shared by a transaction)."""
+
+    address: str
+    kind: str
+    code: int = 0
+    reply: str = ""
+    transcript: Sequence[str] = ()
+
+
+@attrs.define
+class AttemptSummary:
+    """What one attempt did, for counters, logs, DSNs and reports."""
+
+    tries: int
+    sent: list[RecipientResult] = attrs.field(factory=list)
+    hard: list[RecipientResult] = attrs.field(factory=list)
+    soft_retry: list[RecipientResult] = attrs.field(factory=list)
+    soft_final: list[RecipientResult] = attrs.field(factory=list)
+    untried: list[str] = attrs.field(factory=list)
+    done: bool = False
+    counted: bool = True  # False when nothing was offered to any server
+
+    @property
+    def final_failures(self) -> list[RecipientResult]:
+        return self.hard + self.soft_final
+
+
+def _remove(items: list[str], gone: set[str]) -> list[str]:
+    return [a for a in items if a.lower() not in gone] if gone else items
+
+
+def apply_attempt(
+    envelope: Envelope,
+    results: Iterable[RecipientResult],
+    *,
+    now: float,
+    intervals_minutes: Sequence[float],
+    should_log: bool = True,
+) -> AttemptSummary:
+    """Update ``envelope`` after an attempt; returns what happened to whom.
+
+    ``should_log=False`` skips the ``log`` entry (and its time formatting) when
+    the ``.inf`` is about to be discarded anyway.
+    """
+    results = list(results)
+    tried = [r for r in results if r.kind != UNTRIED]
+    untried = [r.address for r in results if r.kind == UNTRIED]
+    if not tried:
+        # Engine stopping before anything went out: the message is due again at once.
+        envelope.retry_time = now
+        return AttemptSummary(tries=envelope.send_tries, untried=untried, counted=False)
+    tries = envelope.send_tries + 1
+    envelope.send_tries = tries
+    envelope.time_finished = now
+    delay = retry_delay_seconds(intervals_minutes, tries)
+    summary = AttemptSummary(tries=tries, untried=untried)
+    finished: set[str] = set()
+    transient_now: set[str] = set()
+    for r in tried:
+        key = r.address.lower()
+        if r.kind == SENT:
+            summary.sent.append(r)
+            envelope.rcpt_sent.append(r.address)
+            finished.add(key)
+        elif r.kind == HARD:
+            summary.hard.append(r)
+            envelope.rcpt_failed.append(r.address)
+            finished.add(key)
+        elif delay is None:
+            summary.soft_final.append(r)
+            finished.add(key)
+            transient_now.add(key)
+        else:
+            summary.soft_retry.append(r)
+            transient_now.add(key)
+    envelope.rcpt_to_send = _remove(envelope.rcpt_to_send, finished)
+    kept = _remove(envelope.rcpt_transient, finished - transient_now)
+    known = {a.lower() for a in kept}
+    for r in summary.soft_retry + summary.soft_final:
+        if r.address.lower() not in known:
+            kept.append(r.address)
+            known.add(r.address.lower())
+    envelope.rcpt_transient = kept
+    summary.done = not envelope.rcpt_to_send
+    if summary.done:
+        envelope.retry_time = None
+    else:
+        envelope.priority = priority_after_retry(envelope.priority)
+        # Untried recipients (engine stopping) are due again at once.
+        wait = delay if summary.soft_retry and delay is not None else 0.0
+        envelope.retry_time = now + wait
+    if should_log:
+        envelope.add_log(now, attempt_log_text(envelope, tries, summary.done))
+    return summary
+
+
+def attempt_log_text(envelope: Envelope, tries: int, done: bool) -> str:
+    """``Finished send attempt 2, sent to 3 of 5 recipients[, now done sending]``."""
+    total = len(
+        {
+            a.lower()
+            for a in (
+                *envelope.rcpt_sent,
+                *envelope.rcpt_failed,
+                *envelope.rcpt_transient,
+                *envelope.rcpt_to_send,
+            )
+        }
+    )
+    text = f"Finished send attempt {tries}, sent to {len(envelope.rcpt_sent)} of {total} recipients"
+    return text + (", now done sending" if done else "")

@@ -1,0 +1,317 @@
+"""Connections per MX address: a pool each, capped per host and in total (Twisted glue).
+
+A pool keeps the jobs waiting for its server, its idle connections and its
+counters; an open connection takes job after job and QUITs when idle. The
+decisions (may a connection open, which host gets a freed slot) come from
+``slots.py``; the next-target decision stays with the caller (``sender.py``),
+told through ``fail_over`` when a server cannot be reached.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import protocol, ssl
+from twisted.python.failure import Failure
+
+from mailengine.delivery.client import ClientSettings, OutboundClient, describe_failure
+from mailengine.delivery.job import Job
+from mailengine.delivery.outcome import HARD, UNTRIED, RecipientResult
+from mailengine.delivery.plan import Hop, HostHealth
+from mailengine.delivery.slots import ConnectionSlots, wants_connection
+from mailengine.scheduler.caps import bandwidth_cap
+
+IDLE_SECONDS = 3.0  # an idle connection waits this long for more work, then QUITs
+
+
+PoolKey = tuple[str, int, str]  # (address, port, name whose certificate must verify or "")
+
+
+class _Factory(protocol.ClientFactory):
+    noisy = False
+
+    def __init__(self, pool: HostPool) -> None:
+        self.pool = pool
+
+    def buildProtocol(self, addr: Any) -> OutboundClient:
+        return self.pool.build_client()
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.pool.connect_failed(reason)
+
+
+class HostPool:
+    """Jobs for one MX address, and the connections that serve them."""
+
+    def __init__(self, pools: Pools, key: PoolKey, hop: Hop) -> None:
+        self.pools = pools
+        self.key = key
+        self.hop = hop
+        self.settings = pools.settings
+        self.verify_name = key[2]
+        self.pending: deque[Job] = deque()
+        self.idle: list[OutboundClient] = []
+        self.clients: set[OutboundClient] = set()
+        self.connecting = 0  # dialled or greeting, not ready yet
+        self.plaintext_only = False  # opportunistic STARTTLS failed here once
+        self.sent = 0
+        self.failed = 0
+        self.last_error = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.hop.host} ({self.hop.address}:{self.hop.port})"
+
+    @property
+    def open_connections(self) -> int:
+        return self.pools.slots.open_count(self.key)
+
+    # -- work in ---------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        self.pending.append(job)
+        self.serve()
+
+    def serve(self) -> None:
+        """Give waiting jobs to idle connections; open more while the caps allow."""
+        pending, idle = self.pending, self.idle
+        while pending and idle:
+            self.give(idle.pop(), pending.popleft())
+        if not idle:
+            self.pools.idle_pools.discard(self)
+        self.open_more()
+
+    def open_more(self) -> None:
+        pools = self.pools
+        per_host, total = pools.caps()
+        while wants_connection(len(self.pending), self.connecting, len(self.idle)):
+            if pools.slots.may_open(self.key, per_host_max=per_host, total_max=total):
+                self.dial()
+            else:
+                if pools.slots.blocked_by_total(self.key, per_host_max=per_host, total_max=total):
+                    pools.slots.wait_for_slot(self.key)
+                    pools.close_an_idle_connection(self)
+                break
+
+    def dial(self) -> None:
+        pools = self.pools
+        pools.slots.opened(self.key)
+        self.connecting += 1
+        hop = self.hop
+        bind = pools.bind_address_for(hop.address)
+        pools.reactor.connectTCP(
+            hop.address,
+            hop.port,
+            _Factory(self),
+            timeout=self.settings.connect_timeout,
+            bindAddress=bind,
+        )
+
+    def build_client(self) -> OutboundClient:
+        if self.verify_name:
+            context: Any = ssl.optionsForClientTLS(self.verify_name)
+        elif self.plaintext_only:
+            context = None
+        else:
+            context = self.pools.opportunistic_context
+        client = OutboundClient(self, context, require_tls=bool(self.verify_name))
+        client.callLater = self.pools.reactor.callLater  # type: ignore[method-assign]
+        self.clients.add(client)
+        return client
+
+    def give(self, client: OutboundClient, job: Job) -> None:
+        """Start ``job`` on ``client`` unless it is too big for the server or must wait."""
+        if client.size_limit and job.size > client.size_limit:
+            job.on_connection(client)
+            reply = (
+                f"552 message of {job.size} bytes exceeds the server's limit of "
+                f"{client.size_limit} bytes (SIZE); not sent"
+            )
+            job.finish_all(HARD, reply, 552)
+            self.pools.reactor.callLater(0, self.transaction_done, client)
+            return
+        wait = self.pools.bandwidth_wait(job.size)
+        if wait > 0:
+            client.job = job  # busy while it waits
+            self.pools.reactor.callLater(wait, self._send_later, client, job)
+            return
+        job.on_connection(client)
+        client.send(job)
+
+    def _send_later(self, client: OutboundClient, job: Job) -> None:
+        client.job = None
+        transport: Any = client.transport
+        if transport is None or transport.disconnecting:
+            self.pending.appendleft(job)
+            self.serve()
+            return
+        self.give(client, job)
+
+    # -- what connections report ---------------------------------------
+
+    def session_ready(self, client: OutboundClient) -> None:
+        self.connecting -= 1
+        self.pools.health.mark_up(self.hop)
+        self.transaction_done(client)
+
+    def transaction_done(self, client: OutboundClient) -> None:
+        """The connection is free: next job, or park it."""
+        if self.pools.stopping:
+            client.quit()
+            return
+        if self.pending:
+            self.give(client, self.pending.popleft())
+        else:
+            client.park(IDLE_SECONDS, self.pools.reactor)
+            self.idle.append(client)
+            self.pools.idle_pools.add(self)
+            self.pools.slot_wanted()
+
+    def session_failed(self, client: OutboundClient, reason: str, *, tls: bool) -> None:
+        self.connecting -= 1
+        if tls and not self.verify_name and not self.plaintext_only:
+            # RFC 7435: opportunistic TLS that fails is retried in plain text.
+            self.plaintext_only = True
+            self.last_error = "STARTTLS failed; using plain text: " + reason
+            return
+        if self.verify_name and tls:
+            reason = f"TLS required for this domain: certificate of {self.verify_name}: {reason}"
+        self._unreachable(reason)
+
+    def connect_failed(self, reason: Failure) -> None:
+        self.connecting -= 1
+        self._unreachable(describe_failure(reason))
+        self._closed()
+
+    def _unreachable(self, reason: str) -> None:
+        self.last_error = reason
+        self.pools.health.mark_down(self.hop, self.pools.reactor.seconds(), reason)
+        self.pools.note_failure(reason)
+        if self.connecting or any(c.is_ready for c in self.clients):
+            return  # other connections will serve the waiting jobs
+        jobs, self.pending = list(self.pending), deque()
+        for job in jobs:
+            self.pools.fail_over(job, reason)
+
+    def lost(self, client: OutboundClient) -> None:
+        self.clients.discard(client)
+        if client in self.idle:
+            self.idle.remove(client)
+        self._closed()
+
+    def _closed(self) -> None:
+        self.pools.slots.closed(self.key)
+        if self.pending and not self.pools.stopping:
+            self.open_more()
+        self.pools.slot_wanted()
+        self.pools.forget_if_unused(self)
+
+    def count(self, results: list[RecipientResult]) -> None:
+        for r in results:
+            if r.kind == "sent":
+                self.sent += 1
+            else:
+                self.failed += 1
+                self.last_error = r.reply or self.last_error
+
+
+class Pools:
+    """Every host pool, the connection slots, host health and the bandwidth cap."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: ClientSettings,
+        caps: Callable[[], tuple[int, int]],
+        fail_over: Callable[[Job, str], None],
+        bandwidth_limit: Callable[[], int],
+        outbound_ip: Callable[[], str],
+        note_failure: Callable[[str], None] = lambda reason: None,
+    ) -> None:
+        self.reactor = reactor
+        self.settings = settings
+        self.caps = caps  # () -> (max per host, max total), read at use time
+        self.fail_over = fail_over
+        self.bandwidth_limit = bandwidth_limit
+        self.outbound_ip = outbound_ip
+        self.note_failure = note_failure
+        self.slots = ConnectionSlots()
+        self.health = HostHealth()
+        self.pools: dict[PoolKey, HostPool] = {}
+        self.idle_pools: set[HostPool] = set()
+        self.bandwidth = bandwidth_cap()
+        self.stopping = False
+        # RFC 7435 opportunistic TLS: encrypt, check nothing.
+        self.opportunistic_context = ssl.CertificateOptions(verify=False)
+
+    def pool_for(self, hop: Hop, verify_name: str = "") -> HostPool:
+        key = (hop.address, hop.port, verify_name)
+        pool = self.pools.get(key)
+        if pool is None:
+            pool = self.pools[key] = HostPool(self, key, hop)
+        return pool
+
+    def forget_if_unused(self, pool: HostPool) -> None:
+        busy = pool.clients or pool.pending or pool.connecting
+        if not busy and pool.sent == 0 and pool.failed == 0 and not pool.last_error:
+            self.pools.pop(pool.key, None)
+
+    def bind_address_for(self, address: str) -> tuple[str, int] | None:
+        source = self.outbound_ip()
+        if not source:
+            return None
+        same_family = ipaddress.ip_address(source).version == ipaddress.ip_address(address).version
+        return (source, 0) if same_family else None
+
+    def bandwidth_wait(self, size: int) -> float:
+        limit = self.bandwidth_limit()
+        if limit <= 0:
+            return 0.0
+        now = self.reactor.seconds()
+        wait = self.bandwidth.wait_seconds(limit, now)
+        if wait <= 0:
+            self.bandwidth.take(limit, size, now)
+        return wait
+
+    def slot_wanted(self) -> None:
+        """A slot may be free: offer it to the hosts waiting for one."""
+        for _ in range(len(self.slots.waiting)):
+            key = self.slots.next_waiting()
+            pool = self.pools.get(key) if key is not None else None  # type: ignore[call-overload]
+            if pool is not None and pool.pending:
+                pool.open_more()
+            if self.slots.total >= self.caps()[1]:
+                break
+
+    def close_an_idle_connection(self, needy: HostPool) -> None:
+        for pool in list(self.idle_pools):
+            if pool is not needy and pool.idle:
+                pool.idle.pop().quit()
+                if not pool.idle:
+                    self.idle_pools.discard(pool)
+                return
+
+    def open_connections(self) -> int:
+        return self.slots.total
+
+    # -- stopping --------------------------------------------------------
+
+    def stop_taking(self) -> None:
+        """Waiting jobs end untried; idle connections QUIT; busy ones finish."""
+        self.stopping = True
+        for pool in list(self.pools.values()):
+            jobs, pool.pending = list(pool.pending), deque()
+            for job in jobs:
+                job.finish_with([RecipientResult(a, UNTRIED) for a in job.recipients])
+            for client in list(pool.idle):
+                client.quit()
+            pool.idle.clear()
+        self.idle_pools.clear()
+
+    def abort_all(self, reason: str) -> None:
+        for pool in list(self.pools.values()):
+            for client in list(pool.clients):
+                client.abort(reason)

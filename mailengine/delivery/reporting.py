@@ -1,0 +1,130 @@
+"""What happens when recipients finally fail or an attempt ends: undeliverable files,
+recent failures, DSNs, delivery reports and admin notices, mailed through the
+engine itself (manual §3, §4). Text comes from ``mailengine.reports``."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from twisted.logger import Logger
+
+from mailengine.delivery.outcome import HARD, AttemptSummary
+from mailengine.engine import Engine
+from mailengine.observe.recent import FinalFailure
+from mailengine.queue.envelope import Envelope
+from mailengine.reports import delivery_report, dsn
+from mailengine.reports.notices import NoticeGate, build_notice, undeliverable_lines
+
+log = Logger(namespace="mailengine.delivery")
+
+
+class FailureReporting:
+    """Turns an attempt's summary into files and mail."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.notices = NoticeGate()
+
+    def attempt_finished(self, envelope: Envelope, summary: AttemptSummary, data: bytes) -> None:
+        engine = self.engine
+        now = engine.reactor.seconds()
+        failures = summary.final_failures
+        if failures:
+            for r in failures:
+                engine.recent_failures.add(
+                    FinalFailure(now, envelope.message_id, r.address, r.kind == HARD, r.reply)
+                )
+            if engine.config.logs.log_undeliverable:
+                self._append("hard-undeliverable.txt", [r.address for r in summary.hard])
+                self._append("soft-undeliverable.txt", [r.address for r in summary.soft_final])
+            if engine.config.queue.use_dsn and dsn.should_send_dsn(envelope):
+                self._send_dsn(envelope, summary, data, now)
+        self._maybe_report(envelope, summary, now)
+
+    def _append(self, name: str, addresses: list[str]) -> None:
+        if not addresses:
+            return
+        try:
+            with open(self.engine.root_file(name), "a", encoding="utf-8") as fh:
+                fh.write(undeliverable_lines(addresses))
+        except OSError as exc:
+            log.warn("cannot append to {name}: {why}", name=name, why=exc)
+
+    def _send_dsn(
+        self, envelope: Envelope, summary: AttemptSummary, data: bytes, now: float
+    ) -> None:
+        engine = self.engine
+        dsn_id = engine.ids.next_id()
+        text = dsn.build_dsn(
+            envelope,
+            summary.final_failures,
+            data,
+            hostname=engine.hostname,
+            now=now,
+            dsn_id=dsn_id,
+            boundary=uuid.uuid4().hex,
+        )
+        self.send_local_mail(dsn_id, [envelope.mail_from], text, "DSN")
+
+    def _maybe_report(self, envelope: Envelope, summary: AttemptSummary, now: float) -> None:
+        reports = self.engine.config.reports
+        if not reports.type or not reports.recipients or not envelope.mail_from:
+            return  # never report on the engine's own (null-sender) mail
+        if not summary.counted:
+            return
+        if not delivery_report.is_report_due(reports.type, summary.tries, summary.done):
+            return
+        reported = delivery_report.undelivered(summary, reports.domains)
+        if not reported:
+            return
+        report_id = self.engine.ids.next_id()
+        text = delivery_report.build_report(
+            envelope,
+            summary,
+            reported,
+            to=reports.recipients,
+            hostname=self.engine.hostname,
+            now=now,
+            report_id=report_id,
+        )
+        self.send_local_mail(report_id, list(reports.recipients), text, "delivery report")
+
+    def admin_notice(self, kind: str, subject: str, body: str) -> None:
+        """Mail ``admin_email`` about a problem, at most once an hour per ``kind``."""
+        engine = self.engine
+        to = engine.config.server.admin_email
+        now = engine.reactor.seconds()
+        if not to or not self.notices.may_send(kind, now):
+            return
+        notice_id = engine.ids.next_id()
+        text = build_notice(
+            to=to,
+            subject=subject,
+            body=body,
+            hostname=engine.hostname,
+            now=now,
+            notice_id=notice_id,
+        )
+        self.send_local_mail(notice_id, [to], text, "admin notice")
+
+    def send_local_mail(self, message_id: str, to: list[str], data: bytes, what: str) -> None:
+        """Locally generated mail enters the queue like relay mail, from the null sender."""
+        engine = self.engine
+        envelope = Envelope(
+            message_id=message_id,
+            mail_from="",
+            rcpt_to_send=list(to),
+            time_created=engine.reactor.seconds(),
+            other={"datasize": str(len(data))},
+        )
+        d = engine.queue.accept_relay(envelope, data)
+        d.addErrback(
+            lambda f: log.failure("cannot queue a {what} ({id})", f, what=what, id=message_id)
+        )
+
+
+def disk_usage(path: str) -> tuple[int, int]:
+    """(free bytes for unprivileged users, total bytes) of the file system of ``path``."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize

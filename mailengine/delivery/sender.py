@@ -1,0 +1,416 @@
+"""The delivery engine: takes due messages from the live queue, resolves their domains,
+hands jobs to the connection pools and writes each attempt back (manual §3, §5).
+
+``engine.parts["delivery"]``: ``status(now, top)`` for the web admin and
+``drain()`` for a graceful stop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from mailengine.delivery.client import ClientSettings
+from mailengine.delivery.descriptors import ensure_descriptors
+from mailengine.delivery.job import Job
+from mailengine.delivery.outcome import HARD, SENT, SOFT, UNTRIED, RecipientResult, apply_attempt
+from mailengine.delivery.plan import count_hosts, group_by_domain, hops_for, next_hop
+from mailengine.delivery.pool import Pools
+from mailengine.delivery.reporting import FailureReporting, disk_usage
+from mailengine.delivery.status import DeliveryStatus, DomainStatus, HostStatus
+from mailengine.dns.answer import Destination, DNSFailure, Resolution
+from mailengine.engine import Engine
+from mailengine.policy.verp import encode_bounce_address
+from mailengine.queue.content import dot_stuff
+from mailengine.queue.live import QueuedMessage
+from mailengine.reports.notices import FD_WARNING, disk_space_is_low
+from mailengine.scheduler.caps import hourly_message_cap
+
+log = Logger(namespace="mailengine.delivery")
+
+DRAIN_SECONDS = 20.0  # in-flight transactions get this long at a stop (service bound: 30)
+HOUSEKEEPING_SECONDS = 5.0  # paused/held re-checks, disk space, settings refresh
+DISK_CHECK_SECONDS = 60.0
+
+
+class Attempt:
+    """One send attempt of one message: its jobs and their recipients' results."""
+
+    __slots__ = ("message", "results", "waiting")
+
+    def __init__(self, message: QueuedMessage) -> None:
+        self.message = message
+        self.results: list[RecipientResult] = []
+        self.waiting = 0
+
+
+class DeliveryEngine(service.Service):
+    """The queue's consumer: pulls only as much as it has room for."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.reactor = engine.reactor
+        self.settings = ClientSettings(test_mode=engine.test_mode)
+        self.pools = Pools(
+            engine.reactor,
+            self.settings,
+            caps=self._connection_caps,
+            fail_over=self._fail_over,
+            bandwidth_limit=lambda: engine.config.smtp_out.max_bandwidth_bytes_per_minute,
+            outbound_ip=lambda: engine.config.smtp_out.outbound_ip,
+            note_failure=self._note_connect_failure,
+        )
+        self.reporting = FailureReporting(engine)
+        self.attempts: dict[str, Attempt] = {}
+        self.hourly = hourly_message_cap()
+        self.held_by_rate_cap = False
+        self._pump_call: IDelayedCall | None = None
+        self._housekeeping: IDelayedCall | None = None
+        self._last_disk_check = 0.0
+        self._hops_cache: dict[int, tuple[Destination, int, Any, tuple[Any, ...]]] = {}
+        self._domain_errors: dict[str, str] = {}
+        self.stopping = False
+        self._drained: defer.Deferred[None] | None = None
+        self._stop_writes: list[defer.Deferred[Any]] = []
+        self.refresh_settings()
+
+    # -- start -----------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        config = self.engine.config
+        ensure_descriptors(config.smtp_out.max_connections, config.smtp_in.max_connections)
+        config.subscribe(self._setting_changed)
+        self.engine.queue.consumer = self
+        self._housekeeping = self.reactor.callLater(HOUSEKEEPING_SECONDS, self._housekeep)
+        self.messages_due()
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._housekeeping is not None and self._housekeeping.active():
+            self._housekeeping.cancel()
+
+    @property
+    def resolver(self) -> Any:
+        return self.engine.parts["resolver"]
+
+    def refresh_settings(self) -> None:
+        """Copy the live settings connections read on every transaction."""
+        config, s = self.engine.config, self.settings
+        out = config.smtp_out
+        s.identity = (config.server.helo_text or self.engine.hostname).encode()
+        s.read_timeout = out.read_timeout_seconds
+        s.write_timeout = out.write_timeout_seconds
+        s.body_timeout = out.body_timeout_seconds
+        s.connect_timeout = out.connect_timeout_seconds
+        s.debug = config.logs.debug_smtp_out
+
+    def _setting_changed(self, section: str, key: str, value: Any) -> None:
+        self.refresh_settings()
+        if section == "smtp_out" and key == "paused" and not value:
+            log.info("sending resumed")
+        self.messages_due()
+
+    def _connection_caps(self) -> tuple[int, int]:
+        out = self.engine.config.smtp_out
+        return out.max_connections_per_host, out.max_connections
+
+    def _housekeep(self) -> None:
+        self._housekeeping = None
+        self.refresh_settings()
+        now = self.reactor.seconds()
+        if now - self._last_disk_check >= DISK_CHECK_SECONDS:
+            self._last_disk_check = now
+            self._check_disk()
+        self.messages_due()
+        if self.running and not self.stopping:
+            self._housekeeping = self.reactor.callLater(HOUSEKEEPING_SECONDS, self._housekeep)
+
+    def _check_disk(self) -> None:
+        try:
+            free, total = disk_usage(self.engine.store.root)
+        except OSError:
+            return
+        if disk_space_is_low(free, total):
+            body = (
+                f"Only {free // (1024 * 1024)} MB are free on the file system of "
+                f"{self.engine.store.root}. Mail that cannot be written is refused or kept "
+                "in memory; free some space."
+            )
+            log.warn("low free disk space under {root}", root=self.engine.store.root)
+            self.reporting.admin_notice("disk", "low free disk space", body)
+
+    def _note_connect_failure(self, reason: str) -> None:
+        if "Too many open files" in reason:
+            log.warn("{warning}", warning=FD_WARNING)
+            self.reporting.admin_notice("descriptors", "out of file descriptors", FD_WARNING)
+
+    # -- the send loop ---------------------------------------------------
+
+    def messages_due(self) -> None:
+        """LiveQueue: something is due. Coalesced into one pull per reactor turn."""
+        if self._pump_call is None and not self.stopping:
+            self._pump_call = self.reactor.callLater(0, self.pump)
+
+    def max_in_flight(self) -> int:
+        return max(256, self.engine.config.smtp_out.max_connections * 4)
+
+    def pump(self) -> None:
+        """Take as many due messages as there is room for, best priority first."""
+        self._pump_call = None
+        if self.stopping:
+            return
+        out = self.engine.config.smtp_out
+        debug = self.engine.config.logs.debug_send_loop
+        if out.paused:
+            if debug:
+                log.info("send loop: paused; nothing taken")
+            return
+        room = self.max_in_flight() - len(self.attempts)
+        if room <= 0:
+            if debug:
+                log.info("send loop: {n} messages in flight; waiting", n=len(self.attempts))
+            return
+        cap = out.max_messages_per_hour
+        now = self.reactor.seconds()
+        if cap:
+            allowed = self.hourly.available(cap, now)
+            if allowed <= 0:
+                self._hold_for_rate_cap(cap, now)
+                return
+            room = min(room, allowed)
+        messages = self.engine.queue.take_due(room)
+        if not messages:
+            return
+        if self.held_by_rate_cap:
+            self.held_by_rate_cap = False
+        if cap:
+            self.hourly.take(cap, len(messages), now)
+        if debug:
+            log.info(
+                "send loop: took {n} messages ({f} in flight)",
+                n=len(messages),
+                f=len(self.attempts) + len(messages),
+            )
+        for message in messages:
+            self.start_attempt(message)
+        if len(messages) == room:
+            self.messages_due()  # there may be more
+
+    def _hold_for_rate_cap(self, cap: int, now: float) -> None:
+        if not self.held_by_rate_cap:
+            self.held_by_rate_cap = True
+            log.info(
+                "Your mailing speed has reached {cap} messages per hour "
+                "([smtp_out] max_messages_per_hour); sending is held until the hour's "
+                "window allows more.",
+                cap=cap,
+            )
+        wait = max(0.01, self.hourly.wait_seconds(cap, now))
+        if self._pump_call is None:
+            self._pump_call = self.reactor.callLater(wait, self.pump)
+
+    # -- one attempt -----------------------------------------------------
+
+    def start_attempt(self, message: QueuedMessage) -> None:
+        envelope = message.envelope
+        attempt = Attempt(message)
+        self.attempts[message.message_id] = attempt
+        data = message.data or b""
+        body = dot_stuff(data)  # once per message, shared by its jobs (TWISTED.md §2.3)
+        bounce_host = self.engine.config.smtp_out.bounce_host
+        sender = encode_bounce_address(envelope.mail_from, bounce_host)
+        groups = group_by_domain(envelope.rcpt_to_send)
+        attempt.waiting = len(groups)
+        if not groups:
+            self._finish(attempt)
+            return
+        for domain, recipients in groups:
+            job = Job(message.message_id, domain, recipients, sender, body, self._job_finished)
+            job.note("--> Sending email to: " + ", ".join(recipients))
+            if not domain:
+                job.finish_all(HARD, "550 5.1.3 address has no domain", 550)
+                continue
+            d = self.resolver.resolve(domain)
+            d.addCallback(self._resolved, job)
+            d.addErrback(self._resolve_error, job)
+
+    def _resolved(self, answer: Resolution, job: Job) -> None:
+        if isinstance(answer, DNSFailure):
+            job.note(f"<-- DNS lookup failed for {job.domain}")
+            job.finish_all(HARD if answer.permanent else SOFT, answer.reason)
+            return
+        hops = self._hops(answer)
+        if not hops:
+            job.finish_all(
+                SOFT, f"every mail server of {job.domain} is in [smtp_out] reject_mail_servers"
+            )
+            return
+        job.hops = hops
+        job.note(
+            f"<-- DNS lookup succeeded, found {count_hosts(hops)} acceptable mail servers "
+            f"for {job.domain}"
+        )
+        self._route(job)
+
+    def _resolve_error(self, failure: Any, job: Job) -> None:
+        log.failure(
+            "{id}: resolver error for {domain}", failure, id=job.message_id, domain=job.domain
+        )
+        job.finish_all(SOFT, f"DNS lookup failed for {job.domain}: internal error")
+
+    def _hops(self, destination: Destination) -> tuple[Any, ...]:
+        out = self.engine.config.smtp_out
+        rejected = out.reject_mail_servers
+        cached = self._hops_cache.get(id(destination))
+        if (
+            cached
+            and cached[0] is destination
+            and cached[1] == out.remote_port
+            and cached[2] is rejected
+        ):
+            return cached[3]
+        is_rejected = (lambda ip: ip in rejected) if rejected else (lambda ip: False)
+        hops = hops_for(destination, out.remote_port, is_rejected)
+        if len(self._hops_cache) > 10000:
+            self._hops_cache.clear()
+        self._hops_cache[id(destination)] = (destination, out.remote_port, rejected, hops)
+        return hops
+
+    def _route(self, job: Job) -> None:
+        """Send the job to its next usable server, or end it soft when none is left."""
+        now = self.reactor.seconds()
+        index, skipped = next_hop(job.hops, job.hop_index, now, self.pools.health)
+        for hop, reason in skipped:
+            job.note("--> Attempting to connect to: " + hop.describe())
+            job.note(f"<-- Not connected (failed moments ago): {reason}")
+        if index >= len(job.hops):
+            last = skipped[-1][1] if skipped else "no server answered"
+            job.finish_all(SOFT, f"no mail server of {job.domain} could be reached: {last}")
+            return
+        job.hop_index = index
+        hop = job.hops[index]
+        job.note("--> Attempting to connect to: " + hop.describe())
+        verify = job.domain in self.engine.config.smtp_out.tls_verify_domains
+        pool = self.pools.pool_for(hop, hop.host if verify else "")
+        if self.engine.config.logs.debug_send_loop:
+            log.info("send loop: {id} for {d} -> {h}", id=job.message_id, d=job.domain, h=pool.name)
+        pool.submit(job)
+
+    def _fail_over(self, job: Job, reason: str) -> None:
+        job.note(f"<-- Not connected: {reason}")
+        job.hop_index += 1
+        self._route(job)
+
+    def _job_finished(self, job: Job, results: list[RecipientResult]) -> None:
+        attempt = self.attempts.get(job.message_id)
+        for r in results:
+            if r.kind != SENT and r.kind != UNTRIED:
+                self._domain_errors[job.domain] = r.reply
+        if job.pool is not None:
+            job.pool.count(results)
+        if attempt is None:
+            return
+        attempt.results.extend(results)
+        attempt.waiting -= 1
+        if attempt.waiting <= 0:
+            self._finish(attempt)
+
+    def _finish(self, attempt: Attempt) -> None:
+        engine = self.engine
+        message = attempt.message
+        envelope = message.envelope
+        self.attempts.pop(message.message_id, None)
+        now = self.reactor.seconds()
+        keeps_inf = bool(engine.config.queue.save_done) or any(
+            r.kind != SENT for r in attempt.results
+        )
+        summary = apply_attempt(
+            envelope,
+            attempt.results,
+            now=now,
+            intervals_minutes=engine.config.queue.retry_intervals_minutes,
+            should_log=keeps_inf,
+        )
+        counters = engine.counters
+        if summary.sent:
+            counters.delivered(len(summary.sent))
+        if summary.hard:
+            counters.failed(True, len(summary.hard))
+        if summary.soft_final:
+            counters.failed(False, len(summary.soft_final))
+        if summary.soft_retry:
+            counters.deferred_once(len(summary.soft_retry))
+        if summary.final_failures or engine.config.reports.type:
+            try:
+                self.reporting.attempt_finished(envelope, summary, message.data or b"")
+            except Exception:
+                log.failure("{id}: failure reporting failed", id=message.message_id)
+        queue = engine.queue
+        d = queue.complete(message) if summary.done else queue.retry_later(message)
+        d.addErrback(lambda f: log.failure("{id}: queue update failed", f, id=message.message_id))
+        if not self.stopping:
+            self.messages_due()
+            return
+        self._stop_writes.append(d)
+        if self._drained is not None and not self.attempts:
+            drained, self._drained = self._drained, None
+            defer.DeferredList(self._stop_writes).addCallback(lambda _: drained.callback(None))
+
+    # -- stop ------------------------------------------------------------
+
+    def drain(self, bound_seconds: float = DRAIN_SECONDS) -> defer.Deferred[None]:
+        """Stop taking mail; let transactions in flight finish within ``bound_seconds``,
+        then abort the rest (soft outcomes) so every message goes back to the queue."""
+        self.stopping = True
+        if self._pump_call is not None and self._pump_call.active():
+            self._pump_call.cancel()
+        self._pump_call = None
+        self.pools.stop_taking()
+        if not self.attempts:
+            return defer.DeferredList(self._stop_writes).addCallback(lambda _: None)
+        self._drained = defer.Deferred()
+        timer = self.reactor.callLater(
+            bound_seconds, self.pools.abort_all, "engine stopping: connection aborted"
+        )
+
+        def done(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+            # Let the queue writes started by the last finishes run first.
+            return result
+
+        return self._drained.addCallback(done)
+
+    # -- the web admin ---------------------------------------------------
+
+    def status(self, now: float, top: int = 20) -> DeliveryStatus:
+        pools = sorted(
+            self.pools.pools.values(), key=lambda p: (-p.open_connections, -(p.sent + p.failed))
+        )[:top]
+        hosts = tuple(
+            HostStatus(p.name, p.open_connections, p.sent, p.failed, p.last_error) for p in pools
+        )
+        by_domain: dict[str, list[float]] = {}
+        for message in self.engine.queue.messages.values():
+            envelope = message.envelope
+            for address in envelope.rcpt_to_send:
+                domain = address.rpartition("@")[2].lower()
+                entry = by_domain.setdefault(domain, [0, envelope.time_created])
+                entry[0] += 1
+                entry[1] = min(entry[1], envelope.time_created)
+        domains = tuple(
+            DomainStatus(d, int(n), max(0.0, now - oldest), self._domain_errors.get(d, ""))
+            for d, (n, oldest) in sorted(by_domain.items(), key=lambda kv: -kv[1][0])[:top]
+        )
+        return DeliveryStatus(
+            paused=bool(self.engine.config.smtp_out.paused),
+            open_connections=self.pools.open_connections(),
+            hosts=hosts,
+            domains=domains,
+            held_by_rate_cap=self.held_by_rate_cap,
+        )

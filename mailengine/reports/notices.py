@@ -1,0 +1,54 @@
+"""Admin notices (low disk space, out of file descriptors) and the lines of the
+undeliverable files (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from mailengine.reports.mail import finish, header_block, postmaster
+
+NOTICE_INTERVAL_SECONDS = 3600.0  # each kind of notice at most once an hour
+
+FD_WARNING = (
+    "Warning: you are out of file descriptors. Performance may be very poor until you "
+    "increase them. Try lowering the number of mail sends."
+)  # manual §7, word for word
+
+
+class NoticeGate:
+    """Remembers when each kind of notice last went out."""
+
+    def __init__(self, interval_seconds: float = NOTICE_INTERVAL_SECONDS) -> None:
+        self.interval = interval_seconds
+        self.last: dict[str, float] = {}
+
+    def may_send(self, kind: str, now: float) -> bool:
+        last = self.last.get(kind)
+        if last is not None and now - last < self.interval:
+            return False
+        self.last[kind] = now
+        return True
+
+
+def build_notice(
+    *, to: str, subject: str, body: str, hostname: str, now: float, notice_id: str
+) -> bytes:
+    text = header_block(
+        sender=postmaster(hostname),
+        to=to,
+        subject=f"MailEngine on {hostname}: {subject}",
+        now=now,
+        message_id=notice_id,
+        extra="Content-Type: text/plain; charset=utf-8\n",
+    )
+    return finish(text + "\n" + body + "\n")
+
+
+def undeliverable_lines(addresses: Iterable[str]) -> str:
+    """Manual §3: one address per line."""
+    return "".join(f"{a}\n" for a in addresses)
+
+
+def disk_space_is_low(free_bytes: int, total_bytes: int) -> bool:
+    """Under 100 MB or under 2 % of the file system is free."""
+    return free_bytes < 100 * 1024 * 1024 or (total_bytes > 0 and free_bytes < total_bytes // 50)

@@ -1,0 +1,133 @@
+"""The delivery engine with a fake reactor: live pause, DNS outcomes, drain, status."""
+
+import os
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+from mailengine.config.model import Config
+from mailengine.delivery.sender import DeliveryEngine
+from mailengine.dns.answer import Destination, DNSFailure, StaticResolver, Target
+from mailengine.engine import Engine
+from mailengine.observe.counters import Counters
+from mailengine.queue.commit import GroupCommit
+from mailengine.queue.envelope import Envelope
+from mailengine.queue.ids import MessageIdFactory
+from mailengine.queue.live import LiveQueue
+from mailengine.queue.store import QueueStore
+from tests.twisted.test_live_queue import SyncThreads
+
+
+@pytest.fixture
+def parts(tmp_path):
+    reactor = MemoryReactorClock()
+    reactor.advance(1_700_000_000)
+    store = QueueStore(str(tmp_path / "mailq"))
+    store.ensure_dirs()
+    config = Config.defaults()
+    counters = Counters(started=reactor.seconds())
+    committer = GroupCommit(SyncThreads(), lambda: None)
+    queue = LiveQueue(store, config, reactor, committer, counters)
+    engine = Engine(
+        root=str(tmp_path),
+        config=config,
+        reactor=reactor,
+        store=store,
+        queue=queue,
+        counters=counters,
+        committer=committer,
+        ids=MessageIdFactory(1, 0, "me.test"),
+        hostname="me.test",
+    )
+    engine.parts["resolver"] = StaticResolver(
+        {
+            "d.test": Destination("d.test", (Target(10, "mx.d.test", ("192.0.2.1",)),)),
+            "later.test": DNSFailure("later.test", False, "DNS timeout"),
+        }
+    )
+    delivery = DeliveryEngine(engine)
+    delivery.startService()
+    yield engine, delivery, reactor
+    delivery.stopService()
+
+
+def accept(engine, n, rcpt="a@d.test"):
+    env = Envelope(
+        message_id=f"M{n}@h",
+        mail_from="s@src.test",
+        rcpt_to_send=[rcpt],
+        time_created=engine.reactor.seconds(),
+    )
+    engine.queue.accept_relay(env, b"Subject: x\r\n\r\nhi\r\n")
+
+
+def talk(reactor, index=0):
+    factory = reactor.tcpClients[index][2]
+    proto = factory.buildProtocol(None)
+    t = StringTransport()
+    proto.makeConnection(t)
+    proto.dataReceived(b"220 mx\r\n250-mx\r\n250 PIPELINING\r\n")
+    return proto, t
+
+
+def test_pausing_at_run_time_sends_new_mail_to_retry_and_resuming_sends_it(parts):
+    engine, delivery, reactor = parts
+    engine.config.apply("smtp_out", "paused", True)
+    accept(engine, 1)
+    reactor.advance(0)
+    assert reactor.tcpClients == []
+    assert os.path.exists(engine.store.path("retry", "M1@h", ".inf"))
+    engine.config.apply("smtp_out", "paused", False)
+    reactor.advance(0)
+    proto, t = talk(reactor)
+    assert b"RCPT TO:<a@d.test>" in t.value()
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    assert engine.counters.total_sent == 1
+    assert not os.path.exists(engine.store.path("working", "M1@h", ".inf"))
+
+
+def test_a_transient_dns_failure_is_retried_and_a_permanent_one_fails_hard(parts):
+    engine, delivery, reactor = parts
+    accept(engine, 1, "x@later.test")
+    accept(engine, 2, "y@nowhere.test")  # StaticResolver: does not exist
+    reactor.advance(0)
+    assert engine.counters.total_deferred == 1 and engine.counters.total_failed_hard == 1
+    retried = engine.store.read_envelope("retry", "M1@h", now=reactor.seconds())
+    assert retried.send_tries == 1 and retried.rcpt_transient == ["x@later.test"]
+    assert [f.address for f in engine.recent_failures.latest()] == ["y@nowhere.test"]
+
+
+def test_drain_hands_back_waiting_and_in_flight_messages_without_losing_any(parts):
+    engine, delivery, reactor = parts
+    engine.config.override("smtp_out", "max_connections_per_host", 1)
+    accept(engine, 1)
+    accept(engine, 2)
+    reactor.advance(0)
+    proto, t = talk(reactor)  # M1 in flight, M2 waits for the connection
+    drained = []
+    delivery.drain(bound_seconds=5).addCallback(drained.append)
+    assert drained == []
+    reactor.advance(6)  # the bound: M1's transaction is aborted
+    assert drained == [None]
+    for message_id in ("M1@h", "M2@h"):
+        env = engine.store.read_envelope("retry", message_id, now=reactor.seconds())
+        assert env.rcpt_to_send == ["a@d.test"]
+    untried = engine.store.read_envelope("retry", "M2@h", now=reactor.seconds())
+    assert untried.send_tries == 0  # never offered to a server: not an attempt
+
+
+def test_status_shows_hosts_domains_and_the_pause_switch(parts):
+    engine, delivery, reactor = parts
+    accept(engine, 1)
+    reactor.advance(0)
+    proto, t = talk(reactor)
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    accept(engine, 2, "z@later.test")
+    reactor.advance(0)
+    status = delivery.status(reactor.seconds())
+    assert not status.paused and status.open_connections == 1
+    [host] = status.hosts
+    assert host.host == "mx.d.test (192.0.2.1:25)" and host.sent == 1
+    [domain] = status.domains
+    assert domain.domain == "later.test" and domain.queued_recipients == 1
+    assert domain.last_error == "DNS timeout"

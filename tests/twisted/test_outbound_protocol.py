@@ -1,0 +1,272 @@
+"""The pooled SMTP client on the wire: StringTransport + MemoryReactorClock, no sockets."""
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+
+from mailengine.delivery.client import ClientSettings
+from mailengine.delivery.job import Job
+from mailengine.delivery.outcome import HARD, SENT, SOFT, UNTRIED
+from mailengine.delivery.plan import Hop
+from mailengine.delivery.pool import Pools
+
+HOP = Hop("mx1.d.test", "192.0.2.1", 25)
+EHLO_PIPELINING = b"250-mx1 hello\r\n250-PIPELINING\r\n250 SIZE 1000\r\n"
+EHLO_PLAIN = b"250-mx1 hello\r\n250 8BITMIME\r\n"
+
+
+class Wire:
+    """Pools on a fake reactor; connections are made by hand and talk over StringTransports."""
+
+    def __init__(self, per_host=2, total=10, test_mode=False, bandwidth=0):
+        self.reactor = MemoryReactorClock()
+        self.settings = ClientSettings(
+            identity=b"me.test",
+            read_timeout=30,
+            write_timeout=30,
+            body_timeout=60,
+            connect_timeout=10,
+            test_mode=test_mode,
+        )
+        self.failed_over = []
+        self.pools = Pools(
+            self.reactor,
+            self.settings,
+            caps=lambda: (per_host, total),
+            fail_over=lambda job, reason: self.failed_over.append((job, reason)),
+            bandwidth_limit=lambda: bandwidth,
+            outbound_ip=lambda: "",
+        )
+        self.results = {}
+        self.made = 0
+
+    def job(self, recipients=("a@d.test",), body=b"Subject: x\r\n\r\nhello\r\n", name="M1"):
+        job = Job(name, "d.test", list(recipients), "s@x.test", body, self._done)
+        job.hops = (HOP,)
+        return job
+
+    def _done(self, job, results):
+        self.results[job.message_id] = [(r.address, r.kind, r.code) for r in results]
+
+    def submit(self, *jobs):
+        pool = self.pools.pool_for(HOP)
+        for job in jobs:
+            pool.submit(job)
+        return pool
+
+    def connect(self, ehlo=EHLO_PIPELINING):
+        """Complete the next dialled connection up to the first transaction."""
+        host, port, factory, timeout, bind = self.reactor.tcpClients[self.made]
+        self.made += 1
+        proto = factory.buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(b"220 mx1 ESMTP\r\n")
+        assert transport.value() == b"EHLO me.test\r\n"
+        transport.clear()
+        proto.dataReceived(ehlo)
+        return proto, transport
+
+
+def test_pipelining_sends_mail_rcpt_and_data_in_one_write_and_the_body_with_its_dot():
+    wire = Wire()
+    wire.submit(wire.job(("a@d.test", "b@d.test")))
+    proto, t = wire.connect()
+    assert t.value() == (
+        b"MAIL FROM:<s@x.test> SIZE=21\r\nRCPT TO:<a@d.test>\r\nRCPT TO:<b@d.test>\r\nDATA\r\n"
+    )
+    t.clear()
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+    assert t.value() == b"Subject: x\r\n\r\nhello\r\n.\r\n"
+    proto.dataReceived(b"250 queued\r\n")
+    assert wire.results["M1"] == [("a@d.test", SENT, 250), ("b@d.test", SENT, 250)]
+
+
+def test_dot_stuffed_bodies_are_sent_as_given():
+    wire = Wire()
+    wire.submit(wire.job(body=b"..first\r\nx\r\n..\r\n"))
+    proto, t = wire.connect()
+    t.clear()
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    assert t.value() == b"..first\r\nx\r\n..\r\n.\r\n"
+
+
+def test_one_connection_sends_message_after_message_without_rset_until_one_fails():
+    wire = Wire(per_host=1)
+    wire.submit(wire.job(name="M1"), wire.job(name="M2"), wire.job(name="M3"))
+    assert len(wire.reactor.tcpClients) == 1
+    proto, t = wire.connect()
+    t.clear()
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    # M1's body, then M2's commands: no RSET after a completed transaction
+    assert b"RSET" not in t.value() and t.value().endswith(b"RCPT TO:<a@d.test>\r\nDATA\r\n")
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    t.clear()
+    proto.dataReceived(b"554 5.7.1 rejected\r\n")  # M2's final reply fails
+    assert t.value().startswith(b"RSET\r\nMAIL FROM:<s@x.test>")
+    proto.dataReceived(b"250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    assert wire.results == {
+        "M1": [("a@d.test", SENT, 250)],
+        "M2": [("a@d.test", HARD, 554)],
+        "M3": [("a@d.test", SENT, 250)],
+    }
+    assert len(wire.reactor.tcpClients) == 1
+
+
+def test_without_pipelining_each_command_waits_for_its_reply():
+    wire = Wire()
+    wire.submit(wire.job(("a@d.test", "b@d.test")))
+    proto, t = wire.connect(EHLO_PLAIN)
+    assert t.value() == b"MAIL FROM:<s@x.test> BODY=8BITMIME\r\n"
+    t.clear()
+    proto.dataReceived(b"250 ok\r\n")
+    assert t.value() == b"RCPT TO:<a@d.test>\r\n"
+    t.clear()
+    proto.dataReceived(b"450 4.2.0 greylisted\r\n")
+    assert t.value() == b"RCPT TO:<b@d.test>\r\n"
+    t.clear()
+    proto.dataReceived(b"250 ok\r\n")
+    assert t.value() == b"DATA\r\n"
+    proto.dataReceived(b"354 go\r\n250 queued\r\n")
+    assert wire.results["M1"] == [("a@d.test", SOFT, 450), ("b@d.test", SENT, 250)]
+
+
+def test_ehlo_refused_falls_back_to_helo():
+    wire = Wire()
+    wire.submit(wire.job())
+    host, port, factory, timeout, bind = wire.reactor.tcpClients[0]
+    proto = factory.buildProtocol(None)
+    t = StringTransport()
+    proto.makeConnection(t)
+    proto.dataReceived(b"220 old server\r\n502 what?\r\n")
+    assert t.value() == b"EHLO me.test\r\nHELO me.test\r\n"
+    t.clear()
+    proto.dataReceived(b"250 hi\r\n")
+    assert t.value() == b"MAIL FROM:<s@x.test>\r\n"
+
+
+def test_test_mode_sessions_send_rset_instead_of_data():
+    wire = Wire(test_mode=True)
+    wire.submit(wire.job())
+    proto, t = wire.connect()
+    assert t.value().endswith(b"RCPT TO:<a@d.test>\r\nRSET\r\n") and b"DATA" not in t.value()
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n250 reset\r\n")
+    assert wire.results["M1"] == [("a@d.test", SENT, 250)]
+
+
+def test_a_message_bigger_than_the_servers_size_fails_hard_without_being_sent():
+    wire = Wire()
+    wire.submit(wire.job(body=b"x" * 2000 + b"\r\n"))
+    proto, t = wire.connect()  # SIZE 1000
+    assert t.value() == b""
+    assert wire.results["M1"] == [("a@d.test", HARD, 552)]
+
+
+def test_a_silent_server_times_out_and_the_recipient_is_soft():
+    wire = Wire()
+    wire.submit(wire.job())
+    proto, t = wire.connect()
+    wire.reactor.advance(29)
+    assert "M1" not in wire.results
+    wire.reactor.advance(2)
+    assert wire.results["M1"] == [("a@d.test", SOFT, 0)]
+    assert t.disconnecting
+
+
+def test_the_end_of_data_reply_gets_the_body_timeout():
+    wire = Wire()
+    wire.submit(wire.job())
+    proto, t = wire.connect()
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    wire.reactor.advance(45)  # past the read timeout, within the body timeout
+    assert "M1" not in wire.results
+    wire.reactor.advance(20)
+    assert wire.results["M1"] == [("a@d.test", SOFT, 0)]
+
+
+def test_a_blocked_write_times_out():
+    wire = Wire()
+    wire.submit(wire.job())
+    proto, t = wire.connect()
+    proto.pauseProducing()  # what the transport does when its buffer is full
+    wire.reactor.advance(31)
+    assert wire.results["M1"] == [("a@d.test", SOFT, 0)]
+
+
+def test_a_421_greeting_fails_the_waiting_jobs_over_to_the_next_server():
+    wire = Wire()
+    job = wire.job()
+    wire.submit(job)
+    host, port, factory, timeout, bind = wire.reactor.tcpClients[0]
+    proto = factory.buildProtocol(None)
+    t = StringTransport()
+    proto.makeConnection(t)
+    proto.dataReceived(b"421 too busy\r\n")
+    assert wire.failed_over == [(job, "421 too busy")]
+    assert t.value() == b"QUIT\r\n"
+
+
+def test_a_refused_connection_fails_over_and_marks_the_server_down():
+    wire = Wire()
+    job = wire.job()
+    wire.submit(job)
+    host, port, factory, timeout, bind = wire.reactor.tcpClients[0]
+    assert (host, port, timeout) == ("192.0.2.1", 25, 10)
+    factory.clientConnectionFailed(None, Failure(ConnectionRefusedError("refused")))
+    assert [j for j, _ in wire.failed_over] == [job]
+    assert wire.pools.health.down_reason(HOP, wire.reactor.seconds()) is not None
+    assert wire.pools.open_connections() == 0
+
+
+def test_no_more_connections_than_the_per_host_cap_however_many_jobs_wait():
+    wire = Wire(per_host=3)
+    wire.submit(*[wire.job(name=f"M{i}") for i in range(50)])
+    assert len(wire.reactor.tcpClients) == 3
+
+
+def test_the_total_cap_closes_an_idle_connection_for_a_host_that_waits():
+    wire = Wire(per_host=2, total=1)
+    wire.submit(wire.job(name="M1"))
+    proto, t = wire.connect()
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")  # now idle
+    t.clear()
+    other = Hop("mx2.e.test", "192.0.2.2", 25)
+    job = Job("M2", "e.test", ["x@e.test"], "s@x.test", b"x\r\n", wire._done)
+    job.hops = (other,)
+    wire.pools.pool_for(other).submit(job)
+    assert t.value() == b"QUIT\r\n"
+    proto.connectionLost(Failure(ConnectionError()))
+    assert [c[0] for c in wire.reactor.tcpClients] == ["192.0.2.1", "192.0.2.2"]
+
+
+def test_an_idle_connection_quits_after_a_while():
+    wire = Wire()
+    wire.submit(wire.job())
+    proto, t = wire.connect()
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    t.clear()
+    wire.reactor.advance(10)
+    assert t.value() == b"QUIT\r\n" and t.disconnecting
+
+
+def test_stopping_ends_waiting_jobs_untried_and_aborts_the_rest_as_soft():
+    wire = Wire(per_host=1)
+    wire.submit(wire.job(name="M1"), wire.job(name="M2"))
+    proto, t = wire.connect()
+    wire.pools.stop_taking()
+    assert wire.results == {"M2": [("a@d.test", UNTRIED, 0)]}
+    wire.pools.abort_all("engine stopping")
+    assert wire.results["M1"] == [("a@d.test", SOFT, 0)]
+
+
+@pytest.mark.parametrize("bandwidth", [60])
+def test_bandwidth_cap_delays_the_next_message(bandwidth):
+    wire = Wire(per_host=1, bandwidth=bandwidth)  # one byte a second
+    wire.submit(wire.job(name="M1"), wire.job(name="M2"))
+    proto, t = wire.connect()
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    t.clear()
+    wire.reactor.advance(1)
+    assert t.value() == b""  # M2 waits for the 23 bytes of M1 to be paid
+    wire.reactor.advance(30)
+    assert t.value().startswith(b"MAIL FROM")

@@ -1,0 +1,202 @@
+"""The transaction state machine, and the DSN / delivery report / notice texts."""
+
+import email
+from email import policy
+
+from mailengine.delivery.outcome import HARD, SENT, SOFT, RecipientResult, apply_attempt
+from mailengine.delivery.transaction import (
+    BODY,
+    DONE,
+    END_EMPTY,
+    WAIT,
+    WRITE,
+    Transaction,
+    render_dialogue,
+)
+from mailengine.queue.envelope import Envelope
+from mailengine.reports import delivery_report, dsn
+from mailengine.reports.notices import NoticeGate, build_notice, disk_space_is_low
+
+NOW = 1_700_000_000.0
+
+
+def test_pipelined_transaction_writes_everything_at_once_and_sends_the_body_after_354():
+    txn = Transaction(
+        "s@x.test", ["a@d.test", "b@d.test"], pipelining=True, mail_params=b" SIZE=10"
+    )
+    assert txn.start() == (
+        b"MAIL FROM:<s@x.test> SIZE=10\r\nRCPT TO:<a@d.test>\r\nRCPT TO:<b@d.test>\r\nDATA\r\n"
+    )
+    assert [txn.reply(250, b"ok"), txn.reply(250, b"ok"), txn.reply(550, b"no")] == [WAIT] * 3
+    assert txn.reply(354, b"go") == BODY
+    assert txn.reply(250, b"queued") == DONE and txn.is_clean
+    results = txn.results()
+    assert [(r.address, r.kind) for r in results] == [("a@d.test", SENT), ("b@d.test", HARD)]
+    assert results[1].reply == "550 no"
+
+
+def test_without_pipelining_commands_go_one_by_one_and_a_refused_mail_from_ends_it():
+    txn = Transaction("s@x.test", ["a@d.test"], pipelining=False, reset_first=True)
+    assert txn.start() == b"RSET\r\n"
+    assert txn.reply(250, b"reset") == WRITE and txn.pending_lines == [b"MAIL FROM:<s@x.test>"]
+    assert txn.reply(451, b"4.3.0 later") == DONE
+    assert not txn.is_clean
+    [r] = txn.results()
+    assert r.kind == SOFT and r.code == 451
+
+
+def test_no_recipient_accepted_skips_data_unpipelined():
+    txn = Transaction("", ["a@d.test"], pipelining=False)
+    assert txn.start() == b"MAIL FROM:<>\r\n"
+    assert txn.reply(250, b"ok") == WRITE
+    assert txn.reply(550, b"5.1.1 unknown") == DONE
+    assert [r.kind for r in txn.results()] == [HARD]
+
+
+def test_a_354_without_accepted_recipients_is_ended_with_a_lone_dot():
+    txn = Transaction("s@x.test", ["a@d.test"], pipelining=True)
+    txn.start()
+    txn.reply(250, b"ok")
+    txn.reply(550, b"no")
+    assert txn.reply(354, b"go") == END_EMPTY
+    assert txn.reply(554, b"no valid recipients") == DONE and not txn.is_clean
+    assert [r.kind for r in txn.results()] == [HARD]
+
+
+def test_a_failed_final_reply_decides_every_accepted_recipient():
+    txn = Transaction("s@x.test", ["a@d.test", "b@d.test"], pipelining=True)
+    txn.start()
+    for code in (250, 250, 250, 354):
+        txn.reply(code, b"")
+    assert txn.reply(452, b"4.3.1 full") == DONE
+    assert [r.kind for r in txn.results()] == [SOFT, SOFT]
+
+
+def test_test_mode_sends_rset_instead_of_data_and_counts_accepted_recipients_as_sent():
+    txn = Transaction("s@x.test", ["a@d.test", "b@d.test"], pipelining=True, test_mode=True)
+    assert txn.start().endswith(b"RCPT TO:<b@d.test>\r\nRSET\r\n")
+    assert [txn.reply(c, b"") for c in (250, 250, 550, 250)] == [WAIT, WAIT, WAIT, DONE]
+    assert txn.is_clean
+    assert [r.kind for r in txn.results()] == [SENT, HARD]
+
+
+def test_replies_missing_when_the_connection_failed_are_soft_with_the_reason():
+    txn = Transaction("s@x.test", ["a@d.test"], pipelining=True)
+    txn.start()
+    txn.reply(250, b"ok")
+    txn.reply(250, b"ok")
+    txn.reply(354, b"go")
+    [r] = txn.results(["--> x"], failure="timeout waiting for a reply")
+    assert r.kind == SOFT and r.reply == "timeout waiting for a reply" and r.transcript == ["--> x"]
+
+
+def test_the_dialogue_renders_as_the_manuals_transcript():
+    txn = Transaction("s@x.test", ["john@d.test"], pipelining=False)
+    txn.start()
+    txn.reply(250, b"sender ok")
+    txn.reply(550, b"<john@d.test>... no such user")
+    assert render_dialogue(txn.dialogue) == [
+        "--> MAIL FROM:<s@x.test>",
+        "<-- 250 sender ok",
+        "--> RCPT TO:<john@d.test>",
+        "<-- 550 <john@d.test>... no such user",
+    ]
+
+
+# -- DSN and reports ---------------------------------------------------------------
+
+
+def failed_envelope():
+    env = Envelope(
+        message_id="P1T2C3@h",
+        mail_from="sender@src.test",
+        rcpt_to_send=["john@d.test"],
+        time_created=NOW,
+    )
+    transcript = [
+        "--> Sending email to: john@d.test",
+        "<-- DNS lookup succeeded, found 1 acceptable mail servers for d.test",
+        "--> RCPT TO:<john@d.test>",
+        "<-- 550 5.1.1 no such user",
+    ]
+    result = RecipientResult("john@d.test", HARD, 550, "550 5.1.1 no such user", transcript)
+    summary = apply_attempt(env, [result], now=NOW, intervals_minutes=(30,))
+    return env, summary
+
+
+def test_a_dsn_has_the_manuals_text_and_an_rfc3464_delivery_status_part():
+    env, summary = failed_envelope()
+    original = b"Subject: hello\r\nTo: john@d.test\r\n\r\nthe text\r\n"
+    raw = dsn.build_dsn(
+        env,
+        summary.final_failures,
+        original,
+        hostname="mx.me",
+        now=NOW,
+        dsn_id="D1@mx.me",
+        boundary="BOUNDARY",
+    )
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "delivery-status"
+    assert msg["To"] == "sender@src.test" and msg["From"] == "MAILER-DAEMON@mx.me"
+    human, status, headers = msg.iter_parts()
+    text = human.get_content()
+    assert "Your message (id P1T2C3@h) could not be delivered to" in text
+    assert "A transcript of the session follows:" in text
+    assert "<-- DNS lookup succeeded, found 1 acceptable mail servers for d.test" in text
+    assert "A copy of your message is reproduced below:" in text and "the text" in text
+    assert status.get_content_type() == "message/delivery-status"
+    status_text = raw.decode()
+    assert "Final-Recipient: rfc822; john@d.test" in status_text
+    assert "Status: 5.1.1" in status_text and "Diagnostic-Code: smtp; 550 5.1.1" in status_text
+    assert headers.get_content_type() == "text/rfc822-headers"
+    assert b"\r\n" in raw and b"\n\n" not in raw.replace(b"\r\n", b"")
+
+
+def test_no_dsn_goes_to_the_null_sender_or_a_mailer_daemon():
+    env, _ = failed_envelope()
+    assert dsn.should_send_dsn(env)
+    env.mail_from = ""
+    assert not dsn.should_send_dsn(env)
+    env.mail_from = "MAILER-DAEMON@x.test"
+    assert not dsn.should_send_dsn(env)
+
+
+def test_report_types_pick_the_attempts_that_get_a_report():
+    due = delivery_report.is_report_due
+    assert due("e", 2, False) and due("f", 1, False) and not due("f", 2, True)
+    assert due("l", 3, True) and not due("l", 1, False)
+    assert due("x", 1, False) and due("x", 4, True) and not due("x", 2, False)
+    assert not due("", 1, True)
+
+
+def test_report_domain_patterns_are_substrings_of_the_address():
+    assert delivery_report.matches("bob@aol.com", ["aol.com"])
+    assert delivery_report.matches("li@mail.cn", [".cn"])
+    assert not delivery_report.matches("bob@gmail.com", ["aol.com", ".cn"])
+    assert delivery_report.matches("anyone@x.test", [])
+
+
+def test_a_delivery_report_counts_recipients_and_shows_each_transaction():
+    env, summary = failed_envelope()
+    reported = delivery_report.undelivered(summary, [])
+    raw = delivery_report.build_report(
+        env, summary, reported, to=["ops@me.test"], hostname="mx.me", now=NOW, report_id="R@mx"
+    ).decode()
+    assert "Recipients: 1; delivered so far: 0; failed: 1" in raw
+    assert "john@d.test: failed: 550 5.1.1 no such user" in raw
+    assert "<-- 550 5.1.1 no such user" in raw
+
+
+def test_notices_go_at_most_once_an_hour_per_kind():
+    gate = NoticeGate()
+    assert gate.may_send("disk", NOW) and not gate.may_send("disk", NOW + 3599)
+    assert gate.may_send("descriptors", NOW + 10) and gate.may_send("disk", NOW + 3600)
+    text = build_notice(
+        to="a@b", subject="low disk", body="x", hostname="h", now=NOW, notice_id="n@h"
+    )
+    assert b"Subject: MailEngine on h: low disk" in text
+    assert disk_space_is_low(50 * 2**20, 10 * 2**30) and not disk_space_is_low(
+        5 * 2**30, 10 * 2**30
+    )

@@ -83,6 +83,7 @@ class LiveQueue:
         self._bad: dict[str, int] = {}  # id -> inode of an .inf already warned about
         self._wake: IDelayedCall | None = None
         self._stopping = False
+        config.subscribe(self._setting_changed)
 
     # -- memory accounting -------------------------------------------------
 
@@ -191,6 +192,29 @@ class LiveQueue:
         return self.committer.submit(
             write, durable=self.config.queue.use_disk_for_relay
         ).addCallback(lambda _: envelope.message_id)
+
+    def _setting_changed(self, section: str, key: str, value: Any) -> None:
+        if (section, key) == ("smtp_out", "paused") and value:
+            self.spill_to_retry()
+
+    def spill_to_retry(self) -> int:
+        """Sending paused: write every waiting message held in memory or working/ to retry/.
+
+        Manual §3: while paused, mail accumulates in retry/ (where an operator can see
+        and manage it); messages already in flight finish their attempt.
+        """
+        waiting = [self.messages[k] for k in self.schedule if k in self.messages]
+        spilled = [m for m in waiting if m.location in ("memory", "working")]
+        for msg in spilled:
+            self.schedule.remove(msg.message_id)
+            if msg.envelope.retry_time is None:
+                msg.envelope.retry_time = self._now()
+            self.retry_later(msg)
+        if spilled:
+            log.info(
+                "sending paused: {n} messages held in memory written to retry/", n=len(spilled)
+            )
+        return len(spilled)
 
     # -- the retry/ scan ---------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 
 
 class Schedule:
@@ -25,6 +25,10 @@ class Schedule:
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._entries
+
+    def __iter__(self) -> Iterator[Hashable]:
+        """Every scheduled key (waiting or due), in no particular order (a snapshot)."""
+        return iter(list(self._entries))
 
     def due_time(self, key: Hashable) -> float | None:
         entry = self._entries.get(key)

@@ -184,3 +184,23 @@ def test_drain_writes_everything_in_memory_to_retry(parts):
     assert len(os.listdir(store.dir("retry"))) == 6
     e = store.read_envelope("retry", "M0@h", now=0)
     assert e.rcpt_to_send == ["a@x.test", "b@x.test"]
+
+
+def test_pausing_writes_mail_waiting_in_memory_to_retry(parts):
+    store, clock, config, queue, syncs, _ = parts
+    queue.consumer = Consumer()
+    for i in range(3):
+        queue.accept_relay(env(i), b"x\r\n")
+    [in_flight] = queue.take_due(1)
+    config.apply("smtp_out", "paused", True)
+    assert sorted(os.listdir(store.dir("retry"))) == [
+        "M1@h.dat",
+        "M1@h.inf",
+        "M2@h.dat",
+        "M2@h.inf",
+    ]
+    assert queue.memory_count == 1 and in_flight.location == "memory"
+    assert queue.accept_relay(env(9), b"y\r\n")  # new mail while paused: retry/ too
+    assert os.path.exists(store.path("retry", "M9@h", ".inf"))
+    config.apply("smtp_out", "paused", False)
+    assert [m.message_id for m in queue.take_due(10)] == ["M1@h", "M2@h", "M9@h"]

@@ -1,0 +1,537 @@
+"""One inbound SMTP session: twisted.mail's ESMTP with the engine's rules (manual §2).
+
+Twisted parses the commands (``state_COMMAND``, ``mail_re``, ``Address``,
+EHLO, STARTTLS, the AUTH exchange). This subclass owns the input loop, which
+fixes the traps listed in shared/TWISTED.md §0-1:
+
+- commands run strictly one at a time; input that arrives while a reply is
+  pending waits (safe PIPELINING, replies always in order);
+- plaintext pipelined behind STARTTLS is discarded (no command injection);
+- DATA is scanned in chunks (``inbound.data``), never split into lines, so no
+  line length can drop the session out of DATA and a bare-LF "." never ends it;
+- every reply carries an RFC 3463 enhanced status code;
+- a storage failure answers 452 4.3.1, never a 5xx.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.mail import smtp
+from twisted.mail._except import IllegalClientResponse
+from twisted.python.failure import Failure
+
+from mailengine.inbound.auth import PLAIN_TEXT_MECHANISMS
+from mailengine.inbound.data import DataReader
+from mailengine.inbound.intake import SessionFacts, Transaction
+from mailengine.inbound.received import clean_helo, with_protocol
+from mailengine.policy.relay import RelayRules, Route, is_rejected_sender, route_recipient
+
+if TYPE_CHECKING:
+    from mailengine.inbound.server import InboundFactory
+
+log = Logger(namespace="mailengine.inbound")
+
+_ENHANCED = re.compile(rb"[245]\.\d{1,3}\.\d{1,3}(?: |$)")
+# Replies that carry no enhanced code (RFC 2034 §3: greeting, HELO/EHLO; 334/354 carry data).
+_BARE_CODES = frozenset((220, 334, 354))
+_DEFAULT_ENHANCED = {
+    221: b"2.0.0",
+    235: b"2.7.0",
+    250: b"2.0.0",
+    421: b"4.3.0",
+    451: b"4.3.0",
+    454: b"4.7.0",
+    500: b"5.5.2",
+    501: b"5.5.4",
+    502: b"5.5.1",
+    503: b"5.5.1",
+    504: b"5.5.4",
+    535: b"5.7.8",
+    538: b"5.7.11",
+    553: b"5.1.3",
+}
+MAX_COMMAND_LINE = 16384  # RFC 4954 needs 12288 for AUTH lines
+MAX_RECIPIENTS = 1000
+MAX_PENDING_INPUT = 1 << 20  # pipelined input held while a reply is pending
+MAX_AUTH_FAILURES = 3
+
+
+class InboundESMTP(smtp.ESMTP):
+    """The engine's SMTP server protocol; one per connection, made by ``InboundFactory``."""
+
+    noisy = False
+    transport: Any  # a TCP (and TLS-capable) transport once connected
+    portal: Any
+
+    def __init__(self, server: InboundFactory, peer_ip: str, chal: Any, tls: Any) -> None:
+        super().__init__(chal=chal, contextFactory=tls)
+        self.server = server
+        self.engine = server.engine
+        self.peer_ip = peer_ip
+        self.local_ip = ""
+        self.auth_user = ""
+        self._input = b""
+        self._awaiting = False
+        self._processing = False
+        self._discarding = False
+        self._plain_reply = False
+        self._paused = False
+        self._esmtp = False
+        self._auth_failures = 0
+        self._txn: Transaction | None = None
+        self._reader: DataReader | None = None
+
+    # -- connection ----------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.local_ip = getattr(self.transport.getHost(), "host", "")
+        super().connectionMade()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._reader = None
+        self._txn = None
+        super().connectionLost(reason)
+        self.server.session_ended(self)
+
+    def greeting(self) -> bytes:
+        return self.host + b" ESMTP MailEngine"
+
+    def timeoutConnection(self) -> None:
+        self._input = b""
+        self.sendCode(421, b"4.4.2 " + self.host + b" Error: timeout exceeded")
+        self.transport.loseConnection()
+
+    def stop_when_idle(self) -> None:
+        """Graceful stop: close now when idle, else after the transaction in progress."""
+        if self._txn is None and self._reader is None and not self._awaiting:
+            self._shut_down()
+
+    def _shut_down(self) -> None:
+        self._input = b""
+        self.sendCode(421, b"4.3.2 " + self.host + b" Service shutting down, try again later")
+        self.transport.loseConnection()
+
+    # -- the input loop --------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        self._input = self._input + data if self._input else data
+        if not self._processing:
+            self._process()
+        if self._awaiting and len(self._input) > MAX_PENDING_INPUT and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+
+    def _process(self) -> None:
+        self._processing = True
+        try:
+            while self._input and not self._awaiting and not self.transport.disconnecting:
+                if self._reader is not None:
+                    self._feed_data()
+                elif not self._next_line():
+                    break
+        finally:
+            self._processing = False
+        if self._paused and not self._awaiting:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def _next_line(self) -> bool:
+        """Run the next complete command line; False when more input is needed."""
+        buf = self._input
+        end = buf.find(b"\r\n")
+        if end < 0:
+            if len(buf) > MAX_COMMAND_LINE:
+                self._input = b""
+                if not self._discarding:
+                    self._discarding = True
+                    self.sendCode(500, b"5.5.2 Error: line too long")
+            return False
+        line = buf[:end]
+        self._input = buf[end + 2 :]
+        if self._discarding:  # the end of an overlong line already answered
+            self._discarding = False
+            return True
+        if len(line) > MAX_COMMAND_LINE:
+            self.sendCode(500, b"5.5.2 Error: line too long")
+            return True
+        self._dispatch(line)
+        return True
+
+    def _dispatch(self, line: bytes) -> None:
+        if self.engine.config.logs.debug_smtp_in:
+            shown = line if self.mode != smtp.AUTH else b"(authentication data)"
+            log.info("smtp in {peer} < {line}", peer=self.peer_ip, line=_printable(shown))
+        self._awaiting = True  # exactly one reply follows each command line
+        try:
+            getattr(self, "state_" + self.mode)(line)
+        except Exception:
+            log.failure("smtp in {peer}: error handling {line!r}", peer=self.peer_ip, line=line)
+            self.mode = smtp.COMMAND
+            if self._awaiting:
+                self.sendCode(451, b"4.3.0 Internal error, try again later")
+
+    def sendCode(self, code: int, message: bytes = b"") -> None:
+        if (
+            code not in _BARE_CODES
+            and not self._plain_reply
+            and not _ENHANCED.match(message)
+            and code in _DEFAULT_ENHANCED
+        ):
+            message = _DEFAULT_ENHANCED[code] + b" " + message
+        elif code not in _BARE_CODES and not self._plain_reply and not _ENHANCED.match(message):
+            message = b"%d.0.0 %s" % (code // 100, message)
+        if self.engine.config.logs.debug_smtp_in:
+            for text in message.splitlines() or [b""]:
+                log.info(
+                    "smtp in {peer} > {code} {text}",
+                    peer=self.peer_ip,
+                    code=code,
+                    text=_printable(text),
+                )
+        super().sendCode(code, message)
+        self._awaiting = False
+        if not self._processing and self._input:
+            self._process()
+
+    def lookupMethod(self, command: bytes) -> Any:
+        if not command.isascii() or not command.isalpha():
+            return None
+        return super().lookupMethod(command)
+
+    # -- DATA ------------------------------------------------------------------
+
+    def _feed_data(self) -> None:
+        reader = self._reader
+        assert reader is not None
+        used = reader.feed(self._input)
+        if used < 0:
+            self._input = b""
+            return
+        self._input = self._input[used:]
+        txn = self._txn
+        self._reader = None
+        self._txn = None
+        self._awaiting = True
+        if self.engine.config.logs.debug_smtp_in:
+            log.info("smtp in {peer} < ({n} bytes of DATA) .", peer=self.peer_ip, n=reader.size)
+        assert txn is not None
+        self._end_of_data(reader, txn)
+
+    def _end_of_data(self, reader: DataReader, txn: Transaction) -> None:
+        if reader.is_oversized:
+            self.engine.counters.refused()
+            self.sendCode(552, b"5.3.4 Message size exceeds fixed maximum message size")
+            self._after_transaction()
+            return
+        d = self.server.intake.accept(txn, reader.content(), self._facts())
+        d.addCallbacks(self._queued, self._not_queued)
+        d.addErrback(self._bug)
+
+    def _queued(self, message_id: str) -> None:
+        self.sendCode(250, b"2.0.0 Ok: queued as " + message_id.encode("ascii", "replace"))
+        self._after_transaction()
+
+    def _not_queued(self, failure: Failure) -> None:
+        # Disk full, permissions...: temporary, so the client keeps its copy.
+        log.failure("smtp in {peer}: message not stored", failure, peer=self.peer_ip)
+        self.sendCode(452, b"4.3.1 Insufficient system storage, try again later")
+        self._after_transaction()
+
+    def _bug(self, failure: Failure) -> None:
+        log.failure("smtp in {peer}: error after DATA", failure, peer=self.peer_ip)
+
+    def _after_transaction(self) -> None:
+        if self.server.draining and not self.transport.disconnecting:
+            self._shut_down()
+
+    def _facts(self) -> SessionFacts:
+        helo = self._helo[0] if self._helo and self._helo[0] else b""
+        return SessionFacts(
+            helo=clean_helo(helo) if helo else "",
+            peer_ip=self.peer_ip,
+            local_ip=self.local_ip,
+            local_hostname=self.engine.hostname,
+            protocol=with_protocol(
+                esmtp=self._esmtp, tls=self.startedTLS, authenticated=self.authenticated
+            ),
+        )
+
+    # -- commands ----------------------------------------------------------------
+
+    def do_HELO(self, rest: bytes) -> None:
+        if not rest.strip():
+            self.sendCode(501, b"5.5.4 Syntax: HELO hostname")
+            return
+        self._txn = None
+        self._esmtp = False
+        self._plain_reply = True
+        try:
+            super().do_HELO(rest)
+        finally:
+            self._plain_reply = False
+
+    def do_EHLO(self, rest: bytes) -> None:
+        if not rest.strip():
+            self.sendCode(501, b"5.5.4 Syntax: EHLO hostname")
+            return
+        self._txn = None
+        self._esmtp = True
+        self._plain_reply = True
+        try:
+            super().do_EHLO(rest)
+        finally:
+            self._plain_reply = False
+
+    def extensions(self) -> dict[bytes, Any]:
+        size = self.engine.config.smtp_in.max_message_size_bytes
+        ext: dict[bytes, Any] = {
+            b"SIZE": [str(size).encode()] if size else None,
+            b"8BITMIME": None,
+            b"PIPELINING": None,
+            b"ENHANCEDSTATUSCODES": None,
+        }
+        if self.canStartTLS and not self.startedTLS:
+            ext[b"STARTTLS"] = None
+        mechanisms = self._offered_mechanisms()
+        if mechanisms and not self.authenticated:
+            ext[b"AUTH"] = mechanisms
+        return ext
+
+    def do_NOOP(self, rest: bytes) -> None:
+        self.sendCode(250, b"2.0.0 Ok")
+
+    def do_HELP(self, rest: bytes) -> None:
+        self.sendCode(
+            214, b"2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS AUTH"
+        )
+
+    def do_VRFY(self, rest: bytes) -> None:
+        # RFC 5321 §3.5.3: no mailbox lookups here, but mail will be tried.
+        if not rest.strip():
+            self.sendCode(501, b"5.5.4 Syntax: VRFY address")
+            return
+        self.sendCode(252, b"2.5.0 Cannot VRFY user, but will accept message and attempt delivery")
+
+    def do_EXPN(self, rest: bytes) -> None:
+        self.sendCode(502, b"5.5.1 EXPN not supported")
+
+    def do_RSET(self, rest: bytes) -> None:
+        self._txn = None
+        self._from = None
+        self._to = []
+        self.sendCode(250, b"2.0.0 Ok")
+
+    def do_QUIT(self, rest: bytes) -> None:
+        self._input = b""
+        self.sendCode(221, b"2.0.0 Bye")
+        self.transport.loseConnection()
+
+    def do_UNKNOWN(self, rest: bytes) -> None:
+        self.sendCode(500, b"5.5.2 Error: command not recognized")
+
+    def sendSyntaxError(self) -> None:
+        self.sendCode(500, b"5.5.2 Error: bad syntax")
+
+    def do_MAIL(self, rest: bytes) -> None:
+        if self.server.draining:
+            self._shut_down()
+            return
+        if self._txn is not None:
+            self.sendCode(503, b"5.5.1 Error: nested MAIL command")
+            return
+        m = self.mail_re.match(rest)
+        if not m:
+            self.sendCode(501, b"5.5.4 Syntax: MAIL FROM:<address>")
+            return
+        refusal = self._mail_parameters(m.group("opts"))
+        if refusal is not None:
+            self.sendCode(*refusal)
+            return
+        try:
+            sender = str(smtp.Address(m.group("path"), self.host))
+        except (smtp.AddressError, UnicodeError):
+            self.sendCode(553, b"5.1.7 Bad sender address syntax")
+            return
+        if is_rejected_sender(sender, self.engine.config.smtp_in.reject_mail_from):
+            self.engine.counters.refused()
+            self.sendCode(550, b"5.7.1 Sender address rejected")
+            return
+        self._txn = Transaction(sender)
+        self.sendCode(250, b"2.1.0 Ok")
+
+    def _mail_parameters(self, opts: bytes | None) -> tuple[int, bytes] | None:
+        """RFC 1870 SIZE, RFC 6152 BODY, RFC 4954 AUTH; anything else is refused (555)."""
+        for opt in (opts or b"").split():
+            key, _, value = opt.partition(b"=")
+            key = key.upper()
+            if key == b"SIZE":
+                if not value.isdigit():
+                    return 501, b"5.5.4 Bad SIZE parameter"
+                limit = self.engine.config.smtp_in.max_message_size_bytes
+                if limit and int(value) > limit:
+                    self.engine.counters.refused()
+                    return 552, b"5.3.4 Message size exceeds fixed maximum message size"
+            elif key == b"BODY":
+                if value.upper() not in (b"7BIT", b"8BITMIME"):
+                    return 501, b"5.5.4 Bad BODY parameter"
+            elif key != b"AUTH":
+                return 555, b"5.5.4 Unsupported option: " + _printable(key).encode()
+        return None
+
+    def do_RCPT(self, rest: bytes) -> None:
+        txn = self._txn
+        if txn is None:
+            self.sendCode(503, b"5.5.1 Error: need MAIL command")
+            return
+        if txn.recipient_count >= MAX_RECIPIENTS:
+            self.sendCode(452, b"4.5.3 Error: too many recipients")
+            return
+        m = self.rcpt_re.match(rest)
+        if not m:
+            self.sendCode(501, b"5.5.4 Syntax: RCPT TO:<address>")
+            return
+        try:
+            address = smtp.Address(m.group("path"), b"")
+            local = address.local.decode("ascii")
+            domain = address.domain.decode("ascii")
+        except (smtp.AddressError, UnicodeError):
+            self.sendCode(553, b"5.1.3 Bad recipient address syntax")
+            return
+        smtp_in = self.engine.config.smtp_in
+        rules = RelayRules(
+            local_domains=self.engine.config.server.local_domains,
+            relay_domains=smtp_in.relay_domains,
+            relay_ips=smtp_in.relay_ips,
+        )
+        verdict = route_recipient(
+            local, domain, rules, peer_ip=self.peer_ip, authenticated=self.authenticated
+        )
+        recipient = f"{local}@{domain or self.engine.hostname}"
+        route = verdict.route
+        if route is Route.INCOMING:
+            txn.incoming.append(recipient)
+        elif route is Route.RELAY:
+            txn.relay.append(recipient)
+        elif route is Route.BOUNCE:
+            txn.bounces.append(verdict.bounce_for)
+            txn.bounce_rcpts.append(recipient)
+        elif route is Route.DENIED:
+            self.engine.counters.refused()
+            self.sendCode(554, b"5.7.1 <" + recipient.encode() + b">: Relay access denied")
+            return
+        else:
+            self.sendCode(550, b"5.1.3 Bad recipient address syntax")
+            return
+        self.sendCode(250, b"2.1.5 Ok")
+
+    def do_DATA(self, rest: bytes) -> None:
+        txn = self._txn
+        if txn is None:
+            self.sendCode(503, b"5.5.1 Error: need MAIL command")
+            return
+        if not txn.recipient_count:
+            self.sendCode(554, b"5.5.1 Error: no valid recipients")
+            return
+        self._reader = DataReader(self.engine.config.smtp_in.max_message_size_bytes)
+        self.sendCode(354, b"End data with <CR><LF>.<CR><LF>")
+
+    # -- STARTTLS and AUTH --------------------------------------------------------
+
+    def ext_STARTTLS(self, rest: bytes) -> None:
+        if self.startedTLS:
+            self.sendCode(503, b"5.5.1 TLS already active")
+            return
+        if not (self.ctx and self.canStartTLS):
+            self.sendCode(454, b"4.7.0 TLS not available")
+            return
+        # RFC 3207 §4.2 (CVE-2011-0411): plaintext sent behind STARTTLS is dropped,
+        # and nothing learnt before TLS is kept.
+        self._input = b""
+        self.sendCode(220, b"2.0.0 Ready to start TLS")
+        self.transport.startTLS(self.ctx)
+        self.startedTLS = True
+        self._helo = (None, self.peer_ip)
+        self._from = None
+        self._to = []
+        self._txn = None
+        self._esmtp = False
+        self.authenticated = False
+        self.auth_user = ""
+
+    def _offered_mechanisms(self) -> list[bytes]:
+        mechanisms = list(self.challengers)
+        if not mechanisms or not self.server.has_auth_users():
+            return []
+        if self.startedTLS or self.engine.config.smtp_in.allow_plain_auth_without_tls:
+            return mechanisms
+        return [m for m in mechanisms if m not in PLAIN_TEXT_MECHANISMS]
+
+    def ext_AUTH(self, rest: bytes) -> None:
+        if self.authenticated:
+            self.sendCode(503, b"5.5.1 Error: already authenticated")
+            return
+        if self._txn is not None:
+            self.sendCode(503, b"5.5.1 Error: MAIL transaction in progress")
+            return
+        mechanism = rest.split(None, 1)[0].upper() if rest.strip() else b""
+        if mechanism not in self._offered_mechanisms():
+            if mechanism in PLAIN_TEXT_MECHANISMS and mechanism in self.challengers:
+                self.sendCode(
+                    538, b"5.7.11 Encryption required for requested authentication mechanism"
+                )
+            else:
+                self.sendCode(504, b"5.5.4 Unrecognized authentication type")
+            return
+        super().ext_AUTH(rest)
+
+    def state_AUTH(self, response: bytes | None) -> None:
+        try:
+            super().state_AUTH(response)
+        except (IllegalClientResponse, ValueError, TypeError):
+            # A malformed blob is the peer's mistake: a reply, not a dropped session.
+            self.mode = smtp.COMMAND
+            self.challenger = None
+            self.sendCode(501, b"5.5.2 Malformed authentication response")
+
+    def _cbAuthenticated(self, login: Any) -> None:
+        _, avatar, logout = login
+        self.authenticated = True
+        self.auth_user = str(avatar)
+        self._onLogout = logout
+        self.challenger = None
+
+    def _ebAuthenticated(self, reason: Failure) -> None:
+        self.challenger = None
+        self._auth_failures += 1
+        if not reason.check(UnauthorizedLogin):
+            log.failure("smtp in {peer}: authentication error", reason, peer=self.peer_ip)
+            self.sendCode(454, b"4.7.0 Temporary authentication failure")
+            return
+        self.sendCode(535, b"5.7.8 Authentication credentials invalid")
+        if self._auth_failures >= MAX_AUTH_FAILURES:
+            self._input = b""
+            self.sendCode(421, b"4.7.0 " + self.host + b" Too many authentication failures")
+            self.transport.loseConnection()
+
+
+class RefusedSession(Protocol):
+    """A peer beyond the connection caps: 421 and close (manual §6)."""
+
+    transport: Any
+
+    def __init__(self, host: bytes, reason: str) -> None:
+        self.text = b"421 4.7.0 " + host + b" Error: " + reason.encode() + b", try again later"
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.text + b"\r\n")
+        self.transport.loseConnection()
+
+
+def _printable(line: bytes) -> str:
+    return line.decode("utf-8", "backslashreplace")

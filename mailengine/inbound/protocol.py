@@ -58,7 +58,7 @@ _DEFAULT_ENHANCED = {
 MAX_COMMAND_LINE = 16384  # RFC 4954 needs 12288 for AUTH lines
 MAX_RECIPIENTS = 1000
 MAX_PENDING_INPUT = 1 << 20  # pipelined input held while a reply is pending
-MAX_AUTH_FAILURES = 3
+MAX_AUTH_FAILURES = 5  # smtplib alone tries three mechanisms per login
 
 
 class InboundESMTP(smtp.ESMTP):

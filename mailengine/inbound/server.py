@@ -11,11 +11,11 @@ import re
 from typing import Any
 
 from OpenSSL import SSL
-from twisted.internet import defer, protocol, ssl
+from twisted.internet import defer, protocol, ssl, threads
 from twisted.logger import Logger
 
 from mailengine.engine import Engine
-from mailengine.inbound.auth import USERS_FILE, SmtpUsers, challengers, make_portal
+from mailengine.inbound.auth import USERS_FILE, RunInThread, SmtpUsers, challengers, make_portal
 from mailengine.inbound.intake import Intake
 from mailengine.inbound.protocol import InboundESMTP, RefusedSession
 from mailengine.policy.admission import Admission, Limits
@@ -72,7 +72,7 @@ class InboundFactory(protocol.ServerFactory):
 
     noisy = False
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, run_in_thread: RunInThread | None = None) -> None:
         self.engine = engine
         self.admission = Admission()
         self.sessions: set[InboundESMTP] = set()
@@ -84,13 +84,13 @@ class InboundFactory(protocol.ServerFactory):
         self.host = engine.hostname.encode("ascii", "replace")
         reactor = engine.reactor
 
-        def run_in_thread(fn: Any) -> defer.Deferred:
-            from twisted.internet import threads
-
+        def in_reactor_pool(fn: Any) -> defer.Deferred:
             return threads.deferToThreadPool(reactor, reactor.getThreadPool(), fn)
 
         self.users = SmtpUsers(
-            os.path.join(engine.config_dir, USERS_FILE), run_in_thread, reactor.seconds
+            os.path.join(engine.config_dir, USERS_FILE),
+            run_in_thread or in_reactor_pool,
+            reactor.seconds,
         )
         self.portal = make_portal(self.users)
         self.challengers = challengers(smtp_in.auth_mechanisms, self.host)

@@ -387,3 +387,20 @@ def test_bounce_mail_is_recorded_hard_or_soft(rig):
     with open(rig.engine.root_file("soft-bounces.txt")) as fh:
         assert fh.read() == "ann@example.org\n"
     assert rig.counters.recv_inbound == 2
+
+
+def test_a_plain_smtp_users_line_is_rewritten_with_a_hash_and_cram_md5_midstates(rig):
+    path = os.path.join(rig.root, "config", "smtp-users.txt")
+    with open(path, "w") as fh:
+        fh.write("ann:plain:secret\n")
+    rig.clock.advance(1)
+    s = rig.connect()
+    s.send(b"EHLO c\r\n")
+    with open(path) as fh:
+        stored = fh.read()
+    assert stored.startswith("ann:scrypt$") and ":cram-md5$" in stored
+    assert "plain:secret" not in stored
+    [challenge_line] = s.send(b"AUTH CRAM-MD5\r\n")
+    challenge = base64.b64decode(challenge_line[4:])
+    answer = b"ann " + hmac.new(b"plain:secret", challenge, hashlib.md5).hexdigest().encode()
+    assert s.codes(base64.b64encode(answer) + b"\r\n") == [235]

@@ -29,7 +29,13 @@ from mailengine.inbound.auth import PLAIN_TEXT_MECHANISMS
 from mailengine.inbound.data import DataReader
 from mailengine.inbound.intake import SessionFacts, Transaction
 from mailengine.inbound.received import clean_helo, with_protocol
-from mailengine.policy.relay import RelayRules, Route, is_rejected_sender, route_recipient
+from mailengine.policy.relay import (
+    RelayRules,
+    Route,
+    is_rejected_sender,
+    is_storable_address,
+    route_recipient,
+)
 
 if TYPE_CHECKING:
     from mailengine.inbound.server import InboundFactory
@@ -382,6 +388,8 @@ class InboundESMTP(smtp.ESMTP):
         try:
             sender = str(smtp.Address(m.group("path"), self.host))
         except (smtp.AddressError, UnicodeError):
+            sender = "\0"
+        if not is_storable_address(sender):
             self.sendCode(553, b"5.1.7 Bad sender address syntax")
             return
         if is_rejected_sender(sender, self._settings.reject_mail_from):
@@ -427,6 +435,8 @@ class InboundESMTP(smtp.ESMTP):
             local = address.local.decode("ascii")
             domain = address.domain.decode("ascii")
         except (smtp.AddressError, UnicodeError):
+            local = domain = "\0"
+        if not is_storable_address(local) or not is_storable_address(domain):
             self.sendCode(553, b"5.1.3 Bad recipient address syntax")
             return
         smtp_in = self._settings
@@ -449,7 +459,7 @@ class InboundESMTP(smtp.ESMTP):
             txn.bounce_rcpts.append(recipient)
         elif route is Route.DENIED:
             self.engine.counters.refused()
-            self.sendCode(554, b"5.7.1 <" + recipient.encode() + b">: Relay access denied")
+            self.sendCode(554, b"5.7.1 <" + recipient.encode() + b">: relay not approved")
             return
         else:
             self.sendCode(550, b"5.1.3 Bad recipient address syntax")

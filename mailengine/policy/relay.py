@@ -97,6 +97,15 @@ def route_recipient(
     return RecipientVerdict(Route.DENIED, domain)
 
 
+def is_storable_address(address: str) -> bool:
+    """Can the .inf address lists hold it? Printable ASCII without spaces or commas.
+
+    RFC 5321 allows quoted local parts such as ``"a, b"@x``; the manual's
+    comma-separated ``rcpttosend=`` cannot, so such addresses are refused.
+    """
+    return all("!" <= ch <= "~" and ch != "," for ch in address)
+
+
 def is_rejected_sender(mail_from: str, substrings: tuple[str, ...]) -> bool:
     """``reject_mail_from``: the sender contains one of the substrings (case-insensitive)."""
     if not substrings:

@@ -204,7 +204,7 @@ def test_relay_is_refused_with_554_and_the_session_goes_on(rig):
     s = rig.connect(peer="198.51.100.7")
     s.send(b"HELO c\r\nMAIL FROM:<a@b.test>\r\n")
     assert s.send(b"RCPT TO:<v@remote.test>\r\n") == [
-        b"554 5.7.1 <v@remote.test>: Relay access denied"
+        b"554 5.7.1 <v@remote.test>: relay not approved"
     ]
     assert s.codes(b"RCPT TO:<x@local.test>\r\nDATA\r\nhi\r\n.\r\n") == [250, 354, 250]
     assert rig.counters.recv_inbound == 1 and rig.counters.rejected == 1
@@ -433,3 +433,13 @@ def test_replies_go_straight_to_the_socket_and_a_short_send_queues_the_rest(rig)
     whole = sock.sent + t.value()[len(s.greeting[0]) + 2 :]
     assert whole.endswith(b"\r\n250 2.0.0 Ok\r\n") and whole.count(b"\r\n") == 3
     assert sock.sent == whole[:20]
+
+
+def test_addresses_that_would_break_the_inf_file_are_refused(rig):
+    s = rig.connect()
+    s.send(b"HELO c\r\n")
+    assert s.codes(b'MAIL FROM:<"a\rb"@x.test>\r\n') == [553]
+    assert s.codes(b"MAIL FROM:<a@b.test>\r\n") == [250]
+    assert s.codes(b'RCPT TO:<"x,y@remote.test"@local.test>\r\n') == [553]
+    assert s.codes(b'RCPT TO:<"x\nrcpttosend=v@remote.test"@local.test>\r\n') == [553]
+    assert s.codes(b'RCPT TO:<"x.y"@local.test>\r\n') == [250]

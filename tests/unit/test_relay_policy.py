@@ -11,6 +11,7 @@ from mailengine.policy.relay import (
     has_routing_syntax,
     is_local_domain,
     is_rejected_sender,
+    is_storable_address,
     is_trusted_peer,
     route_recipient,
 )
@@ -166,3 +167,19 @@ def test_reject_mail_from_matches_substrings_case_insensitively(sender, rejected
 
 def test_no_reject_mail_from_entries_rejects_nobody():
     assert not is_rejected_sender("bob@spammer.com", ())
+
+
+@pytest.mark.parametrize(
+    ("address", "storable"),
+    [
+        ("joe@example.com", True),
+        ('"odd.name"@example.com', True),
+        ("", True),  # the null sender
+        ('"a, b"@example.com', False),  # would split in rcpttosend=
+        ('"a b"@example.com', False),
+        ('"a\nretrytime=0"@example.com', False),  # .inf injection
+        ("jö@example.com", False),
+    ],
+)
+def test_only_addresses_the_inf_lists_can_hold_are_storable(address, storable):
+    assert is_storable_address(address) is storable

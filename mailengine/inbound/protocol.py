@@ -15,20 +15,18 @@ fixes the traps listed in shared/TWISTED.md §0-1:
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
-from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.mail import smtp
-from twisted.mail._except import IllegalClientResponse
 from twisted.python.failure import Failure
 
-from mailengine.inbound.auth import PLAIN_TEXT_MECHANISMS
 from mailengine.inbound.data import DataReader
 from mailengine.inbound.intake import SessionFacts, Transaction
 from mailengine.inbound.received import clean_helo, with_protocol
+from mailengine.inbound.replies import check_mail_parameters, format_reply, with_enhanced_code
+from mailengine.inbound.security import StartTLSAndAuth
 from mailengine.policy.relay import (
     RelayRules,
     Route,
@@ -42,32 +40,12 @@ if TYPE_CHECKING:
 
 log = Logger(namespace="mailengine.inbound")
 
-_ENHANCED = re.compile(rb"[245]\.\d{1,3}\.\d{1,3}(?: |$)")
-# Replies that carry no enhanced code (RFC 2034 §3: greeting, HELO/EHLO; 334/354 carry data).
-_BARE_CODES = frozenset((220, 334, 354))
-_DEFAULT_ENHANCED = {
-    221: b"2.0.0",
-    235: b"2.7.0",
-    250: b"2.0.0",
-    421: b"4.3.0",
-    451: b"4.3.0",
-    454: b"4.7.0",
-    500: b"5.5.2",
-    501: b"5.5.4",
-    502: b"5.5.1",
-    503: b"5.5.1",
-    504: b"5.5.4",
-    535: b"5.7.8",
-    538: b"5.7.11",
-    553: b"5.1.3",
-}
 MAX_COMMAND_LINE = 16384  # RFC 4954 needs 12288 for AUTH lines
 MAX_RECIPIENTS = 1000
 MAX_PENDING_INPUT = 1 << 20  # pipelined input held while a reply is pending
-MAX_AUTH_FAILURES = 5  # smtplib alone tries three mechanisms per login
 
 
-class InboundESMTP(smtp.ESMTP):
+class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
     """The engine's SMTP server protocol; one per connection, made by ``InboundFactory``."""
 
     noisy = False
@@ -187,9 +165,8 @@ class InboundESMTP(smtp.ESMTP):
                 self.sendCode(451, b"4.3.0 Internal error, try again later")
 
     def sendCode(self, code: int, message: bytes = b"") -> None:
-        if code not in _BARE_CODES and not self._plain_reply and not _ENHANCED.match(message):
-            enhanced = _DEFAULT_ENHANCED.get(code) or b"%d.0.0" % (code // 100)
-            message = enhanced + b" " + message
+        if not self._plain_reply:
+            message = with_enhanced_code(code, message)
         if self._logs.debug_smtp_in:
             for text in message.splitlines() or [b""]:
                 log.info(
@@ -198,9 +175,7 @@ class InboundESMTP(smtp.ESMTP):
                     code=code,
                     text=_printable(text),
                 )
-        lines = message.splitlines() or [b""]
-        reply = b"".join(b"%03d-%s\r\n" % (code, line) for line in lines[:-1])
-        self._write(reply + b"%03d %s\r\n" % (code, lines[-1]))
+        self._write(format_reply(code, message))
         self._awaiting = False
         if not self._processing and self._input:
             self._process()
@@ -381,8 +356,10 @@ class InboundESMTP(smtp.ESMTP):
         if not m:
             self.sendCode(501, b"5.5.4 Syntax: MAIL FROM:<address>")
             return
-        refusal = self._mail_parameters(m.group("opts"))
+        refusal = check_mail_parameters(m.group("opts"), self._settings.max_message_size_bytes)
         if refusal is not None:
+            if refusal[0] == 552:
+                self.engine.counters.refused()
             self.sendCode(*refusal)
             return
         try:
@@ -398,25 +375,6 @@ class InboundESMTP(smtp.ESMTP):
             return
         self._txn = Transaction(sender)
         self.sendCode(250, b"2.1.0 Ok")
-
-    def _mail_parameters(self, opts: bytes | None) -> tuple[int, bytes] | None:
-        """RFC 1870 SIZE, RFC 6152 BODY, RFC 4954 AUTH; anything else is refused (555)."""
-        for opt in (opts or b"").split():
-            key, _, value = opt.partition(b"=")
-            key = key.upper()
-            if key == b"SIZE":
-                if not value.isdigit():
-                    return 501, b"5.5.4 Bad SIZE parameter"
-                limit = self._settings.max_message_size_bytes
-                if limit and int(value) > limit:
-                    self.engine.counters.refused()
-                    return 552, b"5.3.4 Message size exceeds fixed maximum message size"
-            elif key == b"BODY":
-                if value.upper() not in (b"7BIT", b"8BITMIME"):
-                    return 501, b"5.5.4 Bad BODY parameter"
-            elif key != b"AUTH":
-                return 555, b"5.5.4 Unsupported option: " + _printable(key).encode()
-        return None
 
     def do_RCPT(self, rest: bytes) -> None:
         txn = self._txn
@@ -476,97 +434,6 @@ class InboundESMTP(smtp.ESMTP):
             return
         self._reader = DataReader(self._settings.max_message_size_bytes)
         self.sendCode(354, b"End data with <CR><LF>.<CR><LF>")
-
-    # -- STARTTLS and AUTH --------------------------------------------------------
-
-    def ext_STARTTLS(self, rest: bytes) -> None:
-        if self.startedTLS:
-            self.sendCode(503, b"5.5.1 TLS already active")
-            return
-        if not (self.ctx and self.canStartTLS):
-            self.sendCode(454, b"4.7.0 TLS not available")
-            return
-        # RFC 3207 §4.2 (CVE-2011-0411): plaintext sent behind STARTTLS is dropped,
-        # and nothing learnt before TLS is kept.
-        self._input = b""
-        self.sendCode(220, b"2.0.0 Ready to start TLS")
-        self.transport.startTLS(self.ctx)
-        self.startedTLS = True
-        self._helo = (None, self.peer_ip)
-        self._from = None
-        self._to = []
-        self._txn = None
-        self._esmtp = False
-        self.authenticated = False
-        self.auth_user = ""
-
-    def _offered_mechanisms(self) -> list[bytes]:
-        mechanisms = list(self.challengers)
-        if not mechanisms or not self.server.has_auth_users():
-            return []
-        if self.startedTLS or self._settings.allow_plain_auth_without_tls:
-            return mechanisms
-        return [m for m in mechanisms if m not in PLAIN_TEXT_MECHANISMS]
-
-    def ext_AUTH(self, rest: bytes) -> None:
-        if self.authenticated:
-            self.sendCode(503, b"5.5.1 Error: already authenticated")
-            return
-        if self._txn is not None:
-            self.sendCode(503, b"5.5.1 Error: MAIL transaction in progress")
-            return
-        mechanism = rest.split(None, 1)[0].upper() if rest.strip() else b""
-        if mechanism not in self._offered_mechanisms():
-            if mechanism in PLAIN_TEXT_MECHANISMS and mechanism in self.challengers:
-                self.sendCode(
-                    538, b"5.7.11 Encryption required for requested authentication mechanism"
-                )
-            else:
-                self.sendCode(504, b"5.5.4 Unrecognized authentication type")
-            return
-        super().ext_AUTH(rest)
-
-    def state_AUTH(self, response: bytes | None) -> None:
-        try:
-            super().state_AUTH(response)
-        except (IllegalClientResponse, ValueError, TypeError):
-            # A malformed blob is the peer's mistake: a reply, not a dropped session.
-            self.mode = smtp.COMMAND
-            self.challenger = None
-            self.sendCode(501, b"5.5.2 Malformed authentication response")
-
-    def _cbAuthenticated(self, login: Any) -> None:
-        _, avatar, logout = login
-        self.authenticated = True
-        self.auth_user = str(avatar)
-        self._onLogout = logout
-        self.challenger = None
-
-    def _ebAuthenticated(self, reason: Failure) -> None:
-        self.challenger = None
-        self._auth_failures += 1
-        if not reason.check(UnauthorizedLogin):
-            log.failure("smtp in {peer}: authentication error", reason, peer=self.peer_ip)
-            self.sendCode(454, b"4.7.0 Temporary authentication failure")
-            return
-        self.sendCode(535, b"5.7.8 Authentication credentials invalid")
-        if self._auth_failures >= MAX_AUTH_FAILURES:
-            self._input = b""
-            self.sendCode(421, b"4.7.0 " + self.host + b" Too many authentication failures")
-            self.transport.loseConnection()
-
-
-class RefusedSession(Protocol):
-    """A peer beyond the connection caps: 421 and close (manual §6)."""
-
-    transport: Any
-
-    def __init__(self, host: bytes, reason: str) -> None:
-        self.text = b"421 4.7.0 " + host + b" Error: " + reason.encode() + b", try again later"
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.text + b"\r\n")
-        self.transport.loseConnection()
 
 
 def _printable(line: bytes) -> str:

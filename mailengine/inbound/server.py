@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from mailengine.engine import Engine
 from mailengine.inbound.auth import USERS_FILE, RunInThread, SmtpUsers, challengers, make_portal
 from mailengine.inbound.intake import Intake
-from mailengine.inbound.protocol import InboundESMTP, RefusedSession
+from mailengine.inbound.protocol import InboundESMTP
 from mailengine.policy.admission import Admission, Limits
 
 log = Logger(namespace="mailengine.inbound")
@@ -65,6 +65,19 @@ def load_tls(certificate: str, private_key: str, base_dir: str) -> ssl.Certifica
             f"{cert_path} / {key_path}: not a usable certificate and private key ({exc})"
         ) from None
     return options
+
+
+class RefusedSession(protocol.Protocol):
+    """A peer beyond the connection caps: 421 and close (manual §6)."""
+
+    transport: Any
+
+    def __init__(self, host: bytes, reason: str) -> None:
+        self.text = b"421 4.7.0 " + host + b" Error: " + reason.encode() + b", try again later"
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.text + b"\r\n")
+        self.transport.loseConnection()
 
 
 class InboundFactory(protocol.ServerFactory):

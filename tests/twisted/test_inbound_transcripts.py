@@ -11,7 +11,7 @@ from twisted.logger import globalLogPublisher
 
 from mailengine.config.passwords import set_password
 from mailengine.inbound.auth import cram_md5_fields
-from mailengine.inbound.protocol import RefusedSession
+from mailengine.inbound.server import RefusedSession
 from tests.twisted.inbound_rig import Rig
 
 LOCAL = {("server", "local_domains"): ["local.test"]}

@@ -12,6 +12,7 @@ from mailengine.inbound.received import (
     received_header,
     with_protocol,
 )
+from mailengine.inbound.replies import check_mail_parameters, format_reply, with_enhanced_code
 
 
 def reference(stream: bytes) -> tuple[int, bytes] | None:
@@ -182,3 +183,23 @@ def test_helo_text_cannot_inject_header_lines():
     assert clean_helo(b"   ") == "unknown"
     assert len(clean_helo(b"a" * 1000)) == 255
     assert with_protocol(esmtp=False, tls=False, authenticated=False) == "SMTP"
+
+
+def test_mail_parameters_size_body_auth_and_unknown_options():
+    assert check_mail_parameters(None, 100) is None
+    assert check_mail_parameters(b"SIZE=100 BODY=8BITMIME AUTH=<>", 100) is None
+    assert check_mail_parameters(b"size=101", 100)[0] == 552
+    assert check_mail_parameters(b"SIZE=10000000000", 0) is None  # 0: no limit
+    assert check_mail_parameters(b"SIZE=ten", 100)[0] == 501
+    assert check_mail_parameters(b"BODY=BINARYMIME", 100)[0] == 501
+    assert check_mail_parameters(b"SMTPUTF8", 100) == (555, b"5.5.4 Unsupported option: SMTPUTF8")
+
+
+def test_replies_get_enhanced_codes_except_greeting_354_and_334():
+    assert with_enhanced_code(250, b"Ok") == b"2.0.0 Ok"
+    assert with_enhanced_code(550, b"5.7.1 no") == b"5.7.1 no"
+    assert with_enhanced_code(503, b"bad") == b"5.5.1 bad"
+    assert with_enhanced_code(452, b"full") == b"4.0.0 full"
+    assert with_enhanced_code(354, b"go on") == b"go on"
+    assert format_reply(250, b"a\nb") == b"250-a\r\n250 b\r\n"
+    assert format_reply(221, b"") == b"221 \r\n"

@@ -108,6 +108,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:
+    from mailengine.config.crammd5 import cram_md5_secret
     from mailengine.config.passwords import set_password
 
     name = "smtp-users.txt" if args.smtp else "password.txt"
@@ -122,8 +123,10 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     if not secret:
         print("mailengine: empty password; nothing changed", file=sys.stderr)
         return 1
+    # SMTP AUTH users also get CRAM-MD5 midstates (config/crammd5.py), not the password.
+    extra = [cram_md5_secret(secret)] if args.smtp else None
     try:
-        set_password(path, args.user, secret)
+        set_password(path, args.user, secret, extra)
     except (ValueError, OSError) as exc:
         print(f"mailengine: {exc}", file=sys.stderr)
         return 1

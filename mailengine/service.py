@@ -143,9 +143,14 @@ class EngineService(service.MultiService):
         smtp_in = self.engine.config.smtp_in
         if smtp_in.port == 1:  # manual: port 1 turns receiving off
             return
-        from mailengine.inbound.server import InboundFactory
+        from mailengine.inbound.server import InboundFactory, TLSSetupError
 
-        factory = InboundFactory(self.engine)
+        try:
+            factory = InboundFactory(self.engine)
+        except TLSSetupError as exc:
+            raise StartupError(
+                f"STARTTLS: {exc}; change [smtp_in] tls_certificate / tls_private_key"
+            ) from None
         self.engine.parts["inbound"] = factory
         self._listen(
             "SMTP",

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Callable
 
 import attrs
 
@@ -64,8 +65,17 @@ class PasswordFile:
         return verify_password(stored, secret)
 
 
-def load_password_file(path: str, *, rewrite_plain: bool = True) -> PasswordFile:
-    """Read ``path`` (missing = no users); plain ``user:secret`` lines are hashed in place."""
+def load_password_file(
+    path: str,
+    *,
+    rewrite_plain: bool = True,
+    extra_for_plain: Callable[[str], list[str]] | None = None,
+) -> PasswordFile:
+    """Read ``path`` (missing = no users); plain ``user:secret`` lines are hashed in place.
+
+    ``extra_for_plain(secret)`` gives the fields stored after the hash of a plain
+    line (smtp-users.txt keeps a CRAM-MD5 secret there).
+    """
     result = PasswordFile(path)
     try:
         with open(path, encoding="utf-8") as fh:
@@ -84,6 +94,8 @@ def load_password_file(path: str, *, rewrite_plain: bool = True) -> PasswordFile
         stored, *extra = rest.split(":") if is_hashed(rest.split(":")[0]) else [rest]
         if not is_hashed(stored):
             plain.append(user)
+            if extra_for_plain is not None:
+                extra = extra_for_plain(stored)
             stored = hash_password(stored)
         result.users[user] = stored
         result.extra[user] = extra

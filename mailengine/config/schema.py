@@ -126,8 +126,10 @@ SETTINGS: tuple[Setting, ...] = (
         [],
         "Permissions",
         """RCPT TO relay domains: recipients at these domains are accepted from anyone and
-       forwarded to the domain's MX (backup-MX use). Add your own and the primary's
-       addresses to smtp_out.reject_mail_servers to avoid mail loops.""",
+       forwarded to the domain's MX (backup-MX use). Exact names, no subdomains; a local
+       part with routing characters (% ! " :) is refused to peers outside relay_ips. Add
+       your own and the primary's addresses to smtp_out.reject_mail_servers to avoid mail
+       loops.""",
     ),
     _s(
         "smtp_in",
@@ -135,8 +137,8 @@ SETTINGS: tuple[Setting, ...] = (
         k.TextList(what="substrings"),
         [],
         "Permissions",
-        """MAIL FROM addresses containing any of these substrings are refused with 550
-       (e.g. "spammer.com", "makemoneyfast").""",
+        """MAIL FROM addresses containing any of these substrings (any case) are refused
+       with 550 5.7.1 (e.g. "spammer.com", "makemoneyfast").""",
     ),
     _s(
         "smtp_in",
@@ -162,7 +164,8 @@ SETTINGS: tuple[Setting, ...] = (
         k.Int(minimum=0),
         0,
         "Limits",
-        """Most simultaneous inbound sessions from one peer address. 0: no limit.""",
+        """Most simultaneous inbound sessions from one peer address; further sessions get
+       421 and are closed, except priority_ips. 0: no limit.""",
     ),
     _s(
         "smtp_in",
@@ -179,8 +182,9 @@ SETTINGS: tuple[Setting, ...] = (
         k.Int(minimum=1024, also=(0,), unit="bytes"),
         10485760,
         "Limits",
-        """Largest message accepted, advertised in EHLO as SIZE; larger mail gets 552.
-       0: no limit. Minimum 1024.""",
+        """Largest message accepted, advertised in EHLO as SIZE; larger mail gets 552 5.3.4
+       (at MAIL FROM when the client declares SIZE=, otherwise after the whole DATA was
+       read, without storing it). 0: no limit, EHLO says plain SIZE. Minimum 1024.""",
     ),
     _s(
         "smtp_in",
@@ -188,7 +192,9 @@ SETTINGS: tuple[Setting, ...] = (
         k.Path(),
         "",
         "TCP/IP",
-        """PEM certificate (chain) for STARTTLS. Blank: STARTTLS is not offered.""",
+        """PEM certificate for STARTTLS, optionally followed by its chain; a relative path
+       is relative to the config directory. A file that cannot be used stops the start
+       with one line saying why. Blank: STARTTLS is not offered.""",
         live=False,
     ),
     _s(
@@ -207,8 +213,11 @@ SETTINGS: tuple[Setting, ...] = (
         ["PLAIN", "LOGIN", "CRAM-MD5"],
         "Permissions",
         """SMTP AUTH mechanisms offered against the users in config/smtp-users.txt (set them
-       with `mailengine passwd --smtp USER`). Authenticated sessions may relay. Empty:
-       no AUTH.""",
+       with `mailengine passwd --smtp USER`); AUTH is advertised only while that file has
+       users. Authenticated sessions may relay. A line is user:scrypt-hash:cram-md5$...;
+       the scrypt hash checks PLAIN and LOGIN, the CRAM-MD5 field holds the two HMAC-MD5
+       midstates of the password (not the password, but enough to answer CRAM-MD5: keep
+       the file private). Empty: no AUTH.""",
         live=False,
     ),
     _s(
@@ -217,7 +226,9 @@ SETTINGS: tuple[Setting, ...] = (
         k.Bool(),
         False,
         "Permissions",
-        """Allow PLAIN and LOGIN before STARTTLS (passwords in clear text on the wire).""",
+        """Offer PLAIN and LOGIN before STARTTLS (passwords in clear text on the wire).
+       Off: they are offered only inside TLS and refused before it with 538; CRAM-MD5
+       is offered either way.""",
     ),
     # [smtp_out]
     _s(

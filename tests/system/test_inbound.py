@@ -1,0 +1,462 @@
+"""Receiving through the real service (twistd mailengine) with smtplib (manual §2, §5)."""
+
+import glob
+import os
+import signal
+import smtplib
+import socket
+import ssl
+import threading
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mailengine.config.passwords import set_password
+from mailengine.queue.inf import parse_inf
+from tests.harness import read_text, run_cli, wait_for
+from tests.system.certificates import make_certificates
+
+pytestmark = pytest.mark.system
+
+STRANGER = "127.0.0.1"  # not in relay_ips below
+TRUSTED = "127.0.0.2"
+MESSAGE = b"Subject: test\r\n\r\nhello\r\n"
+
+
+def smtp(engine, source=STRANGER, timeout=10):
+    return smtplib.SMTP("127.0.0.1", engine.smtp_port, timeout=timeout, source_address=(source, 0))
+
+
+def infs(engine, dirname):
+    out = []
+    for path in sorted(glob.glob(os.path.join(engine.mailq, dirname, "*.inf"))):
+        with open(path) as fh:
+            out.append(parse_inf(fh.read()))
+    return out
+
+
+def rcpt_code(client, address):
+    return client.rcpt(address)[0]
+
+
+@pytest.fixture
+def relay_engine(engine_factory):
+    return engine_factory(
+        {
+            "server": {"local_domains": ["local.test", "bounce.test"]},
+            "smtp_in": {"relay_ips": [TRUSTED], "relay_domains": ["backup.test"]},
+            "queue": {"save_incoming": True},
+        }
+    )
+
+
+def test_every_relay_decision_through_the_real_server(relay_engine):
+    with smtp(relay_engine, STRANGER) as c:
+        c.ehlo("client.test")
+        c.mail("a@b.test")
+        assert rcpt_code(c, "x@local.test") == 250
+        assert rcpt_code(c, "x@LOCAL.TEST") == 250
+        assert rcpt_code(c, "y@backup.test") == 250  # relay domain: from anyone
+        assert c.rcpt("v@remote.example") == (554, b"5.7.1 <v@remote.example>: relay not approved")
+        assert rcpt_code(c, "z@sub.backup.test") == 554
+        c.rset()
+    with smtp(relay_engine, TRUSTED) as c:
+        c.ehlo("client.test")
+        c.mail("a@b.test")
+        assert rcpt_code(c, "v@remote.example") == 250
+
+
+@pytest.mark.parametrize(
+    ("recipient", "stays_local"),
+    [
+        ("user%remote.example@local.test", True),
+        ("remote.example!user@local.test", True),
+        ('"user@remote.example"@local.test', True),
+        ('"user%remote.example"@local.test', True),
+        ("@local.test:user@remote.example", False),  # source route: final address decides
+        ("@local.test,@bounce.test:user@remote.example", False),
+    ],
+)
+def test_open_relay_tricks_never_relay_for_a_stranger(relay_engine, recipient, stays_local):
+    with smtp(relay_engine, STRANGER) as c:
+        c.ehlo("client.test")
+        c.mail("a@b.test")
+        code = c.docmd(f"RCPT TO:<{recipient}>")[0]
+        assert code == (250 if stays_local else 554)
+        if stays_local:
+            assert c.data(MESSAGE)[0] == 250
+    assert infs(relay_engine, "retry") == []
+    if stays_local:
+        [inf] = infs(relay_engine, "incoming")
+        assert inf["rcpttosend"].endswith("@local.test")
+
+
+@pytest.mark.parametrize(
+    "recipient",
+    ["user@remote.example@local.test", "user@[127.0.0.1]", "user@remote.example.@@local.test"],
+)
+def test_addresses_that_try_to_name_two_hosts_are_refused(relay_engine, recipient):
+    with smtp(relay_engine, STRANGER) as c:
+        c.ehlo("client.test")
+        c.mail("a@b.test")
+        assert c.docmd(f"RCPT TO:<{recipient}>")[0] in (501, 553)
+    assert infs(relay_engine, "retry") == []
+
+
+def test_incoming_mail_is_saved_with_the_manuals_inf_fields(relay_engine):
+    with smtp(relay_engine, STRANGER) as c:
+        c.ehlo("client.example")
+        c.sendmail("sender@b.test", ["x@local.test", "y@local.test"], MESSAGE)
+    [inf] = infs(relay_engine, "incoming")
+    assert inf["helo"] == "client.example"
+    assert inf["peertcpip"] == inf["peerhostname"] == STRANGER
+    assert inf["localtcpip"] == "127.0.0.1"
+    assert inf["localhostname"]
+    assert inf["mailfrom"] == "sender@b.test"
+    assert inf["rcpttosend"] == "x@local.test,y@local.test"
+    [dat] = glob.glob(os.path.join(relay_engine.mailq, "incoming", "*.dat"))
+    with open(dat, "rb") as fh:
+        content = fh.read()
+    assert inf["datasize"] == str(len(content))
+    assert content.startswith(b"Received: from client.example ([127.0.0.1])\r\n")
+    assert content.endswith(MESSAGE)
+    relay_engine.wait_log("1 recv [1 inbound, 0 relay]")
+
+
+def test_relay_mail_waits_in_retry_and_is_counted_as_relay(engine_factory):
+    engine = engine_factory(
+        {"server": {"local_domains": ["local.test"]}, "queue": {"max_messages_in_memory": 1}}
+    )
+    with smtp(engine, "127.0.0.1") as c:
+        for i in range(3):
+            c.sendmail("a@b.test", [f"r{i}@remote.example", "l@local.test"], MESSAGE)
+    retry = infs(engine, "retry")
+    assert sorted(inf["rcpttosend"] for inf in retry) == [f"r{i}@remote.example" for i in range(3)]
+    assert all(inf["retrytime"] for inf in retry)
+    engine.wait_log("6 recv [3 inbound, 3 relay]")
+    assert "queue size: 0 messages in memory" in engine.console()
+
+
+def test_size_is_advertised_and_both_552_paths_refuse(engine_factory):
+    engine = engine_factory(
+        {"server": {"local_domains": ["@"]}, "smtp_in": {"max_message_size_bytes": 2048}}
+    )
+    big = b"Subject: big\r\n\r\n" + b"x" * 76 + b"\r\n" * 0 + (b"y" * 78 + b"\r\n") * 40
+    with smtp(engine) as c:
+        c.ehlo("client.test")
+        assert c.esmtp_features["size"] == "2048"
+        with pytest.raises(smtplib.SMTPSenderRefused) as declared:
+            c.sendmail("a@b.test", ["x@y.test"], big)  # smtplib sends SIZE=
+        assert declared.value.smtp_code == 552
+        c.rset()
+        assert c.docmd("MAIL FROM:<a@b.test>")[0] == 250  # no SIZE= declared
+        assert rcpt_code(c, "x@y.test") == 250
+        code, text = c.data(big)
+        assert (code, text) == (552, b"5.3.4 Message size exceeds fixed maximum message size")
+        assert c.noop()[0] == 250
+        assert c.sendmail("a@b.test", ["x@y.test"], MESSAGE) == {}
+    unlimited = engine_factory(
+        {"server": {"local_domains": ["@"]}, "smtp_in": {"max_message_size_bytes": 0}}
+    )
+    with smtp(unlimited) as c:
+        c.ehlo("client.test")
+        assert "size" in c.esmtp_features and c.esmtp_features["size"] == ""
+
+
+def test_rejected_senders_get_550_and_the_null_sender_is_accepted(engine_factory):
+    engine = engine_factory(
+        {"server": {"local_domains": ["@"]}, "smtp_in": {"reject_mail_from": ["spammer.com"]}}
+    )
+    with smtp(engine) as c:
+        with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+            c.sendmail("bob@SPAMMER.com", ["x@y.test"], MESSAGE)
+        assert (refused.value.smtp_code, refused.value.smtp_error) == (
+            550,
+            b"5.7.1 Sender address rejected",
+        )
+        c.rset()
+        assert c.sendmail("<>", ["x@y.test"], MESSAGE) == {}
+
+
+def read_reply(sock):
+    data = b""
+    while not data.endswith(b"\r\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def connect_from(engine, source):
+    sock = socket.create_connection(("127.0.0.1", engine.smtp_port), 10, (source, 0))
+    return sock, read_reply(sock)
+
+
+def test_connection_cap_with_priority_bypass_and_per_ip_cap(engine_factory):
+    engine = engine_factory(
+        {
+            "smtp_in": {
+                "max_connections": 2,
+                "max_connections_per_ip": 1,
+                "priority_ips": ["127.0.0.9"],
+            }
+        }
+    )
+    a, greeting = connect_from(engine, "127.0.0.3")
+    assert greeting.startswith(b"220 ")
+    again, refused = connect_from(engine, "127.0.0.3")
+    assert refused.startswith(b"421 4.7.0") and b"from your address" in refused
+    b, greeting = connect_from(engine, "127.0.0.4")
+    assert greeting.startswith(b"220 ")
+    c, refused = connect_from(engine, "127.0.0.5")
+    assert refused.startswith(b"421 4.7.0") and b"too many connections" in refused
+    assert c.recv(10) == b""  # closed after the 421
+    priority = [connect_from(engine, "127.0.0.9") for _ in range(3)]
+    assert all(g.startswith(b"220 ") for _, g in priority)
+    for s in [a, again, c] + [s for s, _ in priority]:  # priority sessions count too
+        s.close()
+
+    def admitted():
+        s, g = connect_from(engine, "127.0.0.5")
+        s.close()
+        return g.startswith(b"220 ")
+
+    wait_for(admitted, what="a freed slot")
+    b.close()
+
+
+def test_an_idle_session_gets_421_after_timeout_seconds(engine_factory):
+    engine = engine_factory({"smtp_in": {"timeout_seconds": 5}})
+    sock, greeting = connect_from(engine, "127.0.0.1")
+    with sock:
+        sock.settimeout(15)
+        sock.sendall(b"EHLO c\r\n")
+        assert read_reply(sock).startswith(b"250-")
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    assert data == b"421 4.4.2 " + greeting.split()[1] + b" Error: timeout exceeded\r\n"
+
+
+def test_starttls_then_auth_lets_a_stranger_relay(engine_factory, tmp_path):
+    paths = make_certificates(str(tmp_path / "tls"))
+    engine = engine_factory(
+        {
+            "server": {"local_domains": ["local.test"]},
+            "smtp_in": {
+                "relay_ips": [TRUSTED],
+                "tls_certificate": paths["certificate"],
+                "tls_private_key": paths["key"],
+            },
+        },
+    )
+    result = run_cli("passwd", "--smtp", "--stdin", "--root", engine.root, "joe", input=b"pw1\n")
+    assert result.returncode == 0, result.stderr
+    users = read_text(os.path.join(engine.root, "config", "smtp-users.txt"))
+    assert users.startswith("joe:scrypt$") and ":cram-md5$" in users and "pw1" not in users
+    context = ssl.create_default_context(cafile=paths["ca"])
+    context.check_hostname = False  # smtplib names the host 127.0.0.1; the chain is verified
+    with smtp(engine, STRANGER) as c:
+        c.ehlo("client.test")
+        assert "starttls" in c.esmtp_features
+        wait_for(lambda: c.ehlo("client.test") and "auth" in c.esmtp_features, what="users")
+        assert c.esmtp_features["auth"].split() == ["CRAM-MD5"]  # no PLAIN/LOGIN in clear
+        assert c.docmd("AUTH PLAIN AGpvZQBwdzE=")[0] == 538
+        c.starttls(context=context)
+        c.ehlo("client.test")
+        assert c.esmtp_features["auth"].split() == ["PLAIN", "LOGIN", "CRAM-MD5"]
+        c.mail("a@b.test")
+        assert rcpt_code(c, "v@remote.example") == 554
+        c.rset()
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            c.login("joe", "wrong")
+        c.user, c.password = "joe", "pw1"
+        assert c.auth("PLAIN", c.auth_plain)[0] == 235
+        assert c.sendmail("a@b.test", ["v@remote.example"], MESSAGE) == {}
+    with smtp(engine, STRANGER) as c:  # CRAM-MD5 needs no TLS
+        c.ehlo("client.test")
+        assert c.login("joe", "pw1")[0] == 235
+        assert c.sendmail("a@b.test", ["w@remote.example"], MESSAGE) == {}
+    received = {}
+    for inf in infs(engine, "retry"):
+        with open(os.path.join(engine.mailq, "retry", inf["messageid"] + ".dat"), "rb") as fh:
+            received[inf["rcpttosend"]] = fh.read().split(b" id ", 1)[0]
+    assert received["v@remote.example"].endswith(b"with ESMTPSA")
+    assert received["w@remote.example"].endswith(b"with ESMTPA")
+
+
+def test_a_bad_certificate_is_one_clear_line_at_start(engine_factory, tmp_path):
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    engine = engine_factory({"smtp_in": {"tls_certificate": str(bad)}}, start=False)
+    engine.start(wait=False)
+    code = engine.wait_exit(timeout=30)
+    assert code != 0
+    out = engine.console()
+    assert "holds no PEM certificate" in out and "tls_certificate" in out
+    assert "Traceback" not in out
+
+
+def test_bounces_are_appended_to_hard_and_soft_bounces(relay_engine):
+    with smtp(relay_engine, STRANGER) as c:
+        c.ehlo("mx.remote.example")
+        c.sendmail(
+            "<>",
+            ["mailengine-bounce-joe%example.com@bounce.test"],
+            b"Subject: Undelivered\r\n\r\n<joe@example.com>: 550 5.1.1 user unknown\r\n",
+        )
+        c.sendmail(
+            "<>",
+            ["mailengine-bounce-ann%example.org@bounce.test"],
+            b"Subject: Delayed\r\n\r\n<ann@example.org>: 452 4.2.2 mailbox full\r\n",
+        )
+    root = relay_engine.root
+    assert read_text(os.path.join(root, "hard-bounces.txt")) == "joe@example.com\n"
+    assert read_text(os.path.join(root, "soft-bounces.txt")) == "ann@example.org\n"
+    relay_engine.wait_log("hard bounce (5.1.1) for joe@example.com")
+
+
+def test_listens_on_each_address_of_a_range_and_port_1_turns_receiving_off(engine_factory):
+    engine = engine_factory({"smtp_in": {"listen_ips": ["127.0.0.5-127.0.0.6"]}})
+    for ip in ("127.0.0.5", "127.0.0.6"):
+        with smtplib.SMTP(ip, engine.smtp_port, timeout=10) as c:
+            assert c.noop()[0] == 250
+    off = engine_factory({"smtp_in": {"port": 1}})
+    off.wait_log("listening on 127.0.0.1:")  # only the web admin
+    assert "127.0.0.1:1," not in off.console()
+
+
+def test_sigterm_lets_a_transaction_in_progress_finish_then_says_421(engine_factory):
+    engine = engine_factory({"server": {"local_domains": ["@"]}, "queue": {"save_incoming": True}})
+    c = smtp(engine)
+    c.ehlo("client.test")
+    c.mail("a@b.test")
+    c.rcpt("x@y.test")
+    idle = smtp(engine)
+    idle.ehlo("idle.test")
+    engine.proc.send_signal(signal.SIGTERM)
+    engine.wait_log("stopping: no new connections")
+    assert c.data(MESSAGE)[0] == 250
+    # Both sessions were told 421 (read here as the answer to NOOP) and closed.
+    assert c.noop()[0] == 421
+    assert idle.noop()[0] == 421
+    c.close()
+    idle.close()
+    assert engine.wait_exit(timeout=30) in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
+    assert len(infs(engine, "incoming")) == 1
+
+
+def test_acknowledged_mail_survives_sigkill_with_use_disk_for_relay(engine_factory):
+    root_settings = {"queue": {"use_disk_for_relay": True}}
+    engine = engine_factory(root_settings)
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def client():
+        try:
+            with smtp(engine, "127.0.0.1") as c:
+                while not stop.is_set():
+                    c.mail("a@b.test")
+                    c.rcpt("v@remote.example")
+                    code, text = c.data(MESSAGE)
+                    if code == 250:
+                        acknowledged.append(text.decode().rsplit(" ", 1)[1])
+        except (smtplib.SMTPException, OSError):
+            pass
+
+    workers = [threading.Thread(target=client) for _ in range(4)]
+    for w in workers:
+        w.start()
+    wait_for(lambda: len(acknowledged) >= 200, timeout=60, what="200 acknowledged messages")
+    engine.kill()
+    stop.set()
+    for w in workers:
+        w.join(10)
+    restarted = engine_factory(root_settings, root=engine.root)
+    restarted.wait_log("started")
+    on_disk = {os.path.basename(p)[:-4] for p in glob.glob(os.path.join(engine.mailq, "*/*.inf"))}
+    missing = [m for m in acknowledged if m not in on_disk]
+    assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged messages lost"
+    assert {
+        os.path.basename(os.path.dirname(p))
+        for p in glob.glob(os.path.join(engine.mailq, "*/*.inf"))
+    } <= {"retry"}
+
+
+COMMANDS = st.sampled_from(
+    [
+        b"EHLO x",
+        b"HELO x",
+        b"MAIL FROM:<a@b.test>",
+        b"MAIL FROM:<>",
+        b"MAIL FROM:<a@b.test> SIZE=99999999999",
+        b"RCPT TO:<x@local.test>",
+        b"RCPT TO:<x@remote.example>",
+        b"RCPT TO:<@a,@b:x@c>",
+        b"DATA",
+        b".",
+        b"..",
+        b"RSET",
+        b"NOOP",
+        b"VRFY x",
+        b"HELP",
+        b"AUTH PLAIN",
+        b"AUTH PLAIN AAAA",
+        b"AUTH LOGIN",
+        b"*",
+        b"STARTTLS",
+        b"BDAT 10",
+        b"",
+    ]
+)
+NOISE = st.binary(max_size=200)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    script=st.lists(st.one_of(COMMANDS.map(lambda c: c + b"\r\n"), NOISE), max_size=25),
+)
+def test_random_commands_and_noise_never_break_the_server(engine_factory, script):
+    engine = fuzz_engine(engine_factory)
+    sock, greeting = connect_from(engine, "127.0.0.1")
+    try:
+        sock.sendall(b"".join(script))
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(10)
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        sock.close()
+    with smtp(engine) as c:  # still answering
+        assert c.noop()[0] == 250
+    assert "Traceback" not in engine.console()
+    assert "Unhandled" not in engine.console()
+
+
+_FUZZ: dict[int, object] = {}
+
+
+def fuzz_engine(engine_factory):
+    key = id(engine_factory)
+    if key not in _FUZZ:
+        _FUZZ.clear()
+        engine = engine_factory(
+            {
+                "server": {"local_domains": ["local.test"]},
+                "smtp_in": {"max_message_size_bytes": 1024, "allow_plain_auth_without_tls": True},
+                "queue": {"save_incoming": True},
+                "logs": {"debug_smtp_in": True},
+            },
+            start=False,
+        )
+        set_password(os.path.join(engine.root, "config", "smtp-users.txt"), "joe", "pw")
+        _FUZZ[key] = engine.start()
+    return _FUZZ[key]

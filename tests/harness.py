@@ -113,6 +113,7 @@ class EngineProcess:
         if self.test_mode:
             argv.append("--test")
         self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self._log_start = self._log.tell()  # a restart in the same root appends
         self.proc = subprocess.Popen(
             argv, stdout=self._log, stderr=subprocess.STDOUT, env=subprocess_env(), cwd=self.root
         )
@@ -126,9 +127,11 @@ class EngineProcess:
         return "MailEngine" in self.console() and " started" in self.console()
 
     def console(self) -> str:
+        """What this run of the engine printed (earlier runs in the same root excluded)."""
         try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as fh:
-                return fh.read()
+            with open(self.log_path, "rb") as fh:
+                fh.seek(getattr(self, "_log_start", 0))
+                return fh.read().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return ""
 

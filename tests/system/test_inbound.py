@@ -47,6 +47,8 @@ def relay_engine(engine_factory):
             "server": {"local_domains": ["local.test", "bounce.test"]},
             "smtp_in": {"relay_ips": [TRUSTED], "relay_domains": ["backup.test"]},
             "queue": {"save_incoming": True},
+            # Paused: relayed mail lands in retry/, so "nothing relayed" is visible there.
+            "smtp_out": {"paused": True},
         }
     )
 
@@ -124,9 +126,9 @@ def test_incoming_mail_is_saved_with_the_manuals_inf_fields(relay_engine):
     relay_engine.wait_log("1 recv [1 inbound, 0 relay]")
 
 
-def test_relay_mail_waits_in_retry_and_is_counted_as_relay(engine_factory):
+def test_relay_mail_waits_in_retry_while_paused_and_is_counted_as_relay(engine_factory):
     engine = engine_factory(
-        {"server": {"local_domains": ["local.test"]}, "queue": {"max_messages_in_memory": 1}}
+        {"server": {"local_domains": ["local.test"]}, "smtp_out": {"paused": True}}
     )
     with smtp(engine, "127.0.0.1") as c:
         for i in range(3):
@@ -136,6 +138,19 @@ def test_relay_mail_waits_in_retry_and_is_counted_as_relay(engine_factory):
     assert all(inf["retrytime"] for inf in retry)
     engine.wait_log("6 recv [3 inbound, 3 relay]")
     assert "queue size: 0 messages in memory" in engine.console()
+
+
+def test_relay_mail_beyond_the_memory_limit_is_offloaded_to_retry(engine_factory):
+    # DNS never answers here ([dns] servers = 127.0.0.1:1), so the first message stays
+    # in memory while its lookup waits; the limit is one message.
+    engine = engine_factory({"queue": {"max_messages_in_memory": 1}})
+    with smtp(engine, "127.0.0.1") as c:
+        for i in range(3):
+            c.sendmail("a@b.test", [f"r{i}@remote.example"], MESSAGE)
+    retry = infs(engine, "retry")
+    assert sorted(inf["rcpttosend"] for inf in retry) == ["r1@remote.example", "r2@remote.example"]
+    engine.wait_log("3 recv [0 inbound, 3 relay]")
+    assert "queue size: 1 messages in memory" in engine.console()
 
 
 def test_size_is_advertised_and_both_552_paths_refuse(engine_factory):
@@ -250,6 +265,7 @@ def test_starttls_then_auth_lets_a_stranger_relay(engine_factory, tmp_path):
                 "tls_certificate": paths["certificate"],
                 "tls_private_key": paths["key"],
             },
+            "smtp_out": {"paused": True},  # relayed mail waits in retry/ to be read
         },
     )
     result = run_cli("passwd", "--smtp", "--stdin", "--root", engine.root, "joe", input=b"pw1\n")
@@ -374,7 +390,8 @@ def test_acknowledged_mail_survives_sigkill_with_use_disk_for_relay(engine_facto
     stop.set()
     for w in workers:
         w.join(10)
-    restarted = engine_factory(root_settings, root=engine.root)
+    # Restarted paused, so working/ is moved to retry/ and nothing is claimed again.
+    restarted = engine_factory({**root_settings, "smtp_out": {"paused": True}}, root=engine.root)
     restarted.wait_log("started")
     on_disk = {os.path.basename(p)[:-4] for p in glob.glob(os.path.join(engine.mailq, "*/*.inf"))}
     missing = [m for m in acknowledged if m not in on_disk]

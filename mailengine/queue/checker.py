@@ -9,6 +9,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from mailengine.engine import Engine
+from mailengine.queue.journal import recover_journal
 
 log = Logger(namespace="mailengine.queue")
 
@@ -31,6 +32,9 @@ class QueueChecker(service.Service):
         repaired = store.repair_interrupted_moves()
         if repaired:
             log.warn("finished {n} queue moves cut short by a crash", n=len(repaired))
+        restored = recover_journal(store)
+        if restored:
+            log.info("restored {n} messages from the receipt journal into retry/", n=restored)
         moved = store.recover_working()
         if moved:
             log.info("moved {n} messages left in working/ to retry/", n=len(moved))

@@ -22,21 +22,26 @@ from mailengine.queue.commit import GroupCommit
 from mailengine.queue.content import to_canonical
 from mailengine.queue.envelope import Envelope
 from mailengine.queue.inf import InfError
+from mailengine.queue.journal import ReceiptJournal
 from mailengine.queue.store import QueueStore
 from mailengine.scheduler.schedule import Schedule, has_memory_room
 
 log = Logger(namespace="mailengine.queue")
 
+JOURNAL_TICK_SECONDS = 5.0
+
 
 @attrs.define(eq=False)
 class QueuedMessage:
-    """A message and where it is: "memory", "working" (on disk, being sent) or "retry"."""
+    """A message and where it is: "memory"; "journal" (in memory, its safe copy in the
+    receipt journal); "working" (files in working/, being sent); or "retry"."""
 
     envelope: Envelope
     data: bytes | None = None
     location: str = "memory"
     inode: int = 0  # of retry/ID.inf when indexed by a scan; 0 when we wrote it
     size: int = 0
+    segment: Any = None  # the receipt journal segment holding it (location "journal")
 
     @property
     def message_id(self) -> str:
@@ -83,6 +88,9 @@ class LiveQueue:
         self._bad: dict[str, int] = {}  # id -> inode of an .inf already warned about
         self._wake: IDelayedCall | None = None
         self._stopping = False
+        self.journal = ReceiptJournal(store.dir("working"), self._now)
+        committer.sync_journal = self.journal.sync
+        self._journal_tick: IDelayedCall | None = None
         config.subscribe(self._setting_changed)
 
     # -- memory accounting -------------------------------------------------
@@ -112,8 +120,9 @@ class LiveQueue:
     def accept_relay(self, envelope: Envelope, data: bytes) -> defer.Deferred:
         """Take relay mail; the Deferred fires once it is as safe as configured.
 
-        Memory when there is room and a sender; working/ first (fsynced, group
-        commit) with use_disk_for_relay; retry/ when memory is full, sending is
+        Memory when there is room and a sender, with use_disk_for_relay first
+        appended to the receipt journal in working/ and fsynced (group commit:
+        one fdatasync covers a batch); retry/ when memory is full, sending is
         paused, or no sender runs (manual §5: "mail accumulates in retry/").
         """
         now = self._now()
@@ -133,23 +142,66 @@ class LiveQueue:
         if not durable:
             self._hold(msg, data, "memory")
             return defer.succeed(envelope.message_id)
-        inf_bytes = envelope.to_inf().encode()
-
-        def write() -> None:
-            self.store.write_data_and_inf("working", envelope.message_id, data, inf_bytes)
-
-        d = self.committer.submit(write, durable=True)
+        msg.segment, append = self.journal.append(
+            envelope.message_id, envelope.to_inf().encode(), data
+        )
+        d = self.committer.submit(append, journal=True)
+        self._arm_journal_tick()
 
         def written(_: Any) -> str:
-            self._hold(msg, data, "working")
+            self._hold(msg, data, "journal")
             return envelope.message_id
 
         def failed(f: Any) -> Any:
+            self._settle(msg)
             self._release(msg)
             self.messages.pop(envelope.message_id, None)
             return f
 
         return d.addCallbacks(written, failed)
+
+    # -- the receipt journal -------------------------------------------------
+
+    def _settle(self, msg: QueuedMessage) -> None:
+        """The message no longer needs the journal (delivered, or safely in files)."""
+        segment, msg.segment = msg.segment, None
+        if segment is not None:
+            for work in self.journal.settle(segment, msg.message_id):
+                self._background(work, msg.message_id, "settling in the journal")
+
+    def _background(self, work: Any, message_id: str, what: str) -> None:
+        self.committer.submit(work).addErrback(self._log_failure, message_id, what)
+
+    def _arm_journal_tick(self) -> None:
+        if self._journal_tick is None or not self._journal_tick.active():
+            self._journal_tick = self.clock.callLater(JOURNAL_TICK_SECONDS, self.journal_tick)
+
+    def journal_tick(self) -> None:
+        """Retire settled segments; write messages in flight for long to working/ files."""
+        self._journal_tick = None
+        works, overdue = self.journal.tick()
+        for work in works:
+            self._background(work, "-", "removing a journal segment")
+        for message_id in overdue:
+            msg = self.messages.get(message_id)
+            if msg is not None and msg.location == "journal" and msg.data is not None:
+                self._materialize(msg)
+        if self.journal.has_segments:
+            self._arm_journal_tick()
+
+    def _materialize(self, msg: QueuedMessage) -> None:
+        """Journal -> working/ files (fsynced), then settle: the manual's working/ form."""
+        envelope, data = msg.envelope, msg.data
+        assert data is not None
+        inf_bytes = envelope.to_inf().encode()
+        msg.location = "working"  # later work on it runs after this write (commit order)
+
+        def write() -> None:
+            self.store.write_data_and_inf("working", envelope.message_id, data, inf_bytes)
+
+        d = self.committer.submit(write, durable=True)
+        d.addCallback(lambda _: self._settle(msg))
+        d.addErrback(self._log_failure, msg.message_id, "writing to working/")
 
     def _hold(self, msg: QueuedMessage, data: bytes, location: str) -> None:
         msg.data = data
@@ -204,7 +256,7 @@ class LiveQueue:
         and manage it); messages already in flight finish their attempt.
         """
         waiting = [self.messages[k] for k in self.schedule if k in self.messages]
-        spilled = [m for m in waiting if m.location in ("memory", "working")]
+        spilled = [m for m in waiting if m.location in ("memory", "journal", "working")]
         for msg in spilled:
             self.schedule.remove(msg.message_id)
             if msg.envelope.retry_time is None:
@@ -273,6 +325,7 @@ class LiveQueue:
         msg = self.messages.pop(message_id, None)
         if msg is not None:
             self._release(msg)
+            self._settle(msg)
         return msg
 
     # -- hand-over to the sender -------------------------------------------
@@ -352,12 +405,16 @@ class LiveQueue:
         return True
 
     def retry_later(self, msg: QueuedMessage) -> defer.Deferred:
-        """Put a message back into retry/ with its updated envelope; due at its retrytime."""
+        """Put a message back into retry/ with its updated envelope; due at its retrytime.
+
+        A message whose only safe copy is the journal is written durably first.
+        """
         envelope = msg.envelope
         inf_bytes = envelope.to_inf().encode()
         data, location = msg.data, msg.location
         self._release(msg)
         msg.location = "moving"
+        durable = location == "journal" or self.config.queue.use_disk_for_relay
 
         def write() -> None:
             if location == "working":
@@ -369,10 +426,11 @@ class LiveQueue:
 
         def written(_: Any) -> None:
             msg.inode = 0
+            self._settle(msg)
             self._index_retry(msg)
 
-        d = self.committer.submit(write, durable=self.config.queue.use_disk_for_relay)
-        return d.addCallback(written).addErrback(self._lost_write, msg, data)
+        d = self.committer.submit(write, durable=durable)
+        return d.addCallback(written).addErrback(self._lost_write, msg, data, location)
 
     def complete(self, msg: QueuedMessage) -> defer.Deferred:
         """Finished: moved to done/ (status=done) with save_done, else removed."""
@@ -381,6 +439,7 @@ class LiveQueue:
         self._release(msg)
         self.messages.pop(envelope.message_id, None)
         self.schedule.remove(envelope.message_id)
+        self._settle(msg)  # delivered: a crash now may repeat it, never lose it
         if self.config.queue.save_done:
             envelope.status = "done"
             inf_bytes = envelope.to_inf().encode()
@@ -402,13 +461,15 @@ class LiveQueue:
             self._log_failure, envelope.message_id, "finishing"
         )
 
-    def _lost_write(self, failure: Any, msg: QueuedMessage, data: bytes | None) -> None:
-        # Keep the message in memory and due again later rather than lose it.
+    def _lost_write(
+        self, failure: Any, msg: QueuedMessage, data: bytes | None, location: str
+    ) -> None:
+        # Keep the message where it was and due again later rather than lose it.
         log.failure("{id}: cannot write to retry/; kept in memory", failure, id=msg.message_id)
         if data is not None:
             self._reserve(len(data))
             msg.data = data
-        msg.location = "memory" if data is not None else "working"
+        msg.location = location
         self.messages[msg.message_id] = msg
         self.schedule.add(msg.message_id, self._now() + 60, msg.envelope.priority)
 
@@ -422,17 +483,26 @@ class LiveQueue:
         self._stopping = True
         if self._wake is not None and self._wake.active():
             self._wake.cancel()
+        if self._journal_tick is not None and self._journal_tick.active():
+            self._journal_tick.cancel()
         waits = [
             self.retry_later(msg)
             for msg in list(self.messages.values())
-            if msg.location in ("memory", "working")
+            if msg.location in ("memory", "working", "journal")
         ]
-        return defer.DeferredList(waits, consumeErrors=True)
+        d = defer.DeferredList(waits, consumeErrors=True)
+
+        def close_journal(_: Any) -> defer.Deferred:
+            for work in self.journal.close_all():
+                self._background(work, "-", "removing a journal segment")
+            return self.committer.when_idle()
+
+        return d.addCallback(close_journal)
 
     # -- views -------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        by: dict[str, int] = {"memory": 0, "working": 0, "retry": 0}
+        by: dict[str, int] = {"memory": 0, "journal": 0, "working": 0, "retry": 0}
         for msg in self.messages.values():
             if msg.location in by:
                 by[msg.location] += 1

@@ -7,7 +7,9 @@ from mailengine.config.model import Config
 from mailengine.observe.counters import Counters
 from mailengine.queue.commit import GroupCommit
 from mailengine.queue.envelope import Envelope
-from mailengine.queue.live import LiveQueue
+from mailengine.queue.journal import MATERIALIZE_SECONDS, SEGMENT_SECONDS, recover_journal
+from mailengine.queue.live import JOURNAL_TICK_SECONDS, LiveQueue
+from mailengine.queue.receipts import encode_message, unsettled
 from mailengine.queue.store import QueueStore
 
 
@@ -82,19 +84,100 @@ def test_without_a_sender_relay_mail_waits_in_retry(parts):
     assert queue.memory_count == 0
 
 
-def test_durable_relay_mail_is_on_disk_and_synced_before_it_is_acknowledged(parts):
+def journal_files(store):
+    return sorted(n for n in os.listdir(store.dir("working")) if n.startswith("journal-"))
+
+
+def journal_unsettled(store):
+    out = []
+    for name in journal_files(store):
+        with open(os.path.join(store.dir("working"), name), "rb") as fh:
+            out += [r.message_id for r in unsettled(fh.read())]
+    return out
+
+
+def test_durable_relay_mail_is_journaled_and_synced_before_it_is_acknowledged(parts):
     store, clock, config, queue, syncs, threads = parts
     config.override("queue", "use_disk_for_relay", True)
     queue.consumer = Consumer()
+    journal_syncs = []
+    real_sync = queue.committer.sync_journal
+    queue.committer.sync_journal = lambda: (journal_syncs.append(1), real_sync())
     threads.hold = True
     acked = []
     for i in range(5):
         queue.accept_relay(env(i), b"data\r\n").addCallback(acked.append)
     assert acked == []  # nothing acknowledged before the sync
-    threads.release()  # the first batch (1 message) is written and synced
-    threads.release()  # the other 4 were batched together: one sync
-    assert len(acked) == 5 and len(syncs) == 2
-    assert len(os.listdir(store.dir("working"))) == 10
+    threads.release()  # the first batch (1 message) is appended and synced
+    threads.release()  # the other 4 were batched together: one fdatasync
+    assert len(acked) == 5 and len(journal_syncs) == 2 and syncs == []
+    assert journal_unsettled(store) == [f"M{i}@h" for i in range(5)]
+    assert [m.location for m in queue.take_due(10)] == ["journal"] * 5
+
+
+def test_delivered_journal_messages_settle_and_the_segment_is_removed(parts):
+    store, clock, config, queue, syncs, _ = parts
+    config.override("queue", "use_disk_for_relay", True)
+    queue.consumer = Consumer()
+    for i in range(3):
+        queue.accept_relay(env(i), b"x\r\n")
+    m0, m1, m2 = queue.take_due(10)
+    queue.complete(m0)
+    assert journal_unsettled(store) == ["M1@h", "M2@h"]
+    m1.envelope.retry_time = clock.seconds() + 600
+    queue.retry_later(m1)  # written to retry/ durably (one syncfs), then settled
+    assert len(syncs) == 1 and os.path.exists(store.path("retry", "M1@h", ".dat"))
+    assert journal_unsettled(store) == ["M2@h"]
+    queue.complete(m2)
+    for _ in range(int(SEGMENT_SECONDS / JOURNAL_TICK_SECONDS) + 2):
+        clock.advance(JOURNAL_TICK_SECONDS)  # the segment is sealed, then removed
+    assert journal_files(store) == []
+
+
+def test_messages_in_flight_for_long_are_written_to_working(parts):
+    store, clock, config, queue, syncs, _ = parts
+    config.override("queue", "use_disk_for_relay", True)
+    queue.consumer = Consumer()
+    queue.accept_relay(env(1), b"slow\r\n")
+    [msg] = queue.take_due(1)
+    for _ in range(int((SEGMENT_SECONDS + MATERIALIZE_SECONDS) / JOURNAL_TICK_SECONDS) + 3):
+        clock.advance(JOURNAL_TICK_SECONDS)
+    assert msg.location == "working"
+    assert sorted(os.listdir(store.dir("working"))) == ["M1@h.dat", "M1@h.inf"]
+    queue.complete(msg)
+    assert os.listdir(store.dir("working")) == []
+
+
+def test_leftover_journal_messages_are_restored_into_retry_once(parts):
+    store, clock, config, queue, syncs, _ = parts
+    config.override("queue", "use_disk_for_relay", True)
+    queue.consumer = Consumer()
+    for i in range(4):
+        queue.accept_relay(env(i), b"body %d\r\n" % i)
+    m0, m1, *_ = queue.take_due(10)
+    queue.complete(m0)
+    m1.envelope.retry_time = clock.seconds() + 600
+    queue.retry_later(m1)
+    [segment] = journal_files(store)
+    with open(os.path.join(store.dir("working"), segment), "ab") as fh:
+        fh.write(encode_message("torn@h", b"mailfrom=x\n", b"partial")[:-3])
+    # The engine is killed here; a new start restores M2 and M3, not M0 (delivered),
+    # not M1 (already in retry/), not the torn record.
+    assert recover_journal(store) == 2
+    assert journal_files(store) == []
+    assert sorted(i for i, _, _ in store.scan("retry")) == ["M1@h", "M2@h", "M3@h"]
+    assert store.read_data("retry", "M3@h") == b"body 3\r\n"
+
+
+def test_drain_writes_journal_messages_to_retry_and_removes_the_journal(parts):
+    store, clock, config, queue, syncs, _ = parts
+    config.override("queue", "use_disk_for_relay", True)
+    queue.consumer = Consumer()
+    for i in range(3):
+        queue.accept_relay(env(i), b"x\r\n")
+    queue.drain()
+    assert len(os.listdir(store.dir("retry"))) == 6
+    assert journal_files(store) == []
 
 
 def test_memory_limit_offloads_new_mail_to_retry(parts):

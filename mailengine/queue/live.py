@@ -416,13 +416,7 @@ class LiveQueue:
         msg.location = "moving"
         durable = location == "journal" or self.config.queue.use_disk_for_relay
 
-        def write() -> None:
-            if location == "working":
-                self.store.replace_inf("working", envelope.message_id, inf_bytes)
-                self.store.move(envelope.message_id, "working", "retry")
-            else:
-                assert data is not None
-                self.store.write_data_and_inf("retry", envelope.message_id, data, inf_bytes)
+        write = self._put_work("retry", envelope.message_id, location, data, inf_bytes)
 
         def written(_: Any) -> None:
             msg.inode = 0
@@ -443,14 +437,7 @@ class LiveQueue:
         if self.config.queue.save_done:
             envelope.status = "done"
             inf_bytes = envelope.to_inf().encode()
-
-            def write() -> None:
-                if location == "working":
-                    self.store.replace_inf("working", envelope.message_id, inf_bytes)
-                    self.store.move(envelope.message_id, "working", "done")
-                else:
-                    assert data is not None
-                    self.store.write_data_and_inf("done", envelope.message_id, data, inf_bytes)
+            write = self._put_work("done", envelope.message_id, location, data, inf_bytes)
         elif location == "working":
 
             def write() -> None:
@@ -460,6 +447,21 @@ class LiveQueue:
         return self.committer.submit(write, durable=False).addErrback(
             self._log_failure, envelope.message_id, "finishing"
         )
+
+    def _put_work(
+        self, dirname: str, message_id: str, location: str, data: bytes | None, inf_bytes: bytes
+    ) -> Callable[[], None]:
+        """Work that puts a message into ``dirname``: a rename from working/, else new files."""
+
+        def put() -> None:
+            if location == "working":
+                self.store.replace_inf("working", message_id, inf_bytes)
+                self.store.move(message_id, "working", dirname)
+            else:
+                assert data is not None
+                self.store.write_data_and_inf(dirname, message_id, data, inf_bytes)
+
+        return put
 
     def _lost_write(
         self, failure: Any, msg: QueuedMessage, data: bytes | None, location: str

@@ -160,10 +160,12 @@ class LiveQueue:
         envelope = msg.envelope
         inf_bytes = envelope.to_inf().encode()
 
-        def write() -> None:
+        def write() -> int:
             self.store.write_data_and_inf("retry", envelope.message_id, data, inf_bytes)
+            return self.store.inode("retry", envelope.message_id)
 
-        def written(_: Any) -> str:
+        def written(inode: int) -> str:
+            msg.inode = inode
             self._index_retry(msg)
             if self.config.logs.debug_program:
                 log.info("{id}: offloaded to retry/", id=envelope.message_id)
@@ -335,16 +337,18 @@ class LiveQueue:
         self._release(msg)
         msg.location = "moving"
 
-        def write() -> None:
+        def write() -> int:
             if location == "working":
                 self.store.replace_inf("working", envelope.message_id, inf_bytes)
                 self.store.move(envelope.message_id, "working", "retry")
             else:
                 assert data is not None
                 self.store.write_data_and_inf("retry", envelope.message_id, data, inf_bytes)
+            return self.store.inode("retry", envelope.message_id)
 
-        def written(_: Any) -> None:
-            msg.inode = 0
+        def written(inode: int) -> None:
+            # Known by inode: a later rewrite by `mailengine queue` (a new file) is re-read.
+            msg.inode = inode
             self._index_retry(msg)
 
         d = self.committer.submit(write, durable=self.config.queue.use_disk_for_relay)

@@ -125,7 +125,7 @@ class WebAdmin:
             el(
                 "section",
                 el("h1", "Refused"),
-                el("p", reason.capitalize() + "."),
+                el("p", reason[:1].upper() + reason[1:] + "."),
                 class_="card narrow",
             ),
             code=code,

@@ -14,7 +14,6 @@ from klein import Klein
 from twisted.internet import defer, threads
 from twisted.web import server
 from twisted.web.resource import IResource
-from twisted.web.static import File
 
 from mailengine.engine import Engine
 from mailengine.web import (
@@ -32,6 +31,20 @@ from mailengine.web.admin import Routes, WebAdmin
 from mailengine.web.auth import Access, Gate, PasswordSource
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+STATIC_TYPES = {"css": b"text/css; charset=utf-8", "js": b"text/javascript; charset=utf-8"}
+
+
+def load_static() -> dict[str, bytes]:
+    """The stylesheet and script shipped in the package, read once (no other file is served)."""
+    files = {}
+    for name in sorted(os.listdir(STATIC_DIR)):
+        if name.rpartition(".")[2] in STATIC_TYPES:
+            with open(os.path.join(STATIC_DIR, name), "rb") as fh:
+                files[name] = fh.read()
+    return files
+
+
+STATIC = load_static()
 
 
 def build_admin(
@@ -55,10 +68,20 @@ def build_admin(
 def make_app(admin: WebAdmin) -> Klein:
     app = Klein()
 
-    @app.route("/static/", branch=True)
-    def static(request: Any) -> IResource:
+    @app.route("/static/<name>", endpoint="static")
+    def static(request: Any, name: str) -> bytes:
+        body = STATIC.get(name)
+        if body is None:
+            request.setResponseCode(404)
+            return b"no such file\n"
+        request.setHeader(b"content-type", STATIC_TYPES[name.rpartition(".")[2]])
         request.setHeader(b"cache-control", b"max-age=300")
-        return File(STATIC_DIR)
+        return body
+
+    @app.route("/favicon.ico", endpoint="favicon")
+    def favicon(request: Any) -> bytes:
+        request.setResponseCode(204)  # none: browsers stop asking, no login redirect
+        return b""
 
     for module in (
         login,

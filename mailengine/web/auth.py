@@ -25,7 +25,7 @@ SESSION_IDLE_SECONDS = 3600.0
 SESSION_MAX_SECONDS = 12 * 3600.0
 SAFE_METHODS = (b"GET", b"HEAD")
 # Reachable without logging in (still only from allowed_ips).
-PUBLIC_EXACT = (b"/metrics", b"/gui/admin/login")
+PUBLIC_EXACT = (b"/metrics", b"/gui/admin/login", b"/favicon.ico")
 PUBLIC_PREFIX = (b"/static/",)
 
 

@@ -85,46 +85,48 @@ def state_bar(s: Snapshot, csrf: str) -> Html:
 
 
 def tiles(s: Snapshot) -> Html:
+    """Big numbers in two groups: what moved in the last hour, and what is waiting now."""
     h = s.last_hour
     failed = h.failed_hard + h.failed_soft
     q = s.queue
-    retry_detail = f"oldest queued message {age(s.oldest_seconds)}" if q.indexed else "empty"
-    return el(
-        "div",
+    in_retry = q.dirs.get("retry", 0)
+    last_hour = [
         tile(
-            "Received · last hour",
+            "Received",
             count(s.received_last_hour),
             "messages",
-            f"{count(s.per_hour(s.received_last_hour))}/h avg · {count(h.recv_inbound)} inbound · "
-            f"{count(h.recv_relay)} relay",
+            f"{count(s.per_hour(s.received_last_hour))}/h avg · {count(h.recv_inbound)} "
+            f"inbound · {count(h.recv_relay)} relay",
         ),
         tile(
-            "Sent · last hour",
+            "Sent",
             count(h.sent),
             "recipients",
             f"{count(s.per_hour(h.sent))}/h avg",
             tone="good" if h.sent else "",
         ),
         tile(
-            "Failed · last hour",
+            "Failed",
             count(failed),
             "recipients",
             f"{count(h.failed_hard)} hard (5xx) · {count(h.failed_soft)} gave up",
             tone="bad" if failed else "",
         ),
         tile(
-            "Deferred · last hour",
+            "Deferred",
             count(h.deferred),
             "recipients",
             "soft failures, will retry",
             tone="warn" if h.deferred else "",
         ),
+    ]
+    now = [
         tile(
-            "Waiting in retry/",
-            count(q.dirs.get("retry", 0)),
+            "In retry/",
+            count(in_retry),
             "messages",
-            retry_detail,
-            tone="warn" if s.paused and q.dirs.get("retry", 0) else "",
+            f"oldest {age(s.oldest_seconds)}" if q.indexed else "nothing waiting",
+            tone="warn" if s.paused and in_retry else "",
         ),
         tile(
             "In memory",
@@ -133,12 +135,29 @@ def tiles(s: Snapshot) -> Html:
             f"{kilobytes(q.memory_bytes)} of message data",
         ),
         tile(
-            "Open connections",
+            "Connections",
             count(s.open_connections),
-            "outbound SMTP",
-            f"to {len(s.hosts)} hosts" if s.delivery_running else "delivery engine not running",
+            "open",
+            f"outbound SMTP to {len(s.hosts)} hosts"
+            if s.delivery_running
+            else "delivery engine not running",
         ),
-        class_="tiles",
+    ]
+    return el(
+        "div",
+        el(
+            "div",
+            el("div", "Last hour", class_="group-title"),
+            el("div", last_hour, class_="tiles four"),
+            class_="tilegroup",
+        ),
+        el(
+            "div",
+            el("div", "Now", class_="group-title"),
+            el("div", now, class_="tiles three"),
+            class_="tilegroup",
+        ),
+        class_="tilegroups",
     )
 
 
@@ -149,7 +168,11 @@ def chart_card(s: Snapshot) -> Html:
     ]
     return el(
         "section",
-        el("h2", "Traffic, last hour", el("span", legend, class_="legend")),
+        el(
+            "h2",
+            "Traffic, last hour" if s.uptime_seconds >= 3600 else "Traffic since start",
+            el("span", legend, class_="legend"),
+        ),
         traffic_chart(s.intervals, s.now),
         class_="card",
     )
@@ -183,6 +206,16 @@ def stats_card(s: Snapshot) -> Html:
             )
         ],
     )
+    moved = [
+        iv
+        for iv in s.intervals
+        if iv.recv_inbound
+        or iv.recv_relay
+        or iv.sent
+        or iv.failed_hard
+        or iv.failed_soft
+        or iv.deferred
+    ]
     intervals = grid(
         ["Interval ending", "#length", "#received", "#sent", "#failed", "#deferred"],
         [
@@ -194,16 +227,16 @@ def stats_card(s: Snapshot) -> Html:
                 num(count(iv.failed_hard + iv.failed_soft)),
                 num(count(iv.deferred)),
             )
-            for iv in list(s.intervals)[-8:][::-1]
+            for iv in moved[-8:][::-1]
         ],
-        "No stats interval closed yet.",
+        "Nothing moved in the last hour.",
     )
     return el(
         "section",
         el("h2", "Last hour, as the stats line prints it"),
         el("pre", "\n".join(lines), class_="statsline"),
         totals,
-        el("h3", "Latest stats intervals"),
+        el("h3", "Latest stats intervals in which mail moved"),
         intervals,
         class_="card",
     )
@@ -262,7 +295,7 @@ def destinations_card(s: Snapshot) -> Html:
             el("a", d.domain, href=url("/gui/admin/queue", dir="retry", domain=d.domain)),
             num(count(d.queued_recipients), big=True),
             num(age(d.oldest_seconds)),
-            el("td", d.last_error or NONE, class_="error-text"),
+            el("td", d.last_error or NONE, class_="error-text" if d.last_error else "muted"),
         )
         for d in s.destinations
     ]
@@ -277,7 +310,7 @@ def destinations_card(s: Snapshot) -> Html:
 def failures_card(s: Snapshot) -> Html:
     rows = [
         tr(
-            local_time(f.time, "%m/%d %H:%M:%S"),
+            el("td", local_time(f.time, "%m/%d %H:%M:%S"), class_="nowrap"),
             f.address,
             el("span", "hard" if f.hard else "soft", class_="pill bad" if f.hard else "pill"),
             el("td", f.reason, class_="error-text"),

@@ -37,8 +37,12 @@ def safe_next(target: str) -> str:
 def login_form(
     admin: WebAdmin, request: Any, *, error: str = "", user: str = "", code: int = 200
 ) -> bytes:
-    token = secrets.token_urlsafe(24)
-    set_cookie(request, LOGIN_COOKIE, token)
+    # One token per browser: a second page load (another tab, a favicon redirect)
+    # must not invalidate the form already shown.
+    token = (request.getCookie(LOGIN_COOKIE) or b"").decode("latin-1")
+    if len(token) < 24:
+        token = secrets.token_urlsafe(24)
+        set_cookie(request, LOGIN_COOKIE, token)
     form = el(
         "form",
         el("input", type="hidden", name="login_token", value=token),

@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from twisted.web.static import File
+from twisted.protocols.basic import FileSender
 
 from mailengine.web.admin import Routes, WebAdmin
 from mailengine.web.login import arg
@@ -21,6 +21,7 @@ REPORT_FILES = (
 )
 DAILY_LOG = re.compile(r"^mailengine-\d{4}-\d{2}-\d{2}\.log$")
 TAIL_BYTES = 512 * 1024
+READ_WHOLE_BYTES = 1024 * 1024
 DEFAULT_LINES = 300
 
 
@@ -133,11 +134,18 @@ def add_routes(app: Routes, admin: WebAdmin) -> None:
         return admin.page(request, "Logs", body, active="logs")
 
     @app.route("/gui/admin/logs/file/<name>", methods=["GET"])
-    def download(request: Any, name: str) -> Any:
+    async def download(request: Any, name: str) -> bytes:
         path = downloadable(admin, name)
         if path is None or not os.path.isfile(path):
             return admin.page(request, "Not found", el("p", f"No file {name}."), code=404)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         request.setHeader(b"content-disposition", f'attachment; filename="{name}"'.encode())
-        streamed = File(path)  # streams (and serves ranges of) files of any size
-        streamed.type = "text/plain; charset=utf-8"
-        return streamed
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            request.setHeader(b"content-length", str(size).encode())
+            if size <= READ_WHOLE_BYTES:
+                data: bytes = await admin.run_blocking(fh.read)
+                return data
+            # Larger files go out in chunks as the client takes them.
+            await FileSender().beginFileTransfer(fh, request)
+        return b""

@@ -98,7 +98,14 @@ def input_for(setting: Setting, text: str, error: str) -> Html:
         return el("select", options, **common)
     if isinstance(setting.default, list) and not is_numeric_list(setting):
         rows = max(2, min(12, text.count("\n") + 2))
-        return el("textarea", text, rows=str(rows), spellcheck="false", **common)
+        return el(
+            "textarea",
+            text,
+            rows=str(rows),
+            spellcheck="false",
+            placeholder="one per line",
+            **common,
+        )
     if isinstance(setting.default, int):
         return el("input", value=text, inputmode="numeric", size="12", **common)
     return el("input", value=text, size="40", spellcheck="false", **common)

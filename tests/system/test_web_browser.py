@@ -95,10 +95,28 @@ def find(driver, css):
 
 
 def text_of(driver, css):
+    """An element's text, or "" while it is missing or being replaced by a refresh."""
+    from selenium.common.exceptions import WebDriverException
+
     try:
         return find(driver, css).text
-    except Exception:
+    except WebDriverException:
         return ""
+
+
+def attribute_of(driver, css, name):
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        return find(driver, css).get_attribute(name)
+    except WebDriverException:
+        return None
+
+
+def number_of(driver, css):
+    """The number shown in an element, or None while the page is being refreshed."""
+    text = text_of(driver, css).replace(",", "")
+    return int(text) if text.isdigit() else None
 
 
 def full_page_screenshot(driver, path):
@@ -159,20 +177,26 @@ def test_log_in_change_a_setting_pause_and_see_the_dashboard_say_so(engine, brow
     # Pause sending from the dashboard; it says so, and the setting is saved.
     browser.get(base + "/gui/admin")
     find(browser, "form[action='/gui/admin/controls/pause'] button").click()
-    wait_for(lambda: text_of(browser, ".statebar .badge") == "PAUSED", what="PAUSED")
-    assert "Sending is paused" in text_of(browser, ".statebar")
+    wait_for(
+        lambda: "Sending is paused" in text_of(browser, ".statebar .state-text"),
+        what="the dashboard to say sending is paused",
+    )
+    assert text_of(browser, ".statebar .badge") == "PAUSED"
     assert "paused = true" in read_text(config)
 
-    # The numbers are there, and the page refreshes itself: a message queued now shows up
+    # The numbers are there, and the page refreshes itself (these reads poll: the
+    # dashboard's content is replaced every few seconds): a message queued now shows up
     # without reloading.
-    assert text_of(browser, ".tile .value") == str(received)
-    assert "gmail.test" in text_of(browser, "#live")
-    points = find(browser, "svg.chart polyline.received").get_attribute("points")
+    wait_for(lambda: number_of(browser, ".tile .value") == received, what="received count")
+    wait_for(lambda: "gmail.test" in text_of(browser, "#live"), what="top destinations")
+    points = wait_for(
+        lambda: attribute_of(browser, "svg.chart polyline.received", "points"), what="the chart"
+    )
     assert points.count(",") >= 6  # steps: the bursts landed in several stats intervals
-    in_retry = int(text_of(browser, ".tiles.three .tile .value"))
+    in_retry = wait_for(lambda: number_of(browser, ".tiles.three .tile .value"), what="retry/")
     run_cli("send", "--root", engine.root, "late@gmail.test", input=b"Subject: late\n\nx\n")
     wait_for(
-        lambda: int(text_of(browser, ".tiles.three .tile .value")) == in_retry + 1,
+        lambda: number_of(browser, ".tiles.three .tile .value") == in_retry + 1,
         what="the dashboard to refresh itself",
     )
     shot = tmp_path / "dashboard.png"

@@ -7,6 +7,7 @@ is stuck and since when.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 
 import attrs
@@ -36,13 +37,12 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].strip().lower()
 
 
+_BUCKET_LIMITS_SECONDS = [m * 60 for m in AGE_BUCKETS_MINUTES]
+
+
 def bucket_index(age_seconds: float) -> int:
     """Index into AGE_BUCKETS_MINUTES, or len(...) for older than the last bucket."""
-    minutes = age_seconds / 60
-    for i, limit in enumerate(AGE_BUCKETS_MINUTES):
-        if minutes < limit:
-            return i
-    return len(AGE_BUCKETS_MINUTES)
+    return bisect.bisect_right(_BUCKET_LIMITS_SECONDS, age_seconds)
 
 
 @attrs.frozen
@@ -68,25 +68,32 @@ class _Tally:
 
 
 def queue_shape(envelopes: Iterable[Envelope], now: float) -> list[DomainShape]:
-    """Per-domain shape of ``rcpt_to_send``, most queued recipients first."""
+    """Per-domain shape of ``rcpt_to_send``, most queued recipients first.
+
+    Runs over the whole queue index (hundreds of thousands of messages), so
+    the loop is kept plain (bench/web_dashboard.py measures it).
+    """
     tallies: dict[str, _Tally] = {}
+    limits = _BUCKET_LIMITS_SECONDS
     for envelope in envelopes:
-        age = max(0.0, now - envelope.time_created)
-        bucket = bucket_index(age)
-        per_domain: dict[str, int] = {}
+        created = envelope.time_created
+        bucket = bisect.bisect_right(limits, now - created)
+        seen: set[str] = set()
         for address in envelope.rcpt_to_send:
-            domain = domain_of(address)
-            per_domain[domain] = per_domain.get(domain, 0) + 1
-        for domain, count in per_domain.items():
+            domain = address[address.rfind("@") + 1 :].lower()
             tally = tallies.get(domain)
             if tally is None:
                 tally = tallies[domain] = _Tally()
-            tally.recipients += count
+            tally.recipients += 1
+            tally.buckets[bucket] += 1
+            if domain in seen:
+                continue
+            seen.add(domain)
             tally.messages += 1
-            tally.buckets[bucket] += count
-            tally.oldest_created = min(tally.oldest_created, envelope.time_created)
+            if created < tally.oldest_created:
+                tally.oldest_created = created
             tried = envelope.time_finished
-            if envelope.log and tried is not None and tried > tally.last_tried:
+            if tried is not None and tried > tally.last_tried and envelope.log:
                 tally.last_tried = tried
                 tally.last_note = envelope.log[-1]
     shapes = [

@@ -55,7 +55,7 @@ class WebAdmin:
         self.run_blocking = run_blocking
         self.access = access
         self.queue = QueueControl(engine, run_blocking, self.now)
-        self.shape = LiveShape(engine.queue)
+        self.shape = LiveShape(engine.queue, run_blocking)
 
     def now(self) -> float:
         return float(self.clock.seconds())
@@ -63,7 +63,8 @@ class WebAdmin:
     async def snapshot(self) -> Snapshot:
         store = self.engine.store
         counts: dict[str, int] = await self.run_blocking(lambda: count_dirs(store))
-        return take_snapshot(self.engine, self.now(), counts, self.shape)
+        now = self.now()
+        return take_snapshot(self.engine, now, counts, await self.shape.get(now))
 
     # -- answers ---------------------------------------------------------------------
 

@@ -9,9 +9,12 @@ destinations are computed from the queue index.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailengine import __version__
@@ -20,12 +23,14 @@ from mailengine.engine import Engine
 from mailengine.observe.counters import HISTORY_SECONDS, Interval
 from mailengine.observe.recent import FinalFailure
 from mailengine.observe.statslines import per_hour
+from mailengine.queue.envelope import Envelope
 from mailengine.queue.live import LiveQueue
 from mailengine.queue.shape import DomainShape, queue_shape
 from mailengine.queue.store import DIRS, QueueStore
 
 log = Logger(namespace="mailengine.web")
 TOP_DESTINATIONS = 20
+RunBlocking = Callable[[Callable[[], Any]], defer.Deferred]
 
 
 @attrs.frozen
@@ -98,28 +103,75 @@ def count_dirs(store: QueueStore) -> dict[str, int]:
     return counts
 
 
-class LiveShape:
-    """The queue index's shape per domain, recomputed at most every ``max_age`` seconds.
+ShapeResult = tuple[list[DomainShape], float]  # per-domain shapes, oldest age in seconds
 
-    Walking every known message is O(queue); a dashboard refreshing every few
-    seconds and a Prometheus scrape must not each pay for it.
+
+def shape_of(envelopes: list[Envelope], now: float) -> ShapeResult:
+    shapes = queue_shape(envelopes, now)
+    oldest = min((e.time_created for e in envelopes), default=now)
+    return shapes, max(0.0, now - oldest)
+
+
+class LiveShape:
+    """The queue index's shape per domain, worked out in a worker thread and kept a while.
+
+    Walking every known message costs about a second per million recipients
+    (bench/web_dashboard.py); a dashboard refreshing every few seconds and a
+    Prometheus scrape must not stall the reactor for it. The reactor thread
+    only copies the list of envelopes; a stale answer is served while a fresh
+    one is worked out, and the answer is kept longer the longer it took.
     """
 
-    def __init__(self, queue: LiveQueue, max_age: float = 5.0) -> None:
+    def __init__(self, queue: LiveQueue, run_blocking: RunBlocking, max_age: float = 5.0) -> None:
         self.queue = queue
+        self.run_blocking = run_blocking
         self.max_age = max_age
-        self._at: float | None = None
-        self._shapes: list[DomainShape] = []
-        self._oldest = 0.0
+        self._result: ShapeResult | None = None
+        self._at = 0.0
+        self._cost = 0.0
+        self._running = False
+        self._waiters: list[defer.Deferred] = []
 
-    def get(self, now: float) -> tuple[list[DomainShape], float]:
-        if self._at is None or not 0 <= now - self._at < self.max_age:
-            envelopes = [m.envelope for m in self.queue.messages.values()]
-            self._shapes = queue_shape(envelopes, now)
-            oldest = min((e.time_created for e in envelopes), default=now)
-            self._oldest = max(0.0, now - oldest)
-            self._at = now
-        return self._shapes, self._oldest
+    def _fresh(self, now: float) -> bool:
+        return 0 <= now - self._at < max(self.max_age, 20 * self._cost)
+
+    async def get(self, now: float) -> ShapeResult:
+        if self._result is not None and self._fresh(now):
+            return self._result
+        if not self._running:
+            self._start(now)
+        if self._result is not None:
+            return self._result  # a little stale; the fresh one is on its way
+        waiter: defer.Deferred = defer.Deferred()
+        self._waiters.append(waiter)
+        result: ShapeResult = await waiter
+        return result
+
+    def _start(self, now: float) -> None:
+        envelopes = [m.envelope for m in list(self.queue.messages.values())]
+        self._running = True
+
+        def work() -> tuple[ShapeResult, float]:
+            started = time.perf_counter()
+            return shape_of(envelopes, now), time.perf_counter() - started
+
+        d = self.run_blocking(work)
+        d.addCallbacks(self._done, self._failed, callbackArgs=(now,))
+
+    def _done(self, outcome: tuple[ShapeResult, float], now: float) -> None:
+        self._result, self._cost = outcome
+        self._at = now
+        self._running = False
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(self._result)
+
+    def _failed(self, failure: Any) -> None:
+        self._running = False
+        log.failure("working out the queue's shape failed", failure)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(([], 0.0))
 
 
 def last_hour(engine: Engine, now: float) -> tuple[tuple[Interval, ...], Interval]:
@@ -161,13 +213,14 @@ def take_snapshot(
     engine: Engine,
     now: float,
     dir_counts: dict[str, int],
-    shape: LiveShape,
+    shape: ShapeResult,
     top: int = TOP_DESTINATIONS,
 ) -> Snapshot:
+    """Everything the pages show; ``dir_counts`` and ``shape`` were worked out off the reactor."""
     c = engine.counters
     intervals, traffic = last_hour(engine, now)
     status = delivery_status(engine, now, top)
-    shapes, oldest = shape.get(now)
+    shapes, oldest = shape
     if status is not None and status.domains:
         destinations = tuple(status.domains[:top])
     else:

@@ -19,6 +19,8 @@ commands:
   test               run in test mode: queue in mailq-test/, RSET+QUIT instead of DATA
   shutdown           ask a running engine to stop (creates mailq/retry/shutdown.txt)
   send RCPT...       queue the message on standard input for RCPT... (into mailq/retry/)
+  queue ACTION       list, show, delete, retry-now, hold, release or summary of
+                     queued mail (safe while the engine runs; see queue --help)
   passwd USER        set a web admin password in config/password.txt
                      (--smtp: an SMTP AUTH user in config/smtp-users.txt)
   check-config       validate the configuration and print every problem
@@ -134,6 +136,12 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_queue(args: argparse.Namespace) -> int:
+    from mailengine.queue.command import run
+
+    return run(args, os.path.join(_root(args), "mailq-test" if args.test else "mailq"))
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from mailengine.config.loader import ConfigError, load_config
 
@@ -220,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user")
     p.add_argument("--smtp", action="store_true", help="an SMTP AUTH user (smtp-users.txt)")
     p.add_argument("--stdin", action="store_true", help="read the password from stdin")
+    from mailengine.queue.command import add_queue_arguments
+
+    add_queue_arguments(add("queue", cmd_queue, "list, show and change queued mail"))
     add("check-config", cmd_check_config, "validate the configuration, print every problem")
     add("start", cmd_start, "run the engine in the foreground")
     add("test", cmd_test, "run the engine in test mode in the foreground")

@@ -11,7 +11,6 @@ from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger, globalLogPublisher
-from twisted.web import server
 
 from mailengine import __version__
 from mailengine.config.advice import advice
@@ -102,6 +101,7 @@ class EngineService(service.MultiService):
         self.ports: list[Any] = []
         self.stopped_by_shutdown_file = False
         self._logfiles: DailyLogFiles | None = None
+        engine.parts["service"] = self  # the web admin's shutdown calls request_stop()
         QueueChecker(engine, self.request_stop).setServiceParent(self)
         StatsReporter(engine).setServiceParent(self)
         preload = PreloadService(engine.parts["resolver"], engine.config, engine.reactor)
@@ -164,11 +164,9 @@ class EngineService(service.MultiService):
         web = self.engine.config.web
         if web.port == 0 or web.allowed_ips.has_zero:
             return
-        from mailengine.web.app import make_resource
+        from mailengine.web.app import make_site
 
-        site = server.Site(make_resource(self.engine))
-        site.noisy = False
-        site.displayTracebacks = False
+        site = make_site(self.engine)
         self.engine.parts["web"] = site
         self._listen(
             "the web admin",
@@ -202,7 +200,7 @@ class EngineService(service.MultiService):
     # -- stop ----------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """shutdown.txt: stop the reactor; twistd then runs stopService and exits 0."""
+        """shutdown.txt or the web admin: stop the reactor (twistd runs stopService, exits 0)."""
         self.stopped_by_shutdown_file = True
         self.engine.reactor.callLater(0, self.engine.reactor.stop)
 

@@ -4,6 +4,7 @@ import pytest
 
 from tests.dnsserver import dns_server  # noqa: F401  (fixture: in-process test DNS server)
 from tests.harness import EngineProcess
+from tests.sinks import SinkServer
 
 
 @pytest.fixture
@@ -23,3 +24,18 @@ def engine_factory(tmp_path):
     yield make
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def sinks():
+    """Sink SMTP servers on loopback addresses (``sinks("127.0.1.1")``), closed at the end."""
+    made: list[SinkServer] = []
+
+    def make(host: str) -> SinkServer:
+        sink = SinkServer(host)
+        made.append(sink)
+        return sink
+
+    yield make
+    for sink in made:
+        sink.close()

@@ -317,3 +317,8 @@ def self_signed_context(tmp_dir: str, name: str = "mx.tls.test") -> ssl.SSLConte
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_path, key_path)
     return context
+
+
+def route(domain: str, sink: SinkServer, host: str | None = None) -> str:
+    """A ``[dns] bypass`` line sending ``domain``'s mail to ``sink``."""
+    return f"{domain},{host or 'mx.' + domain},MX,{sink.host}:{sink.port}"

@@ -18,6 +18,14 @@ def is_valid_message_id(message_id: str) -> bool:
     return bool(_ID.match(message_id)) and ".." not in message_id
 
 
+def decode_inf(raw: bytes) -> str:
+    """``.inf`` bytes as text: UTF-8, or Latin-1 from older writers (never an error)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def parse_inf(text: str) -> dict[str, str]:
     """``key=value`` lines -> dict with lowercase keys, in file order."""
     fields: dict[str, str] = {}

@@ -9,6 +9,7 @@ done, or dropped). Manual §5.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 import attrs
@@ -212,11 +213,10 @@ class LiveQueue:
     def _write_retry(self, msg: QueuedMessage, data: bytes, durable: bool) -> defer.Deferred:
         envelope = msg.envelope
         inf_bytes = envelope.to_inf().encode()
+        write = self._put_work("retry", envelope.message_id, "new", data, inf_bytes)
 
-        def write() -> None:
-            self.store.write_data_and_inf("retry", envelope.message_id, data, inf_bytes)
-
-        def written(_: Any) -> str:
+        def written(inode: int) -> str:
+            msg.inode = inode
             self._index_retry(msg)
             if self.config.logs.debug_program:
                 log.info("{id}: offloaded to retry/", id=envelope.message_id)
@@ -418,8 +418,9 @@ class LiveQueue:
 
         write = self._put_work("retry", envelope.message_id, location, data, inf_bytes)
 
-        def written(_: Any) -> None:
-            msg.inode = 0
+        def written(inode: int) -> None:
+            # Known by inode: a later rewrite by `mailengine queue` (a new file) is re-read.
+            msg.inode = inode
             self._settle(msg)
             self._index_retry(msg)
 
@@ -434,14 +435,13 @@ class LiveQueue:
         self.messages.pop(envelope.message_id, None)
         self.schedule.remove(envelope.message_id)
         self._settle(msg)  # delivered: a crash now may repeat it, never lose it
+        write: Callable[[], Any]
         if self.config.queue.save_done:
             envelope.status = "done"
             inf_bytes = envelope.to_inf().encode()
             write = self._put_work("done", envelope.message_id, location, data, inf_bytes)
         elif location == "working":
-
-            def write() -> None:
-                self.store.delete("working", envelope.message_id)
+            write = partial(self.store.delete, "working", envelope.message_id)
         else:
             return defer.succeed(None)
         return self.committer.submit(write, durable=False).addErrback(
@@ -450,16 +450,18 @@ class LiveQueue:
 
     def _put_work(
         self, dirname: str, message_id: str, location: str, data: bytes | None, inf_bytes: bytes
-    ) -> Callable[[], None]:
-        """Work that puts a message into ``dirname``: a rename from working/, else new files."""
+    ) -> Callable[[], int]:
+        """Work that puts a message into ``dirname`` (a rename from working/, else new
+        files) and returns the inode of its new ``.inf``."""
 
-        def put() -> None:
+        def put() -> int:
             if location == "working":
                 self.store.replace_inf("working", message_id, inf_bytes)
                 self.store.move(message_id, "working", dirname)
             else:
                 assert data is not None
                 self.store.write_data_and_inf(dirname, message_id, data, inf_bytes)
+            return self.store.inode(dirname, message_id)
 
         return put
 

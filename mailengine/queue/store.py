@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mailengine.queue.envelope import Envelope, parse_envelope
-from mailengine.queue.inf import InfError, is_valid_message_id
+from mailengine.queue.inf import InfError, decode_inf, is_valid_message_id
 
 DIRS = ("incoming", "retry", "working", "done", "hold")
 SHUTDOWN_FILE = "shutdown.txt"
@@ -154,10 +154,7 @@ class QueueStore:
         path = self.path(dirname, message_id, ".inf")
         with open(path, "rb") as fh:
             raw = fh.read()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")
+        text = decode_inf(raw)
         if not os.path.exists(self.path(dirname, message_id, ".dat")):
             raise InfError("its .dat file is missing")
         return parse_envelope(text, message_id, now=now, require_recipients=require_recipients)
@@ -177,6 +174,13 @@ class QueueStore:
                 except FileNotFoundError:
                     continue
                 yield message_id, entry.inode(), mtime
+
+    def inode(self, dirname: str, message_id: str) -> int:
+        """The inode of ``ID.inf`` (0 when it is gone): a rewrite by another program changes it."""
+        try:
+            return os.stat(self.path(dirname, message_id, ".inf")).st_ino
+        except FileNotFoundError:
+            return 0
 
     def count(self, dirname: str) -> int:
         return sum(1 for _ in self.scan(dirname))

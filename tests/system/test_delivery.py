@@ -8,28 +8,10 @@ import pytest
 
 from mailengine.policy.verp import decode_bounce_address
 from tests.harness import free_port, read_text, wait_for
-from tests.sinks import SinkServer
+from tests.sinks import route
 
 pytestmark = pytest.mark.system
 STOPPED = (0, -15, 143)  # SIGTERM: twistd re-raises the signal after a clean stop
-
-
-@pytest.fixture
-def sinks():
-    made = []
-
-    def make(host):
-        sink = SinkServer(host)
-        made.append(sink)
-        return sink
-
-    yield make
-    for sink in made:
-        sink.close()
-
-
-def route(domain, sink, host=None):
-    return f"{domain},{host or 'mx.' + domain},MX,{sink.host}:{sink.port}"
 
 
 def send(engine, rcpts, n=1, sender="sender@src.test", body=b"hello\r\n", subject="test"):

@@ -7,6 +7,7 @@ import signal
 import smtplib
 import socket
 import subprocess
+import urllib.error
 import urllib.request
 
 import pytest
@@ -33,8 +34,11 @@ def test_starts_answers_smtp_and_http_and_stops_on_shutdown_file(engine_factory)
     assert os.path.isdir(os.path.join(engine.root, "log"))
     with socket.create_connection(("127.0.0.1", engine.smtp_port), timeout=5) as s:
         assert s.recv(100).startswith(b"220 ")
-    with urllib.request.urlopen(f"http://127.0.0.1:{engine.web_port}/gui/admin", timeout=5) as r:
-        assert r.status == 200
+    # No web admin password yet: the admin answers, saying how to set one.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{engine.web_port}/gui/admin", timeout=5)
+    assert refused.value.code == 403
+    assert b"mailengine passwd admin" in refused.value.read()
     result = run_cli("shutdown", "--root", engine.root)
     assert result.returncode == 0, result.stderr
     assert engine.wait_exit(timeout=10) == 0

@@ -1,0 +1,212 @@
+"""``mailengine queue``: list, show, delete, retry-now, hold, release, summary (files only).
+
+The same ``QueueActions`` as the web admin, safe while the engine runs: each
+change claims the message by renaming its ``.inf``, and the engine sees the
+result at its next queue check. Messages held only in the engine's memory are
+not on disk; the web admin reaches those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+
+from mailengine.queue.actions import (
+    ACTION_SOURCES,
+    ACTIONS,
+    ActionResult,
+    QueueActions,
+    QueueEntry,
+    QueueFilter,
+    parse_age,
+    plural,
+)
+from mailengine.queue.shape import DomainShape, bucket_labels, format_age
+from mailengine.queue.store import DIRS, BadMessageId, QueueStore
+
+SUMMARY_DIRS = ("retry", "working")
+
+
+def add_queue_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``queue`` command's own arguments (``--root``/``--config`` come from cli.py)."""
+    parser.add_argument("--test", action="store_true", help="the test-mode queue (mailq-test/)")
+    sub = parser.add_subparsers(dest="queue_command", metavar="ACTION")
+
+    def action_parser(name: str, helptext: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        # Also accepted after the action: `mailengine queue list --root DIR`.
+        p.add_argument("--root", default=argparse.SUPPRESS, help="the MailEngine directory")
+        p.add_argument(
+            "--test",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="the test-mode queue (mailq-test/)",
+        )
+        return p
+
+    def filters(p: argparse.ArgumentParser, dirs_help: str) -> None:
+        p.add_argument("--dir", action="append", choices=DIRS, help=dirs_help)
+        p.add_argument("--domain", default="", help="messages with a recipient at this domain")
+        p.add_argument("--address", default="", help="messages from or to this address")
+        p.add_argument("--search", default="", help="a part of the id, sender or a recipient")
+        p.add_argument("--older-than", default="", help="created longer ago than: 90s, 30m, 2h, 1d")
+
+    p = action_parser("list", "list queued messages (default: retry/)")
+    filters(p, "directory to list (repeatable; default retry)")
+    p.add_argument("--limit", type=int, default=100, help="at most this many lines (0: all)")
+    p = action_parser("show", "print a message's .inf and headers")
+    p.add_argument("id")
+    for action, helptext in (
+        ("delete", "delete messages (with --domain: only that domain's recipients)"),
+        ("retry-now", "make messages in retry/ due now"),
+        ("hold", "move messages from retry/ to hold/: never sent until released"),
+        ("release", "move held messages back to retry/, due now"),
+    ):
+        p = action_parser(action, helptext)
+        p.add_argument("ids", nargs="*", metavar="ID")
+        filters(p, f"with --domain: directory to act in (default {ACTION_SOURCES[action][0]})")
+        p.add_argument("--yes", action="store_true", help="do not ask before acting on many")
+    p = action_parser("summary", "recipients and oldest age per destination domain (qshape)")
+    p.add_argument(
+        "--dir",
+        action="append",
+        choices=DIRS,
+        help="directory to count (repeatable; default retry and working)",
+    )
+
+
+def _filter(args: argparse.Namespace, default_dirs: tuple[str, ...]) -> QueueFilter:
+    return QueueFilter(
+        dirs=tuple(args.dir or default_dirs),
+        domain=args.domain.strip().lstrip("@").lower(),
+        address=args.address,
+        text=args.search,
+        older_than_seconds=parse_age(args.older_than) if args.older_than else 0.0,
+    )
+
+
+def print_entries(entries: list[QueueEntry], total: int, now: float) -> None:
+    print(f"{'ID':<44} {'DIR':<8} {'AGE':>11} {'TRIES':>5}  {'FROM':<28} RECIPIENTS")
+    for e in entries:
+        env = e.envelope
+        if env is None:
+            print(f"{e.message_id:<44} {e.dirname:<8} {'':>11} {'':>5}  unreadable: {e.error}")
+            continue
+        rcpts = e.recipients
+        shown = ", ".join(rcpts[:3]) + (f" (+{len(rcpts) - 3})" if len(rcpts) > 3 else "")
+        print(
+            f"{e.message_id:<44} {e.dirname:<8} {format_age(now - env.time_created):>11} "
+            f"{env.send_tries:>5}  {(env.mail_from or '<>'):<28} {len(rcpts)}: {shown}"
+        )
+    print(plural(total, "message") + (f" ({len(entries)} shown)" if len(entries) < total else ""))
+
+
+def print_summary(shapes: list[DomainShape]) -> None:
+    labels = bucket_labels()
+    print(
+        f"{'DOMAIN':<32} {'RCPTS':>7} {'MSGS':>6} {'OLDEST':>11} "
+        + " ".join(f"{label:>6}" for label in labels)
+    )
+    for s in shapes:
+        print(
+            f"{s.domain:<32} {s.recipients:>7} {s.messages:>6} {format_age(s.oldest_seconds):>11} "
+            + " ".join(f"{b:>6}" for b in s.buckets)
+        )
+    total = [sum(s.buckets[i] for s in shapes) for i in range(len(labels))]
+    print(
+        f"{'TOTAL':<32} {sum(s.recipients for s in shapes):>7} "
+        f"{sum(s.messages for s in shapes):>6} {'':>11} " + " ".join(f"{b:>6}" for b in total)
+    )
+
+
+def print_results(results: list[ActionResult]) -> int:
+    for r in results:
+        print(f"{r.message_id}: {r.text}" if r.ok else f"{r.message_id}: NOT done: {r.text}")
+    done = sum(r.ok for r in results)
+    print(f"{done} of {len(results)} done")
+    return 0 if done == len(results) else 1
+
+
+def _confirm(question: str, yes: bool, ask: Callable[[str], str]) -> bool:
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        print(f"{question}\nmailengine: add --yes to act on many messages", file=sys.stderr)
+        return False
+    return ask(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def run_action(actions: QueueActions, args: argparse.Namespace, now: float) -> int:
+    action = args.queue_command
+    actions.restore_stale_claims(now)
+    if args.ids:
+        results = []
+        for message_id in args.ids:
+            try:
+                results.append(actions.act(action, message_id, now))
+            except BadMessageId:
+                results.append(ActionResult(message_id, action, False, "not a message id"))
+        return print_results(results)
+    if not args.domain:
+        print(f"mailengine: {action} needs message ids or --domain", file=sys.stderr)
+        return 2
+    which = _filter(args, (ACTION_SOURCES[action][0],))
+    matched = [e for e in actions.entries(which, now)]
+    recipients = sum(len(e.recipients) for e in matched)
+    question = (
+        f"{action} {len(matched)} messages ({recipients} recipients) to {which.domain} "
+        f"in {', '.join(d + '/' for d in which.dirs)}?"
+    )
+    if not matched:
+        print(f"no message to {which.domain} in {', '.join(d + '/' for d in which.dirs)}")
+        return 0
+    if not _confirm(question, args.yes, input):
+        return 1
+    return print_results(actions.act_on_matching(action, which, now))
+
+
+def run(args: argparse.Namespace, mailq: str) -> int:
+    """Run one ``mailengine queue ACTION`` against the queue at ``mailq``."""
+    if not os.path.isdir(os.path.join(mailq, "retry")):
+        print(f"mailengine: {mailq}/retry does not exist; is --root right?", file=sys.stderr)
+        return 2
+    store = QueueStore(mailq)
+    store.ensure_dirs()  # hold/ is new; an older queue may not have it
+    actions = QueueActions(store)
+    now = time.time()
+    command = args.queue_command
+    try:
+        if command == "list":
+            which = _filter(args, ("retry",))
+            entries, total = actions.page(which, now, 0, args.limit or 10**9)
+            print_entries(entries, total, now)
+            return 0
+        if command == "show":
+            detail = actions.show(args.id, now)
+            if detail is None:
+                print(f"mailengine: {args.id} is not in the queue", file=sys.stderr)
+                return 1
+            print(f"# {detail.entry.dirname}/{args.id}.inf")
+            print(detail.inf_text.rstrip("\n"))
+            print(f"# headers of {detail.entry.dirname}/{args.id}.dat")
+            print(detail.headers)
+            return 0
+        if command == "summary":
+            print_summary(actions.summary(tuple(args.dir or SUMMARY_DIRS), now))
+            return 0
+        if command in ACTIONS:
+            return run_action(actions, args, now)
+    except BadMessageId as exc:
+        print(f"mailengine: {exc} is not a message id", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"mailengine: {exc}", file=sys.stderr)
+        return 2
+    print(
+        "mailengine: queue needs an action: list, show, delete, retry-now, hold, release, summary",
+        file=sys.stderr,
+    )
+    return 2

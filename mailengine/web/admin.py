@@ -1,0 +1,212 @@
+"""The web admin's shared state: the engine, the clock, access control, queue control, pages.
+
+Every route module gets one ``WebAdmin``; the reactor (clock) and the way to
+run blocking file work are passed in, so route tests run in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+from klein import Klein
+from twisted.logger import Logger
+
+from mailengine.config.persist import change_setting
+from mailengine.engine import Engine
+from mailengine.web.auth import Access, Identity, identity_of, is_api
+from mailengine.web.queuecontrol import QueueControl, RunBlocking
+from mailengine.web.render import Html, el, flash_box, layout, url
+from mailengine.web.snapshot import LiveShape, Snapshot, count_dirs, take_snapshot
+
+log = Logger(namespace="mailengine.web")
+# Only our own script and stylesheet; no frames (defence in depth behind the escaping).
+CSP = (
+    b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    b"img-src 'self' data:; frame-ancestors 'none'; form-action 'self'"
+)
+PASSWD_HINT = "mailengine passwd admin"  # noqa: S105 - a command, not a password
+
+
+class Routes:
+    """Klein's ``route`` with endpoints named ``module.function``.
+
+    Klein names an endpoint after its function, and a second ``summary`` in
+    another module would silently replace the first route.
+    """
+
+    def __init__(self, app: Klein, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    def route(self, url: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+        def register(fn: Callable[..., Any]) -> Any:
+            kwargs.setdefault("endpoint", f"{self.prefix}.{fn.__name__}")
+            return self.app.route(url, **kwargs)(fn)
+
+        return register
+
+    def handle_errors(self, *errors: type[Exception]) -> Callable[[Callable[..., Any]], Any]:
+        return self.app.handle_errors(*errors)
+
+
+class WebAdmin:
+    def __init__(
+        self, engine: Engine, clock: Any, run_blocking: RunBlocking, access: Access
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.run_blocking = run_blocking
+        self.access = access
+        self.queue = QueueControl(engine, run_blocking, self.now)
+        self.shape = LiveShape(engine.queue, run_blocking)
+
+    def now(self) -> float:
+        return float(self.clock.seconds())
+
+    async def snapshot(self) -> Snapshot:
+        store = self.engine.store
+        counts: dict[str, int] = await self.run_blocking(lambda: count_dirs(store))
+        now = self.now()
+        return take_snapshot(self.engine, now, counts, await self.shape.get(now))
+
+    # -- answers ---------------------------------------------------------------------
+
+    def page(
+        self, request: Any, title: str, body: Any, *, active: str = "", code: int = 200
+    ) -> bytes:
+        identity = getattr(request, "mailengine_identity", None)
+        if isinstance(identity, Identity) and identity.session is not None:
+            body = [flash_box(identity.session.take_flash()), body]
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"x-frame-options", b"DENY")
+        request.setHeader(b"content-security-policy", CSP)
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        return layout(
+            title,
+            body,
+            active=active,
+            hostname=self.engine.hostname,
+            user=identity.user if isinstance(identity, Identity) else "",
+            csrf=identity.csrf if isinstance(identity, Identity) else "",
+        )
+
+    def fragment(self, request: Any, body: Html) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return body.encode("utf-8")
+
+    def json(self, request: Any, data: Any, code: int = 200) -> bytes:
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return (json.dumps(data, indent=1, default=str) + "\n").encode()
+
+    def redirect(self, request: Any, location: str, code: int = 303) -> bytes:
+        request.setResponseCode(code)
+        request.setHeader(b"location", location.encode())
+        return b""
+
+    def refuse(self, request: Any, code: int, reason: str) -> bytes:
+        """The gate's answer: JSON for /api/, a redirect to the login page, or a short page."""
+        path = request.path
+        if is_api(path):
+            if reason == "no password is set":
+                reason = f"no web admin password is set; run: {PASSWD_HINT}"
+            return self.json(request, {"error": reason}, code)
+        if path == b"/metrics":
+            request.setResponseCode(code)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return f"{reason}\n".encode()
+        if code == 401:
+            wanted = path.decode("latin-1")
+            return self.redirect(request, url("/gui/admin/login", next=wanted), 302)
+        if reason == "no password is set":
+            return self.no_password_page(request)
+        return self.page(
+            request,
+            "Refused",
+            el(
+                "section",
+                el("h1", "Refused"),
+                el("p", reason[:1].upper() + reason[1:] + "."),
+                class_="card narrow",
+            ),
+            code=code,
+        )
+
+    def passwd_command(self) -> str:
+        """``mailengine passwd admin`` for this engine's files, wherever they are."""
+        engine = self.engine
+        if engine.config_dir == os.path.join(engine.root, "config"):
+            where = "" if os.getcwd() == engine.root else f" --root {engine.root}"
+        else:
+            where = f" --config {engine.config.path}"
+        return PASSWD_HINT + where
+
+    def no_password_page(self, request: Any) -> bytes:
+        path = self.access.passwords.path
+        body = el(
+            "section",
+            el("h1", "Set a password first"),
+            el(
+                "p",
+                "No web admin password is set, so nothing here can be used yet. "
+                "On the MailEngine machine, run:",
+            ),
+            el("pre", self.passwd_command(), class_="command"),
+            el(
+                "p",
+                "It asks for the password and stores a hash in ",
+                el("code", path),
+                ". Then reload this page and log in as ",
+                el("b", "admin"),
+                ".",
+            ),
+            class_="card narrow",
+        )
+        return self.page(request, "Set a password", body, code=403)
+
+    def flash(self, request: Any, message: str) -> None:
+        """Show ``message`` on the next page this session sees."""
+        session = identity_of(request).session
+        if session is not None:
+            session.flash = message
+
+    def back(self, request: Any, default: str = "/gui/admin") -> bytes:
+        """Redirect to the admin page the request came from (its Referer), else ``default``."""
+        referer = (request.getHeader(b"referer") or b"").decode("latin-1")
+        path = "/" + referer.split("://", 1)[-1].partition("/")[2] if "://" in referer else ""
+        target = path if path.startswith("/gui/admin") and "//" not in path else default
+        return self.redirect(request, target)
+
+    # -- actions with an audit line -----------------------------------------------------
+
+    def change(self, request: Any, section: str, key: str, raw: Any) -> Any:
+        """``change_setting`` (validate, apply now, write the file) with an audit log line."""
+        value = change_setting(self.engine.config, section, key, raw)
+        log.info(
+            "web admin {user}: set [{section}] {key} = {raw!r}",
+            user=identity_of(request).user,
+            section=section,
+            key=key,
+            raw=raw,
+        )
+        return value
+
+    def set_paused(self, request: Any, paused: bool) -> None:
+        self.change(request, "smtp_out", "paused", paused)
+
+    def shutdown(self, request: Any) -> bool:
+        """Ask the service for a graceful stop; False when it is not reachable."""
+        service = self.engine.parts.get("service")
+        stop: Callable[[], None] | None = getattr(service, "request_stop", None)
+        if stop is None:
+            return False
+        log.info("web admin {user}: shutdown requested", user=identity_of(request).user)
+        self.clock.callLater(0.2, stop)  # let this answer reach the browser first
+        return True

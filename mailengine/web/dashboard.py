@@ -1,0 +1,369 @@
+"""The dashboard: state, big numbers, the last hour's chart, queue, connections, destinations.
+
+The page holds a fragment that the browser re-fetches every few seconds
+(``/gui/admin/live``); without scripts it refreshes itself whole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailengine.observe import statslines
+from mailengine.queue.shape import format_age as age
+from mailengine.web.admin import Routes, WebAdmin
+from mailengine.web.auth import identity_of
+from mailengine.web.chart import SERIES, traffic_chart
+from mailengine.web.render import (
+    NONE,
+    Html,
+    count,
+    el,
+    grid,
+    id_path,
+    kilobytes,
+    local_time,
+    num,
+    post_button,
+    tr,
+    url,
+)
+from mailengine.web.snapshot import Snapshot
+
+REFRESH_SECONDS = 5
+DIR_MEANING = (
+    ("retry", "waiting for the next attempt (and files dropped in by programs)"),
+    ("working", "being sent now"),
+    ("hold", "held by the operator: never sent until released"),
+    ("incoming", "received for local domains"),
+    ("done", "finished (kept with save_done)"),
+)
+
+
+def tile(label: str, value: str, unit: str, detail: Any = None, tone: str = "") -> Html:
+    return el(
+        "div",
+        el("div", label, class_="label"),
+        el("div", el("span", value, class_="value"), " ", el("span", unit, class_="unit")),
+        el("div", detail, class_="detail") if detail else None,
+        class_=f"tile {tone}".strip(),
+    )
+
+
+def state_bar(s: Snapshot, csrf: str) -> Html:
+    if s.paused:
+        badge = el("span", "PAUSED", class_="badge paused")
+        text = "Sending is paused: no outbound SMTP; mail waits in retry/."
+        button = post_button("/gui/admin/controls/resume", "Resume sending", csrf, cls="primary")
+    elif not s.delivery_running:
+        badge = el("span", "NOT SENDING", class_="badge idle")
+        text = "The delivery engine is not running in this engine; mail waits in retry/."
+        button = post_button("/gui/admin/controls/pause", "Pause sending", csrf)
+    elif s.held_by_rate_cap:
+        badge = el("span", "RATE CAP", class_="badge paused")
+        text = "Sending is held by [smtp_out] max_messages_per_hour until the hour rolls on."
+        button = post_button("/gui/admin/controls/pause", "Pause sending", csrf)
+    else:
+        badge = el("span", "SENDING", class_="badge sending")
+        text = "Sending is on."
+        button = post_button("/gui/admin/controls/pause", "Pause sending", csrf)
+    meta = [
+        f"up {age(s.uptime_seconds)}",
+        f"stats every {s.stats_interval_seconds} s"
+        if s.stats_interval_seconds
+        else "stats lines off",
+        f"updated {local_time(s.now)}",
+    ]
+    return el(
+        "div",
+        badge,
+        el("span", text, class_="state-text", id="state-text"),
+        button,
+        el("span", "TEST MODE", class_="badge test") if s.test_mode else None,
+        el("span", " · ".join(meta), class_="meta"),
+        class_="statebar" + (" is-paused" if s.paused else ""),
+    )
+
+
+def tiles(s: Snapshot) -> Html:
+    """Big numbers in two groups: what moved in the last hour, and what is waiting now."""
+    h = s.last_hour
+    failed = h.failed_hard + h.failed_soft
+    q = s.queue
+    in_retry = q.dirs.get("retry", 0)
+    last_hour = [
+        tile(
+            "Received",
+            count(s.received_last_hour),
+            "messages",
+            f"{count(s.per_hour(s.received_last_hour))}/h avg · {count(h.recv_inbound)} "
+            f"inbound · {count(h.recv_relay)} relay",
+        ),
+        tile(
+            "Sent",
+            count(h.sent),
+            "recipients",
+            f"{count(s.per_hour(h.sent))}/h avg",
+            tone="good" if h.sent else "",
+        ),
+        tile(
+            "Failed",
+            count(failed),
+            "recipients",
+            f"{count(h.failed_hard)} hard (5xx) · {count(h.failed_soft)} gave up",
+            tone="bad" if failed else "",
+        ),
+        tile(
+            "Deferred",
+            count(h.deferred),
+            "recipients",
+            "soft failures, will retry",
+            tone="warn" if h.deferred else "",
+        ),
+    ]
+    now = [
+        tile(
+            "In retry/",
+            count(in_retry),
+            "messages",
+            f"oldest {age(s.oldest_seconds)}" if q.indexed else "nothing waiting",
+            tone="warn" if s.paused and in_retry else "",
+        ),
+        tile(
+            "In memory",
+            count(q.memory_messages),
+            "messages",
+            f"{kilobytes(q.memory_bytes)} of message data",
+        ),
+        tile(
+            "Connections",
+            count(s.open_connections),
+            "open",
+            f"outbound SMTP to {len(s.hosts)} hosts"
+            if s.delivery_running
+            else "delivery engine not running",
+        ),
+    ]
+    return el(
+        "div",
+        el(
+            "div",
+            el("div", "Last hour", class_="group-title"),
+            el("div", last_hour, class_="tiles four"),
+            class_="tilegroup",
+        ),
+        el(
+            "div",
+            el("div", "Now", class_="group-title"),
+            el("div", now, class_="tiles three"),
+            class_="tilegroup",
+        ),
+        class_="tilegroups",
+    )
+
+
+def chart_card(s: Snapshot) -> Html:
+    legend = [
+        el("span", el("i", style=f"background:{colour}"), name, class_="key")
+        for name, colour, _ in SERIES
+    ]
+    return el(
+        "section",
+        el(
+            "h2",
+            "Traffic, last hour" if s.uptime_seconds >= 3600 else "Traffic since start",
+            el("span", legend, class_="legend"),
+        ),
+        traffic_chart(s.intervals, s.now),
+        class_="card",
+    )
+
+
+def stats_card(s: Snapshot) -> Html:
+    h, t = s.last_hour, s.totals
+    lines = [
+        statslines.recv_line(h.recv_inbound, h.recv_relay, h.elapsed, t.received),
+        statslines.sent_line(h.sent, h.elapsed, t.sent),
+    ]
+    totals = grid(
+        [
+            "Since start",
+            "#received",
+            "#sent",
+            "#failed hard",
+            "#failed soft",
+            "#deferred",
+            "#rejected",
+        ],
+        [
+            tr(
+                age(s.uptime_seconds),
+                num(count(t.received)),
+                num(count(t.sent)),
+                num(count(t.failed_hard)),
+                num(count(t.failed_soft)),
+                num(count(t.deferred)),
+                num(count(t.rejected)),
+            )
+        ],
+    )
+    moved = [
+        iv
+        for iv in s.intervals
+        if iv.recv_inbound
+        or iv.recv_relay
+        or iv.sent
+        or iv.failed_hard
+        or iv.failed_soft
+        or iv.deferred
+    ]
+    intervals = grid(
+        ["Interval ending", "#length", "#received", "#sent", "#failed", "#deferred"],
+        [
+            tr(
+                local_time(iv.end),
+                num(f"{iv.elapsed:.0f} s"),
+                num(count(iv.recv_inbound + iv.recv_relay)),
+                num(count(iv.sent)),
+                num(count(iv.failed_hard + iv.failed_soft)),
+                num(count(iv.deferred)),
+            )
+            for iv in moved[-8:][::-1]
+        ],
+        "Nothing moved in the last hour.",
+    )
+    return el(
+        "section",
+        el("h2", "Last hour, as the stats line prints it"),
+        el("pre", "\n".join(lines), class_="statsline"),
+        totals,
+        el("h3", "Latest stats intervals in which mail moved"),
+        intervals,
+        class_="card",
+    )
+
+
+def queue_card(s: Snapshot) -> Html:
+    rows = [
+        tr(
+            el("a", f"{name}/", href=url("/gui/admin/queue", dir=name)),
+            num(count(s.queue.dirs.get(name, 0)), big=True),
+            el("td", meaning, class_="muted"),
+        )
+        for name, meaning in DIR_MEANING
+    ]
+    rows.append(
+        tr(
+            el("a", "in memory", href=url("/gui/admin/queue", dir="memory")),
+            num(count(s.queue.memory_messages), big=True),
+            el("td", f"{kilobytes(s.queue.memory_bytes)} held for sending", class_="muted"),
+        )
+    )
+    return el(
+        "section", el("h2", "Queue"), grid(["Directory", "#messages", ""], rows), class_="card"
+    )
+
+
+def hosts_card(s: Snapshot) -> Html:
+    if not s.delivery_running:
+        content = el(
+            "p",
+            "The delivery engine is not running, so no outbound connections are open.",
+            class_="muted",
+        )
+    else:
+        content = grid(
+            ["Host", "#open", "#sent", "#failed", "Last error"],
+            [
+                tr(
+                    h.host,
+                    num(count(h.open_connections), big=True),
+                    num(count(h.sent)),
+                    num(count(h.failed)),
+                    el("td", h.last_error, class_="error-text"),
+                )
+                for h in s.hosts[:20]
+            ],
+            "No outbound connections open.",
+        )
+    title = f"Open connections: {count(s.open_connections)}"
+    return el("section", el("h2", title), content, class_="card")
+
+
+def destinations_card(s: Snapshot) -> Html:
+    rows = [
+        tr(
+            el("a", d.domain, href=url("/gui/admin/queue", dir="retry", domain=d.domain)),
+            num(count(d.queued_recipients), big=True),
+            num(age(d.oldest_seconds)),
+            el("td", d.last_error or NONE, class_="error-text" if d.last_error else "muted"),
+        )
+        for d in s.destinations
+    ]
+    table = grid(
+        ["Destination domain", "#queued recipients", "#oldest", "Last error"],
+        rows,
+        "Nothing queued.",
+    )
+    return el("section", el("h2", "Top destinations"), table, class_="card")
+
+
+def failures_card(s: Snapshot) -> Html:
+    rows = [
+        tr(
+            el("td", local_time(f.time, "%m/%d %H:%M:%S"), class_="nowrap"),
+            f.address,
+            el("span", "hard" if f.hard else "soft", class_="pill bad" if f.hard else "pill"),
+            el("td", f.reason, class_="error-text"),
+            el(
+                "a",
+                f.message_id,
+                href=f"/gui/admin/queue/message/{id_path(f.message_id)}",
+                class_="mono small",
+            ),
+        )
+        for f in s.failures
+    ]
+    table = grid(
+        ["Time", "Address", "Kind", "Reason", "Message"], rows, "No final failures since start."
+    )
+    return el("section", el("h2", "Recent final failures"), table, class_="card")
+
+
+def dashboard_body(s: Snapshot, csrf: str) -> Html:
+    return el(
+        "div",
+        state_bar(s, csrf),
+        tiles(s),
+        chart_card(s),
+        el("div", queue_card(s), hosts_card(s), class_="columns"),
+        destinations_card(s),
+        el("div", stats_card(s), failures_card(s), class_="columns"),
+    )
+
+
+def add_routes(app: Routes, admin: WebAdmin) -> None:
+    @app.route("/")
+    def root(request: Any) -> bytes:
+        return admin.redirect(request, "/gui/admin", 302)
+
+    @app.route("/gui/admin")
+    async def dashboard(request: Any) -> bytes:
+        s = await admin.snapshot()
+        csrf = identity_of(request).csrf
+        body = el(
+            "div",
+            el("noscript", el("meta", http_equiv="refresh", content=str(REFRESH_SECONDS * 2))),
+            el(
+                "div",
+                dashboard_body(s, csrf),
+                id="live",
+                data_refresh="/gui/admin/live",
+                data_seconds=str(REFRESH_SECONDS),
+            ),
+        )
+        return admin.page(request, "Dashboard", body, active="dashboard")
+
+    @app.route("/gui/admin/live")
+    async def live(request: Any) -> bytes:
+        s = await admin.snapshot()
+        return admin.fragment(request, dashboard_body(s, identity_of(request).csrf))

@@ -1,0 +1,144 @@
+"""``/metrics`` in the Prometheus text format (0.0.4), rendered from a snapshot (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from mailengine.web.admin import Routes, WebAdmin
+from mailengine.web.snapshot import Snapshot
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+def label_value(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def family(
+    name: str, kind: str, help_text: str, samples: Iterable[tuple[dict[str, str], float]]
+) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    for labels, value in samples:
+        if labels:
+            inner = ",".join(f'{k}="{label_value(v)}"' for k, v in labels.items())
+            lines.append(f"{name}{{{inner}}} {_number(value)}")
+        else:
+            lines.append(f"{name} {_number(value)}")
+    return lines
+
+
+def render_metrics(s: Snapshot) -> str:
+    t = s.totals
+    out: list[str] = []
+    out += family(
+        "mailengine_messages_received_total",
+        "counter",
+        "Messages received over SMTP since start (local domains and relay).",
+        [({}, t.received)],
+    )
+    out += family(
+        "mailengine_recipients_total",
+        "counter",
+        "Recipients by delivery outcome since start: sent (accepted by the receiving "
+        "server), failed_hard (5xx), failed_soft (given up after retries), deferred "
+        "(a soft failure that will be retried).",
+        [
+            ({"outcome": "sent"}, t.sent),
+            ({"outcome": "failed_hard"}, t.failed_hard),
+            ({"outcome": "failed_soft"}, t.failed_soft),
+            ({"outcome": "deferred"}, t.deferred),
+        ],
+    )
+    out += family(
+        "mailengine_rejected_total",
+        "counter",
+        "Senders or recipients refused by the SMTP server since start.",
+        [({}, t.rejected)],
+    )
+    out += family(
+        "mailengine_queue_messages",
+        "gauge",
+        "Messages per mailq/ directory.",
+        [({"dir": d}, n) for d, n in sorted(s.queue.dirs.items())],
+    )
+    out += family(
+        "mailengine_queue_memory_messages",
+        "gauge",
+        "Messages held in memory for sending.",
+        [({}, s.queue.memory_messages)],
+    )
+    out += family(
+        "mailengine_queue_memory_bytes",
+        "gauge",
+        "Bytes of message data held in memory.",
+        [({}, s.queue.memory_bytes)],
+    )
+    out += family(
+        "mailengine_queue_oldest_message_age_seconds",
+        "gauge",
+        "Age of the oldest message the engine still has to send.",
+        [({}, round(s.oldest_seconds, 3))],
+    )
+    out += family(
+        "mailengine_outbound_connections_open",
+        "gauge",
+        "Open outbound SMTP connections.",
+        [({}, s.open_connections)],
+    )
+    out += family(
+        "mailengine_outbound_host_connections_open",
+        "gauge",
+        "Open outbound SMTP connections per receiving host (busiest hosts).",
+        [({"host": h.host}, h.open_connections) for h in s.hosts[:20]],
+    )
+    out += family(
+        "mailengine_destination_queued_recipients",
+        "gauge",
+        "Recipients queued per destination domain (the domains with most).",
+        [({"domain": d.domain}, d.queued_recipients) for d in s.destinations],
+    )
+    out += family(
+        "mailengine_destination_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest queued message per destination domain.",
+        [({"domain": d.domain}, round(d.oldest_seconds, 3)) for d in s.destinations],
+    )
+    out += family(
+        "mailengine_sending_paused",
+        "gauge",
+        "1 while sending is paused.",
+        [({}, 1 if s.paused else 0)],
+    )
+    out += family(
+        "mailengine_delivery_running",
+        "gauge",
+        "1 when the delivery engine runs in this process.",
+        [({}, 1 if s.delivery_running else 0)],
+    )
+    out += family(
+        "mailengine_start_time_seconds",
+        "gauge",
+        "When the engine started (epoch).",
+        [({}, round(s.started, 3))],
+    )
+    out += family(
+        "mailengine_info",
+        "gauge",
+        "Version and host name.",
+        [({"version": s.version, "hostname": s.hostname}, 1)],
+    )
+    return "\n".join(out) + "\n"
+
+
+def add_routes(app: Routes, admin: WebAdmin) -> None:
+    @app.route("/metrics", methods=["GET"])
+    async def metrics(request: Any) -> bytes:
+        snapshot = await admin.snapshot()
+        request.setHeader(b"content-type", CONTENT_TYPE)
+        request.setHeader(b"cache-control", b"no-store")
+        return render_metrics(snapshot).encode("utf-8")

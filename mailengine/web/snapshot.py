@@ -1,0 +1,274 @@
+"""One picture of the running engine for the dashboard, ``/api/status`` and ``/metrics``.
+
+Counters and the queue index come from memory; directory counts come from
+the file system (counted in a worker thread by the caller); open connections
+and per-destination errors from the delivery engine when it runs, otherwise
+destinations are computed from the queue index.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from mailengine import __version__
+from mailengine.delivery.status import DeliveryStatus, DomainStatus, HostStatus
+from mailengine.engine import Engine
+from mailengine.observe.counters import HISTORY_SECONDS, Interval
+from mailengine.observe.recent import FinalFailure
+from mailengine.observe.statslines import per_hour
+from mailengine.queue.envelope import Envelope
+from mailengine.queue.live import LiveQueue
+from mailengine.queue.shape import DomainShape, queue_shape
+from mailengine.queue.store import DIRS, QueueStore
+
+log = Logger(namespace="mailengine.web")
+TOP_DESTINATIONS = 20
+RunBlocking = Callable[[Callable[[], Any]], defer.Deferred]
+
+
+@attrs.frozen
+class Totals:
+    received: int
+    sent: int
+    failed_hard: int
+    failed_soft: int
+    deferred: int
+    rejected: int
+
+
+@attrs.frozen
+class QueueDepth:
+    """Messages per mailq/ directory (files) and held in memory."""
+
+    dirs: dict[str, int]
+    memory_messages: int
+    memory_bytes: int
+    indexed: int  # messages the engine knows (memory, working/, retry/ index)
+
+
+@attrs.frozen
+class Snapshot:
+    now: float
+    started: float
+    hostname: str
+    version: str
+    test_mode: bool
+    paused: bool
+    held_by_rate_cap: bool
+    delivery_running: bool
+    stats_interval_seconds: int
+    intervals: tuple[Interval, ...]  # the last hour, oldest first
+    last_hour: Interval  # the last hour summed (elapsed: how much of it the engine ran)
+    totals: Totals
+    queue: QueueDepth
+    open_connections: int
+    hosts: tuple[HostStatus, ...]
+    destinations: tuple[DomainStatus, ...]
+    oldest_seconds: float
+    failures: tuple[FinalFailure, ...]
+
+    @property
+    def uptime_seconds(self) -> float:
+        return max(0.0, self.now - self.started)
+
+    @property
+    def received_last_hour(self) -> int:
+        return self.last_hour.recv_inbound + self.last_hour.recv_relay
+
+    def per_hour(self, n: int) -> int:
+        """A last-hour count as the stats line's hourly average."""
+        return per_hour(n, self.last_hour.elapsed)
+
+
+def count_dirs(store: QueueStore) -> dict[str, int]:
+    """``.inf`` files per directory, by name only (no stat per file: cheap on big queues)."""
+    counts: dict[str, int] = {}
+    for name in DIRS:
+        n = 0
+        try:
+            with os.scandir(store.dir(name)) as entries:
+                for entry in entries:
+                    if entry.name.endswith(".inf") and not entry.name.startswith("."):
+                        n += 1
+        except FileNotFoundError:
+            pass
+        counts[name] = n
+    return counts
+
+
+ShapeResult = tuple[list[DomainShape], float]  # per-domain shapes, oldest age in seconds
+
+
+def shape_of(envelopes: list[Envelope], now: float) -> ShapeResult:
+    shapes = queue_shape(envelopes, now)
+    oldest = min((e.time_created for e in envelopes), default=now)
+    return shapes, max(0.0, now - oldest)
+
+
+class LiveShape:
+    """The queue index's shape per domain, worked out in a worker thread and kept a while.
+
+    Walking every known message costs about a second per million recipients
+    (bench/web_dashboard.py); a dashboard refreshing every few seconds and a
+    Prometheus scrape must not stall the reactor for it. The reactor thread
+    only copies the list of envelopes; a stale answer is served while a fresh
+    one is worked out, and the answer is kept longer the longer it took.
+    """
+
+    def __init__(self, queue: LiveQueue, run_blocking: RunBlocking, max_age: float = 5.0) -> None:
+        self.queue = queue
+        self.run_blocking = run_blocking
+        self.max_age = max_age
+        self._result: ShapeResult | None = None
+        self._at = 0.0
+        self._cost = 0.0
+        self._running = False
+        self._waiters: list[defer.Deferred] = []
+
+    def _fresh(self, now: float) -> bool:
+        return 0 <= now - self._at < max(self.max_age, 20 * self._cost)
+
+    async def get(self, now: float) -> ShapeResult:
+        if self._result is not None and self._fresh(now):
+            return self._result
+        if not self._running:
+            self._start(now)
+        if self._result is not None:
+            return self._result  # a little stale; the fresh one is on its way
+        waiter: defer.Deferred = defer.Deferred()
+        self._waiters.append(waiter)
+        result: ShapeResult = await waiter
+        return result
+
+    def _start(self, now: float) -> None:
+        envelopes = [m.envelope for m in list(self.queue.messages.values())]
+        self._running = True
+
+        def work() -> tuple[ShapeResult, float]:
+            started = time.perf_counter()
+            return shape_of(envelopes, now), time.perf_counter() - started
+
+        d = self.run_blocking(work)
+        d.addCallbacks(self._done, self._failed, callbackArgs=(now,))
+
+    def _done(self, outcome: tuple[ShapeResult, float], now: float) -> None:
+        self._result, self._cost = outcome
+        self._at = now
+        self._running = False
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(self._result)
+
+    def _failed(self, failure: Any) -> None:
+        self._running = False
+        log.failure("working out the queue's shape failed", failure)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(([], 0.0))
+
+
+def last_hour(engine: Engine, now: float) -> tuple[tuple[Interval, ...], Interval]:
+    """Closed intervals of the last hour, and their sum plus the open interval's counts
+    (so the numbers move even with the stats lines off)."""
+    c = engine.counters
+    intervals = tuple(iv for iv in c.history if iv.end > now - HISTORY_SECONDS)
+    span = sum(iv.elapsed for iv in intervals) + max(0.0, now - c.interval_start)
+    total = Interval(
+        end=now,
+        elapsed=min(span, HISTORY_SECONDS),
+        recv_inbound=sum(iv.recv_inbound for iv in intervals) + c.recv_inbound,
+        recv_relay=sum(iv.recv_relay for iv in intervals) + c.recv_relay,
+        sent=sum(iv.sent for iv in intervals) + c.sent,
+        failed_hard=sum(iv.failed_hard for iv in intervals) + c.failed_hard,
+        failed_soft=sum(iv.failed_soft for iv in intervals) + c.failed_soft,
+        deferred=sum(iv.deferred for iv in intervals) + c.deferred,
+    )
+    return intervals, total
+
+
+def delivery_status(engine: Engine, now: float, top: int) -> DeliveryStatus | None:
+    delivery = engine.parts.get("delivery")
+    if delivery is None or not hasattr(delivery, "status"):
+        return None
+    try:
+        status = delivery.status(now, top)
+    except Exception:
+        log.failure("the delivery engine's status() failed; showing the queue index instead")
+        return None
+    return status if isinstance(status, DeliveryStatus) else None
+
+
+def to_domain_status(shape: DomainShape) -> DomainStatus:
+    return DomainStatus(shape.domain, shape.recipients, shape.oldest_seconds, shape.last_note)
+
+
+def take_snapshot(
+    engine: Engine,
+    now: float,
+    dir_counts: dict[str, int],
+    shape: ShapeResult,
+    top: int = TOP_DESTINATIONS,
+) -> Snapshot:
+    """Everything the pages show; ``dir_counts`` and ``shape`` were worked out off the reactor."""
+    c = engine.counters
+    intervals, traffic = last_hour(engine, now)
+    status = delivery_status(engine, now, top)
+    shapes, oldest = shape
+    if status is not None and status.domains:
+        destinations = tuple(status.domains[:top])
+    else:
+        destinations = tuple(to_domain_status(s) for s in shapes[:top])
+    queue = engine.queue
+    return Snapshot(
+        now=now,
+        started=c.started,
+        hostname=engine.hostname,
+        version=__version__,
+        test_mode=engine.test_mode,
+        paused=bool(engine.config.smtp_out.paused),
+        held_by_rate_cap=bool(status is not None and status.held_by_rate_cap),
+        delivery_running=status is not None,
+        stats_interval_seconds=int(engine.config.logs.stats_interval_seconds),
+        intervals=intervals,
+        last_hour=traffic,
+        totals=Totals(
+            received=c.total_recv,
+            sent=c.total_sent,
+            failed_hard=c.total_failed_hard,
+            failed_soft=c.total_failed_soft,
+            deferred=c.total_deferred,
+            rejected=c.total_rejected,
+        ),
+        queue=QueueDepth(
+            dirs=dict(dir_counts),
+            memory_messages=queue.memory_count,
+            memory_bytes=queue.memory_bytes,
+            indexed=len(queue.messages),
+        ),
+        open_connections=status.open_connections if status is not None else 0,
+        hosts=tuple(sorted(status.hosts, key=lambda h: -h.open_connections))
+        if status is not None
+        else (),
+        destinations=destinations,
+        oldest_seconds=oldest,
+        failures=tuple(engine.recent_failures.latest(20)),
+    )
+
+
+def snapshot_json(snapshot: Snapshot) -> dict[str, Any]:
+    """The snapshot as JSON-ready data (``/api/status``)."""
+    data = attrs.asdict(snapshot, recurse=True)
+    data["intervals"] = [attrs.asdict(iv) for iv in snapshot.intervals]
+    data["uptime_seconds"] = snapshot.uptime_seconds
+    received = snapshot.received_last_hour
+    data["last_hour"]["received"] = received
+    data["last_hour"]["received_per_hour"] = snapshot.per_hour(received)
+    data["last_hour"]["sent_per_hour"] = snapshot.per_hour(snapshot.last_hour.sent)
+    return data

@@ -13,7 +13,8 @@ from mailengine.dns.resolver import MailResolver
 from tests.dnsserver import DNSTestServer, SilentServer, Zone
 
 # Short retransmission timers: a lost query fails in half a second, not 14 s.
-TIMEOUT = (0.5,)
+TIMEOUT = (0.5,)  # for silent servers; answering ones get SLOW_MACHINE (no retransmits)
+SLOW_MACHINE = (5.0,)
 
 
 @pytest.fixture
@@ -27,9 +28,9 @@ def make_resolver(config):
 
     made = []
 
-    def make(*servers, clock=None):
+    def make(*servers, clock=None, timeout=SLOW_MACHINE):
         resolver = MailResolver(
-            config, reactor, list(servers), clock=clock, rng=random.Random(1), timeout=TIMEOUT
+            config, reactor, list(servers), clock=clock, rng=random.Random(1), timeout=timeout
         )
         made.append(resolver)
         return resolver
@@ -127,7 +128,7 @@ async def test_a_name_with_neither_mx_nor_addresses_fails_permanently(
 async def test_a_server_that_never_answers_is_a_transient_timeout(make_resolver):
     silent = SilentServer()
     try:
-        resolver = make_resolver(silent.address)
+        resolver = make_resolver(silent.address, timeout=TIMEOUT)
         assert await resolver.resolve("example.test") == DNSFailure(
             "example.test",
             False,
@@ -143,7 +144,7 @@ async def test_when_the_first_server_is_silent_the_next_one_answers(
 ):
     silent = SilentServer()
     try:
-        resolver = make_resolver(silent.address, dns_server.address)
+        resolver = make_resolver(silent.address, dns_server.address, timeout=TIMEOUT)
         assert await resolver.resolve("example.test") == EXAMPLE
     finally:
         await silent.stop()

@@ -49,6 +49,8 @@ class SessionOwner(Protocol):
     def session_ready(self, client: OutboundClient) -> None: ...
     def session_failed(self, client: OutboundClient, reason: str, *, tls: bool) -> None: ...
     def transaction_done(self, client: OutboundClient) -> None: ...
+    def idle_expired(self, client: OutboundClient) -> None: ...
+    def resend(self, job: Job) -> None: ...
     def lost(self, client: OutboundClient) -> None: ...
 
 
@@ -247,7 +249,7 @@ class OutboundClient(ESMTPClient):
         self.setTimeout(None)
         self._expected = ANY_CODE  # type: ignore[assignment]
         self._okresponse = self._failresponse = self._on_reply
-        self.idle_call = clock.callLater(idle_seconds, self.quit)
+        self.idle_call = clock.callLater(idle_seconds, self.owner.idle_expired, self)
 
     def _cancel_idle(self) -> None:
         if self.idle_call is not None and self.idle_call.active():
@@ -317,13 +319,24 @@ class OutboundClient(ESMTPClient):
         elif not self.is_ready:
             self._session_failed(reason, tls)
 
+    def _may_resend(self, job: Job, txn: Transaction, tls: bool) -> bool:
+        return self.transactions > 0 and not txn.answered and not tls and job.resends == 0
+
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         super().connectionLost(reason)
         self._cancel_idle()
         self.resumeProducing()
         tls = self.tls_started and is_tls_failure(reason)
         why = "TLS failed: " + describe_failure(reason) if tls else "connection lost"
-        if self.job is not None:
+        job, txn = self.job, self.txn
+        if job is not None and txn is not None and self._may_resend(job, txn, tls):
+            # The server closed a reused connection as our transaction began (its idle
+            # timeout crossing our MAIL): nothing was answered, so nothing happened;
+            # send it again on a fresh connection rather than count a failure.
+            self.txn = self.job = None
+            job.resends += 1
+            self.owner.resend(job)
+        elif self.job is not None:
             self._fail(why if tls else f"connection lost: {describe_failure(reason)}", tls=tls)
         elif not self.is_ready:
             self._session_failed(why if tls else "connection closed by the server", tls)

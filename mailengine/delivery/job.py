@@ -33,6 +33,7 @@ class Job:
         "opening",
         "pool",
         "recipients",
+        "resends",
         "sender",
         "size",
         "started",
@@ -61,6 +62,7 @@ class Job:
         self.started = False  # a transaction began on a connection
         self.pool: Any = None  # the HostPool whose connection took it
         self.done = False
+        self.resends = 0  # sent again after a reused connection closed unanswered
 
     @property
     def hop(self) -> Hop:

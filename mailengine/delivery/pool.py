@@ -124,6 +124,10 @@ class HostPool:
 
     def give(self, client: OutboundClient, job: Job) -> None:
         """Start ``job`` on ``client`` unless it is too big for the server or must wait."""
+        transport: Any = client.transport
+        if transport is None or transport.disconnecting:
+            self.resend(job)  # closing already: another connection takes it
+            return
         if client.size_limit and job.size > client.size_limit:
             job.on_connection(client)
             reply = (
@@ -169,6 +173,17 @@ class HostPool:
             self.idle.append(client)
             self.pools.idle_pools.add(self)
             self.pools.slot_wanted()
+
+    def idle_expired(self, client: OutboundClient) -> None:
+        """Idle too long: out of the idle list first, so no job is given to it, then QUIT."""
+        if client in self.idle:
+            self.idle.remove(client)
+        client.quit()
+
+    def resend(self, job: Job) -> None:
+        """Back to the front of the line (its connection went away unanswered)."""
+        self.pending.appendleft(job)
+        self.serve()
 
     def session_failed(self, client: OutboundClient, reason: str, *, tls: bool) -> None:
         self.connecting -= 1

@@ -42,6 +42,11 @@ class Transaction:
         "test_mode",
     )
 
+    @property
+    def answered(self) -> bool:
+        """The server has replied to at least one command of this transaction."""
+        return self._next_reply > 0
+
     def __init__(
         self,
         sender: str,

@@ -270,3 +270,45 @@ def test_bandwidth_cap_delays_the_next_message(bandwidth):
     assert t.value() == b""  # M2 waits for the 23 bytes of M1 to be paid
     wire.reactor.advance(30)
     assert t.value().startswith(b"MAIL FROM")
+
+
+def test_an_idle_connection_that_times_out_takes_no_more_jobs():
+    from mailengine.delivery.pool import IDLE_SECONDS
+
+    wire = Wire(per_host=1)
+    pool = wire.submit(wire.job(name="M1"))
+    proto, t = wire.connect()
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    assert pool.idle == [proto]
+    wire.reactor.advance(IDLE_SECONDS)
+    assert pool.idle == [] and t.value().endswith(b"QUIT\r\n") and t.disconnecting
+    wire.submit(wire.job(name="M2"))  # arrives as the QUIT goes out: waits for the slot
+    assert len(wire.reactor.tcpClients) == 1 and b"MAIL" not in t.value().split(b"QUIT")[-1]
+    proto.connectionLost(Failure(ConnectionError("closed")))
+    assert len(wire.reactor.tcpClients) == 2
+    second, t2 = wire.connect()
+    second.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    assert wire.results["M2"] == [("a@d.test", SENT, 250)]
+
+
+def test_a_reused_connection_closed_before_any_reply_sends_the_job_again_fresh():
+    wire = Wire(per_host=1)
+    wire.submit(wire.job(name="M1"))
+    proto, t = wire.connect()
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    wire.submit(wire.job(name="M2"))  # given to the idle connection at once
+    assert t.value().endswith(b"RCPT TO:<a@d.test>\r\nDATA\r\n")
+    proto.connectionLost(Failure(ConnectionError("reset by peer")))  # server's idle close
+    assert "M2" not in wire.results  # not a failure: nothing was answered
+    second, t2 = wire.connect()
+    assert t2.value().startswith(b"MAIL FROM:<s@x.test>")
+    second.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    assert wire.results["M2"] == [("a@d.test", SENT, 250)]
+
+
+def test_a_first_transaction_whose_connection_drops_is_a_soft_failure():
+    wire = Wire(per_host=1)
+    wire.submit(wire.job(name="M1"))
+    proto, t = wire.connect()
+    proto.connectionLost(Failure(ConnectionError("reset by peer")))
+    assert wire.results["M1"][0][1] == SOFT

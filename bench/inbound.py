@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from bench.profiling import py_spy  # noqa: E402
 from mailengine.observe.statslines import recv_line  # noqa: E402
 from mailengine.queue.timestamps import format_stamp  # noqa: E402
 from tests.harness import EngineProcess, free_port, port_open, subprocess_env, wait_for  # noqa: E402
@@ -136,18 +136,11 @@ def engine_run(name: str, settings: dict, recipient: str, args: argparse.Namespa
         engine = EngineProcess(root, base, web=False).start()
         try:
             assert engine.proc is not None
+            out = None
             if args.profile:
-                py_spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
                 out = os.path.join(args.profile, f"{name.split()[1].rstrip(',')}.txt")
-                profiler = subprocess.Popen(
-                    [py_spy, "record", "--pid", str(engine.proc.pid), "--format", "raw",
-                     "-o", out, "--threads"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )  # fmt: skip
-            result = measure(name, engine.proc.pid, engine.smtp_port, args, recipient)
-            if args.profile:
-                profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-                profiler.wait(30)
+            with py_spy(engine.proc.pid, out):
+                result = measure(name, engine.proc.pid, engine.smtp_port, args, recipient)
             # The engine's own stats lines must add up to every message sent.
             total = f"{min(500, args.messages) + args.messages} total)"
             engine.wait_log(total, timeout=30)

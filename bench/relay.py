@@ -29,6 +29,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from bench.profiling import py_spy  # noqa: E402
 from tests.harness import EngineProcess, free_port, wait_for  # noqa: E402
 
 SINK_HOSTS = [f"127.0.1.{i}" for i in range(1, 6)]
@@ -190,7 +191,9 @@ def measure(name: str, port: int, sinks: Sinks, messages: int, sessions: int, pi
     return result
 
 
-def run_mailengine(workdir: str, sinks: Sinks, messages: int, sessions: int, durable: bool):
+def run_mailengine(
+    workdir: str, sinks: Sinks, messages: int, sessions: int, durable: bool, profile: str | None
+):
     root = tempfile.mkdtemp(prefix="me-", dir=workdir)
     bypass = []
     for i, domain in enumerate(DOMAINS):
@@ -212,7 +215,9 @@ def run_mailengine(workdir: str, sinks: Sinks, messages: int, sessions: int, dur
         # warm-up: connections, code paths
         measure("(warm-up)", engine.smtp_port, sinks, len(DOMAINS) * 20, sessions, None)
         label = f"MailEngine, use_disk_for_relay={'on' if durable else 'off'}"
-        return measure(label, engine.smtp_port, sinks, messages, sessions, engine.proc.pid)
+        out = os.path.join(profile, f"relay-durable-{durable}.txt") if profile else None
+        with py_spy(engine.proc.pid, out):
+            return measure(label, engine.smtp_port, sinks, messages, sessions, engine.proc.pid)
     finally:
         engine.stop()
 
@@ -303,7 +308,10 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--skip-postfix", action="store_true")
     parser.add_argument("--only-postfix", action="store_true")
+    parser.add_argument("--profile", metavar="DIR", help="py-spy raw stacks of the engine here")
     args = parser.parse_args()
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
     ensure_postfix()
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="bench-relay-") as workdir:
@@ -320,7 +328,9 @@ def main() -> None:
             if not args.only_postfix:
                 for durable in (False, True):
                     runs.append(
-                        run_mailengine(workdir, sinks, args.messages, args.sessions, durable)
+                        run_mailengine(
+                            workdir, sinks, args.messages, args.sessions, durable, args.profile
+                        )
                     )
             if args.skip_postfix:
                 return

@@ -149,6 +149,7 @@ class QueueEntry:
     envelope: Envelope | None = None
     error: str = ""
     size: int = 0
+    is_being_sent: bool = False  # in memory and taken by the delivery engine
 
     @property
     def recipients(self) -> list[str]:
@@ -263,14 +264,18 @@ class QueueActions:
         headers, sep, _ = text.partition("\n\n")
         return headers if sep or len(head) < HEADER_LIMIT_BYTES else headers + "\n[...]"
 
-    def summary(self, dirs: Iterable[str], now: float) -> list[DomainShape]:
-        envelopes = []
+    def envelopes(self, dirs: Iterable[str], now: float) -> list[Envelope]:
+        """Every readable envelope in ``dirs``."""
+        found = []
         for dirname in dirs:
             for message_id, _, _ in self.store.scan(dirname):
                 entry = self.read_entry(dirname, message_id, now)
                 if entry.envelope is not None:
-                    envelopes.append(entry.envelope)
-        return queue_shape(envelopes, now)
+                    found.append(entry.envelope)
+        return found
+
+    def summary(self, dirs: Iterable[str], now: float) -> list[DomainShape]:
+        return queue_shape(self.envelopes(dirs, now), now)
 
     # -- changing --------------------------------------------------------------
 

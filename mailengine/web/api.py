@@ -16,7 +16,7 @@ from mailengine.queue.store import BadMessageId
 from mailengine.web.admin import Routes, WebAdmin
 from mailengine.web.auth import client_address, identity_of
 from mailengine.web.login import arg
-from mailengine.web.queuepages import parse_filter
+from mailengine.web.queuepages import SUMMARY_DIRS, parse_filter
 from mailengine.web.settingspage import RESTART, lockout_problem, short_problem
 from mailengine.web.snapshot import snapshot_json
 
@@ -156,10 +156,10 @@ def add_routes(app: Routes, admin: WebAdmin) -> None:
     @app.route("/api/queue/summary", methods=["GET"])
     async def summary(request: Any) -> bytes:
         try:
-            which = parse_filter(lambda n: arg(request, n), ("retry", "working"))
+            which = parse_filter(lambda n: arg(request, n), SUMMARY_DIRS)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        shapes = await admin.queue.summary(tuple(d for d in which.dirs if d != "memory"))
+        shapes = await admin.queue.summary(which.dirs)
         return admin.json(
             request,
             {

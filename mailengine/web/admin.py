@@ -28,6 +28,20 @@ CSP = (
     b"img-src 'self' data:; frame-ancestors 'none'; form-action 'self'"
 )
 PASSWD_HINT = "mailengine passwd admin"  # noqa: S105 - a command, not a password
+# Settings whose value is a secret: never shown, returned by the API or logged.
+SECRET_SETTINGS = frozenset({("web", "api_token")})
+MASK = "********"
+
+
+def is_secret(section: str, key: str) -> bool:
+    return (section, key) in SECRET_SETTINGS
+
+
+def shown_value(section: str, key: str, raw: Any) -> Any:
+    """A setting's value as pages, the API and the log may show it (secrets masked)."""
+    if is_secret(section, key):
+        return MASK if raw else ""
+    return raw
 
 
 class Routes:
@@ -194,7 +208,7 @@ class WebAdmin:
             user=identity_of(request).user,
             section=section,
             key=key,
-            raw=raw,
+            raw=shown_value(section, key, raw),
         )
         return value
 

@@ -13,7 +13,7 @@ from mailengine.config.loader import ConfigError
 from mailengine.config.schema import BY_NAME, SETTINGS, Setting
 from mailengine.queue.actions import ACTIONS, ActionResult, QueueEntry
 from mailengine.queue.store import BadMessageId
-from mailengine.web.admin import Routes, WebAdmin
+from mailengine.web.admin import Routes, WebAdmin, is_secret, shown_value
 from mailengine.web.auth import client_address, identity_of
 from mailengine.web.login import arg
 from mailengine.web.queuepages import SUMMARY_DIRS, parse_filter
@@ -31,7 +31,10 @@ def setting_json(setting: Setting, admin: WebAdmin) -> dict[str, Any]:
     return {
         "section": setting.section,
         "key": setting.key,
-        "value": admin.engine.config.raw(setting.section, setting.key),
+        "value": shown_value(
+            setting.section, setting.key, admin.engine.config.raw(setting.section, setting.key)
+        ),
+        "secret": is_secret(setting.section, setting.key),
         "default": setting.default,
         "group": setting.group,
         "help": setting.help,

@@ -6,6 +6,7 @@ import pytest
 from twisted.internet import defer
 
 from mailengine.config.persist import change_setting
+from mailengine.queue.actions import QueueFilter
 from mailengine.queue.commit import GroupCommit
 from mailengine.queue.envelope import Envelope
 from mailengine.queue.journal import MATERIALIZE_SECONDS, SEGMENT_SECONDS
@@ -129,22 +130,6 @@ def test_deleting_one_domain_from_a_waiting_message_keeps_the_others(admin):
     assert "M2@h" not in engine.queue.messages
 
 
-def test_holding_all_mail_in_memory_to_a_domain_writes_them_in_one_sync(admin):
-    engine = admin.engine
-    syncs = []
-    engine.committer._sync = lambda: syncs.append(1)
-    for i in range(5):
-        relay(engine, f"M{i}@h", f"u{i}@x.test")
-    relay(engine, "Y@h", "v@y.test")
-    headers = {"X-CSRF-Token": [admin.csrf]}
-    batches = engine.committer.batches
-    r = admin.post("/api/queue/domains/x.test/hold?dir=memory", headers=headers).json()
-    assert r["done"] == 5 and len(files(engine, "hold")) == 10
-    assert list(engine.queue.messages) == ["Y@h"]
-    # run_inline runs each submission at once; what matters is one sync per batch.
-    assert len(syncs) == engine.committer.batches - batches
-
-
 def test_a_hold_that_cannot_write_puts_the_message_in_retry_instead(admin):
     engine = admin.engine
     relay(engine, "M1@h", "a@x.test")
@@ -195,6 +180,25 @@ def test_a_stop_while_a_hold_is_being_written_neither_loses_nor_doubles_it(tmp_p
     assert held.result.ok and stopped.called
     assert files(engine, "hold") == ["M1@h.dat", "M1@h.inf"]
     assert files(engine, "retry") == ["M2@h.dat", "M2@h.inf"]
+
+
+def test_holding_all_mail_in_memory_to_a_domain_syncs_once_per_batch_off_the_reactor(tmp_path):
+    engine, clock = make_engine(str(tmp_path))
+    engine.queue.consumer = Sender()
+    for i in range(5):
+        relay(engine, f"M{i}@h", f"u{i}@x.test")
+    relay(engine, "Y@h", "v@y.test")
+    thread, syncs = LaterThread(), []
+    committer = GroupCommit(thread, lambda: syncs.append(1))
+    engine.committer = engine.queue.committer = committer
+    control = QueueControl(engine, run_inline, clock.seconds)
+    which = QueueFilter(dirs=("memory",), domain="x.test")
+    done = defer.ensureDeferred(control.act_on_matching("hold", which, "admin"))
+    assert files(engine, "hold") == [] and not done.called  # nothing written in the reactor
+    thread.run_all()
+    assert len(done.result) == 5 and all(r.ok for r in done.result)
+    assert len(files(engine, "hold")) == 10 and list(engine.queue.messages) == ["Y@h"]
+    assert committer.batches == len(syncs) == 2  # the first hold, then the other four
 
 
 def test_retry_now_on_a_waiting_message_says_it_is_already_due(admin):

@@ -45,7 +45,12 @@ def setting_json(setting: Setting, admin: WebAdmin) -> dict[str, Any]:
 
 def entry_json(entry: QueueEntry, now: float) -> dict[str, Any]:
     env = entry.envelope
-    data: dict[str, Any] = {"id": entry.message_id, "dir": entry.dirname, "size": entry.size}
+    data: dict[str, Any] = {
+        "id": entry.message_id,
+        "dir": entry.dirname,
+        "size": entry.size,
+        "being_sent": entry.is_being_sent or entry.dirname == "working",
+    }
     if env is None:
         data["error"] = entry.error
         return data

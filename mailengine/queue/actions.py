@@ -32,6 +32,8 @@ ACTION_SOURCES: dict[str, tuple[str, ...]] = {
     "hold": ("retry",),
     "release": ("hold",),
 }
+NOT_FOUND = "not in the queue files (sent or removed?)"
+BEING_SENT_FILES = "being sent now (in working/); try again when the attempt is over"
 # An interrupted claim older than this is put back (a live action takes milliseconds).
 STALE_CLAIM_SECONDS = 600.0
 HEADER_LIMIT_BYTES = 64 * 1024
@@ -285,7 +287,7 @@ class QueueActions:
             raise ValueError(f"no queue action {action!r} (actions: {', '.join(ACTIONS)})")
         dirname = self.locate(message_id)
         if dirname is None:
-            return ActionResult(message_id, action, False, "not in the queue (sent or removed?)")
+            return ActionResult(message_id, action, False, NOT_FOUND)
         result = self._act_in(action, dirname, message_id, now, domain="")
         self.store.sync_all()
         return result
@@ -316,7 +318,7 @@ class QueueActions:
         sources = ACTION_SOURCES[action]
         if dirname not in sources:
             why = (
-                "being sent now (in working/); try again when the attempt is over"
+                BEING_SENT_FILES
                 if dirname == "working"
                 else f"is in {dirname}/; {action} works on messages in "
                 + " or ".join(f"{s}/" for s in sources)

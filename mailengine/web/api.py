@@ -11,7 +11,7 @@ from typing import Any
 
 from mailengine.config.loader import ConfigError
 from mailengine.config.schema import BY_NAME, SETTINGS, Setting
-from mailengine.queue.actions import ACTIONS, ActionResult, QueueEntry
+from mailengine.queue.actions import ACTIONS, NOT_FOUND, ActionResult, QueueEntry
 from mailengine.queue.store import BadMessageId
 from mailengine.web.admin import Routes, WebAdmin, is_secret, shown_value
 from mailengine.web.auth import client_address, identity_of
@@ -200,7 +200,7 @@ def add_routes(app: Routes, admin: WebAdmin) -> None:
         if action not in ACTIONS:
             raise BadRequest(f"no action {action!r} (actions: {', '.join(ACTIONS)})")
         result = await admin.queue.act(action, message_id, identity_of(request).user)
-        code = 200 if result.ok else (404 if result.text.startswith("not in the queue") else 409)
+        code = 200 if result.ok else (404 if result.text == NOT_FOUND else 409)
         return admin.json(request, result_json(result), code)
 
     @app.route("/api/queue/domains/<domain>/<action>", methods=["POST"])

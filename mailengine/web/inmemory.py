@@ -13,10 +13,12 @@ write fails the message goes to retry/ instead. Never lost, never doubled.
 from __future__ import annotations
 
 import copy
+import heapq
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailengine.engine import Engine
@@ -25,6 +27,7 @@ from mailengine.queue.envelope import Envelope
 from mailengine.queue.live import QueuedMessage
 
 log = Logger(namespace="mailengine.web")
+RunBlocking = Callable[[Callable[[], Any]], defer.Deferred]
 
 MEMORY = "memory"  # the web's name for messages held in memory
 # LiveQueue locations whose message data is in memory (working: its files too).
@@ -39,6 +42,20 @@ BUSY = "the engine is writing it to disk right now; try again in a moment"
 
 def is_in_memory(msg: QueuedMessage) -> bool:
     return msg.location in IN_MEMORY and msg.data is not None
+
+
+def oldest_first(msg: QueuedMessage) -> tuple[float, str]:
+    return msg.envelope.time_created, msg.message_id
+
+
+def select(
+    held: list[QueuedMessage], which: QueueFilter, now: float, *, ordered: bool = True
+) -> list[QueuedMessage]:
+    """The messages ``which`` matches, oldest first unless ``ordered`` is off."""
+    out = [m for m in held if which.matches(m.message_id, m.envelope, now)]
+    if ordered:
+        out.sort(key=oldest_first)
+    return out
 
 
 def with_note(envelope: Envelope, now: float, text: str) -> Envelope:
@@ -73,14 +90,27 @@ class MemoryMessages:
         )
 
     def entries(self, which: QueueFilter) -> list[QueueEntry]:
-        now = self.now()
-        out = [
-            self.entry(msg)
-            for message_id, msg in list(self.engine.queue.messages.items())
-            if is_in_memory(msg) and which.matches(message_id, msg.envelope, now)
-        ]
-        out.sort(key=lambda e: (e.mtime, e.message_id))
-        return out
+        """Every matching message, oldest first (for acting on them all)."""
+        return [self.entry(m) for m in select(self.held(), which, self.now())]
+
+    def held(self) -> list[QueuedMessage]:
+        """The messages in memory now (a copy: cheap in the reactor, walked elsewhere)."""
+        return [m for m in list(self.engine.queue.messages.values()) if is_in_memory(m)]
+
+    async def page(
+        self, which: QueueFilter, offset: int, limit: int, run_blocking: RunBlocking
+    ) -> tuple[list[QueueEntry], int]:
+        """One page, oldest first, and how many match; the walk runs in a worker thread
+        (half a million messages may wait in memory)."""
+        held, now = self.held(), self.now()
+
+        def work() -> tuple[list[QueuedMessage], int]:
+            matching = held if which.is_everything else select(held, which, now, ordered=False)
+            first = heapq.nsmallest(offset + limit, matching, key=oldest_first)
+            return first[offset:], len(matching)
+
+        chosen, total = await run_blocking(work)
+        return [self.entry(m) for m in chosen], total
 
     def find(self, message_id: str) -> QueuedMessage | None:
         msg = self.engine.queue.messages.get(message_id)

@@ -9,7 +9,6 @@ left retry/, rescan what came back) instead of at the next check.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 from twisted.internet import defer
@@ -27,10 +26,9 @@ from mailengine.queue.actions import (
 from mailengine.queue.inf import is_valid_message_id
 from mailengine.queue.shape import DomainShape, queue_shape
 from mailengine.queue.store import BadMessageId
-from mailengine.web.inmemory import MEMORY, MemoryMessages
+from mailengine.web.inmemory import MEMORY, MemoryMessages, RunBlocking
 
 log = Logger(namespace="mailengine.web")
-RunBlocking = Callable[[Callable[[], Any]], defer.Deferred]
 
 
 class QueueControl:
@@ -47,8 +45,7 @@ class QueueControl:
         self, which: QueueFilter, offset: int, limit: int
     ) -> tuple[list[QueueEntry], int]:
         if MEMORY in which.dirs:
-            entries = self.memory.entries(which)
-            return entries[offset : offset + limit], len(entries)
+            return await self.memory.page(which, offset, limit, self.run_blocking)
         now = self.now()
         result: tuple[list[QueueEntry], int] = await self.run_blocking(
             lambda: self.files.page(which, now, offset, limit)

@@ -27,10 +27,10 @@ from mailengine.queue.envelope import Envelope
 from mailengine.queue.live import LiveQueue
 from mailengine.queue.shape import DomainShape, queue_shape
 from mailengine.queue.store import DIRS, QueueStore
+from mailengine.web.inmemory import RunBlocking
 
 log = Logger(namespace="mailengine.web")
 TOP_DESTINATIONS = 20
-RunBlocking = Callable[[Callable[[], Any]], defer.Deferred]
 
 
 @attrs.frozen

@@ -205,3 +205,16 @@ def test_retry_now_on_a_waiting_message_says_it_is_already_due(admin):
     relay(admin.engine, "M1@h", "a@x.test")
     r = api_act(admin, "M1@h", "retry-now").json()
     assert r["ok"] and r["text"].startswith("already due")
+
+
+def test_mail_in_memory_is_paged_oldest_first_and_searched(admin):
+    engine, clock = admin.engine, admin.clock
+    for i in range(60):
+        relay(engine, f"M{i:02d}@h", f"u{i}@{'x' if i % 2 else 'y'}.test")
+        clock.advance(1)
+    first = admin.get("/gui/admin/queue?dir=memory").text
+    assert "1-50 of 60 messages" in first and "M00@h" in first and "M50@h" not in first
+    assert first.index("M00@h") < first.index("M01@h")
+    assert "51-60 of 60" in admin.get("/gui/admin/queue?dir=memory&page=1").text
+    found = admin.get("/api/queue?dir=memory&domain=x.test&limit=5").json()
+    assert found["total"] == 30 and [m["id"] for m in found["messages"]][:2] == ["M01@h", "M03@h"]

@@ -246,3 +246,11 @@ def test_log_in_change_a_setting_pause_and_see_the_dashboard_say_so(engine, brow
     browser.get(base + "/gui/admin/queue")
     full_page_screenshot(browser, tmp_path / "queue.png")
     keep(tmp_path / "queue.png")
+
+    # Mail in memory: the stuck slow.test messages are being sent, and say so.
+    browser.get(base + "/gui/admin/queue?dir=memory")
+    assert "being sent now" in text_of(browser, "table.grid")
+    find(browser, "table.grid a.mono").click()
+    wait_for(lambda: "Being sent now" in text_of(browser, ".actions"), what="the message page")
+    full_page_screenshot(browser, tmp_path / "message-being-sent.png")
+    keep(tmp_path / "message-being-sent.png")

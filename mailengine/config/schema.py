@@ -67,7 +67,10 @@ SETTINGS: tuple[Setting, ...] = (
         "TCP/IP",
         """Name sent in EHLO/HELO on outbound connections and shown in the SMTP greeting.
        Blank: the host name of the machine's primary IP address. An invalid name may get
-       outbound mail refused by anti-spam filters.""",
+       outbound mail refused by anti-spam filters. A change reaches outbound EHLO at once;
+       the greeting, Received lines and message ids keep the old name until a
+       restart.""",
+        live=False,
     ),
     _s(
         "server",
@@ -622,8 +625,9 @@ SETTINGS: tuple[Setting, ...] = (
         k.Text(),
         "",
         "Web admin",
-        """Bearer token for the JSON API under /api/ (header "Authorization: Bearer ...").
-       Blank: the API takes only a logged-in session.""",
+        """Bearer token for the JSON API under /api/ (header "Authorization: Bearer ...");
+       it works even before a web admin password is set (the pages do not). The web admin
+       never shows it. Blank: the API takes only a logged-in session.""",
     ),
 )
 

@@ -32,6 +32,8 @@ ACTION_SOURCES: dict[str, tuple[str, ...]] = {
     "hold": ("retry",),
     "release": ("hold",),
 }
+NOT_FOUND = "not in the queue files (sent or removed?)"
+BEING_SENT_FILES = "being sent now (in working/); try again when the attempt is over"
 # An interrupted claim older than this is put back (a live action takes milliseconds).
 STALE_CLAIM_SECONDS = 600.0
 HEADER_LIMIT_BYTES = 64 * 1024
@@ -149,6 +151,7 @@ class QueueEntry:
     envelope: Envelope | None = None
     error: str = ""
     size: int = 0
+    is_being_sent: bool = False  # in memory and taken by the delivery engine
 
     @property
     def recipients(self) -> list[str]:
@@ -263,14 +266,18 @@ class QueueActions:
         headers, sep, _ = text.partition("\n\n")
         return headers if sep or len(head) < HEADER_LIMIT_BYTES else headers + "\n[...]"
 
-    def summary(self, dirs: Iterable[str], now: float) -> list[DomainShape]:
-        envelopes = []
+    def envelopes(self, dirs: Iterable[str], now: float) -> list[Envelope]:
+        """Every readable envelope in ``dirs``."""
+        found = []
         for dirname in dirs:
             for message_id, _, _ in self.store.scan(dirname):
                 entry = self.read_entry(dirname, message_id, now)
                 if entry.envelope is not None:
-                    envelopes.append(entry.envelope)
-        return queue_shape(envelopes, now)
+                    found.append(entry.envelope)
+        return found
+
+    def summary(self, dirs: Iterable[str], now: float) -> list[DomainShape]:
+        return queue_shape(self.envelopes(dirs, now), now)
 
     # -- changing --------------------------------------------------------------
 
@@ -280,7 +287,7 @@ class QueueActions:
             raise ValueError(f"no queue action {action!r} (actions: {', '.join(ACTIONS)})")
         dirname = self.locate(message_id)
         if dirname is None:
-            return ActionResult(message_id, action, False, "not in the queue (sent or removed?)")
+            return ActionResult(message_id, action, False, NOT_FOUND)
         result = self._act_in(action, dirname, message_id, now, domain="")
         self.store.sync_all()
         return result
@@ -311,7 +318,7 @@ class QueueActions:
         sources = ACTION_SOURCES[action]
         if dirname not in sources:
             why = (
-                "being sent now (in working/); try again when the attempt is over"
+                BEING_SENT_FILES
                 if dirname == "working"
                 else f"is in {dirname}/; {action} works on messages in "
                 + " or ".join(f"{s}/" for s in sources)

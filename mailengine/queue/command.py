@@ -2,8 +2,8 @@
 
 The same ``QueueActions`` as the web admin, safe while the engine runs: each
 change claims the message by renaming its ``.inf``, and the engine sees the
-result at its next queue check. Messages held only in the engine's memory are
-not on disk; the web admin reaches those.
+result at its next queue check (the output says so). Relay mail the engine
+holds in memory has no file here; the web admin reaches it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Callable
 from mailengine.queue.actions import (
     ACTION_SOURCES,
     ACTIONS,
+    BEING_SENT_FILES,
+    NOT_FOUND,
     ActionResult,
     QueueActions,
     QueueEntry,
@@ -122,11 +124,26 @@ def print_summary(shapes: list[DomainShape]) -> None:
     )
 
 
+# What a running engine makes of a change (it reads retry/ at its queue checks).
+ENGINE_NOTE = (
+    "a running engine picks up messages made due or released at its next queue check "
+    "([queue] check_interval_seconds)"
+)
+MEMORY_NOTE = (
+    "relay mail a running engine holds in memory has no file here until it is retried; "
+    "the web admin's Queue page (in memory) reaches it"
+)
+
+
 def print_results(results: list[ActionResult]) -> int:
     for r in results:
         print(f"{r.message_id}: {r.text}" if r.ok else f"{r.message_id}: NOT done: {r.text}")
     done = sum(r.ok for r in results)
     print(f"{done} of {len(results)} done")
+    if any(r.ok and r.dest == "retry" for r in results):
+        print(f"note: {ENGINE_NOTE}")
+    if any(r.text in (NOT_FOUND, BEING_SENT_FILES) for r in results):
+        print(f"note: {MEMORY_NOTE}")
     return 0 if done == len(results) else 1
 
 
@@ -187,7 +204,8 @@ def run(args: argparse.Namespace, mailq: str) -> int:
         if command == "show":
             detail = actions.show(args.id, now)
             if detail is None:
-                print(f"mailengine: {args.id} is not in the queue", file=sys.stderr)
+                print(f"mailengine: {args.id} is not in the queue files", file=sys.stderr)
+                print(f"note: {MEMORY_NOTE}", file=sys.stderr)
                 return 1
             print(f"# {detail.entry.dirname}/{args.id}.inf")
             print(detail.inf_text.rstrip("\n"))

@@ -19,7 +19,13 @@ from mailengine.engine import Engine
 from mailengine.web.auth import Access, Identity, identity_of, is_api
 from mailengine.web.queuecontrol import QueueControl, RunBlocking
 from mailengine.web.render import Html, el, flash_box, layout, url
-from mailengine.web.snapshot import LiveShape, Snapshot, count_dirs, take_snapshot
+from mailengine.web.snapshot import (
+    DeliveryView,
+    LiveShape,
+    Snapshot,
+    count_dirs,
+    take_snapshot,
+)
 
 log = Logger(namespace="mailengine.web")
 # Only our own script and stylesheet; no frames (defence in depth behind the escaping).
@@ -28,6 +34,20 @@ CSP = (
     b"img-src 'self' data:; frame-ancestors 'none'; form-action 'self'"
 )
 PASSWD_HINT = "mailengine passwd admin"  # noqa: S105 - a command, not a password
+# Settings whose value is a secret: never shown, returned by the API or logged.
+SECRET_SETTINGS = frozenset({("web", "api_token")})
+MASK = "********"
+
+
+def is_secret(section: str, key: str) -> bool:
+    return (section, key) in SECRET_SETTINGS
+
+
+def shown_value(section: str, key: str, raw: Any) -> Any:
+    """A setting's value as pages, the API and the log may show it (secrets masked)."""
+    if is_secret(section, key):
+        return MASK if raw else ""
+    return raw
 
 
 class Routes:
@@ -62,6 +82,7 @@ class WebAdmin:
         self.access = access
         self.queue = QueueControl(engine, run_blocking, self.now)
         self.shape = LiveShape(engine.queue, run_blocking)
+        self.delivery = DeliveryView(engine)
 
     def now(self) -> float:
         return float(self.clock.seconds())
@@ -70,7 +91,8 @@ class WebAdmin:
         store = self.engine.store
         counts: dict[str, int] = await self.run_blocking(lambda: count_dirs(store))
         now = self.now()
-        return take_snapshot(self.engine, now, counts, await self.shape.get(now))
+        shape = await self.shape.get(now)
+        return take_snapshot(self.engine, now, counts, shape, delivery=self.delivery)
 
     # -- answers ---------------------------------------------------------------------
 
@@ -194,7 +216,7 @@ class WebAdmin:
             user=identity_of(request).user,
             section=section,
             key=key,
-            raw=raw,
+            raw=shown_value(section, key, raw),
         )
         return value
 

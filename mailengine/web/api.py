@@ -11,12 +11,12 @@ from typing import Any
 
 from mailengine.config.loader import ConfigError
 from mailengine.config.schema import BY_NAME, SETTINGS, Setting
-from mailengine.queue.actions import ACTIONS, ActionResult, QueueEntry
+from mailengine.queue.actions import ACTIONS, NOT_FOUND, ActionResult, QueueEntry
 from mailengine.queue.store import BadMessageId
-from mailengine.web.admin import Routes, WebAdmin
+from mailengine.web.admin import Routes, WebAdmin, is_secret, shown_value
 from mailengine.web.auth import client_address, identity_of
 from mailengine.web.login import arg
-from mailengine.web.queuepages import parse_filter
+from mailengine.web.queuepages import SUMMARY_DIRS, parse_filter
 from mailengine.web.settingspage import RESTART, lockout_problem, short_problem
 from mailengine.web.snapshot import snapshot_json
 
@@ -31,7 +31,10 @@ def setting_json(setting: Setting, admin: WebAdmin) -> dict[str, Any]:
     return {
         "section": setting.section,
         "key": setting.key,
-        "value": admin.engine.config.raw(setting.section, setting.key),
+        "value": shown_value(
+            setting.section, setting.key, admin.engine.config.raw(setting.section, setting.key)
+        ),
+        "secret": is_secret(setting.section, setting.key),
         "default": setting.default,
         "group": setting.group,
         "help": setting.help,
@@ -42,7 +45,12 @@ def setting_json(setting: Setting, admin: WebAdmin) -> dict[str, Any]:
 
 def entry_json(entry: QueueEntry, now: float) -> dict[str, Any]:
     env = entry.envelope
-    data: dict[str, Any] = {"id": entry.message_id, "dir": entry.dirname, "size": entry.size}
+    data: dict[str, Any] = {
+        "id": entry.message_id,
+        "dir": entry.dirname,
+        "size": entry.size,
+        "being_sent": entry.is_being_sent or entry.dirname == "working",
+    }
     if env is None:
         data["error"] = entry.error
         return data
@@ -156,10 +164,10 @@ def add_routes(app: Routes, admin: WebAdmin) -> None:
     @app.route("/api/queue/summary", methods=["GET"])
     async def summary(request: Any) -> bytes:
         try:
-            which = parse_filter(lambda n: arg(request, n), ("retry", "working"))
+            which = parse_filter(lambda n: arg(request, n), SUMMARY_DIRS)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        shapes = await admin.queue.summary(tuple(d for d in which.dirs if d != "memory"))
+        shapes = await admin.queue.summary(which.dirs)
         return admin.json(
             request,
             {
@@ -192,7 +200,7 @@ def add_routes(app: Routes, admin: WebAdmin) -> None:
         if action not in ACTIONS:
             raise BadRequest(f"no action {action!r} (actions: {', '.join(ACTIONS)})")
         result = await admin.queue.act(action, message_id, identity_of(request).user)
-        code = 200 if result.ok else (404 if result.text.startswith("not in the queue") else 409)
+        code = 200 if result.ok else (404 if result.text == NOT_FOUND else 409)
         return admin.json(request, result_json(result), code)
 
     @app.route("/api/queue/domains/<domain>/<action>", methods=["POST"])

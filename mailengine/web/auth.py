@@ -282,8 +282,10 @@ class Gate(Resource):
     """Wraps the Klein resource: refuses before any route runs.
 
     403 for addresses outside ``allowed_ips``; with no password set only the
-    "set a password" page; otherwise a login (or the API token) and, for a
-    session's state-changing requests, its CSRF token.
+    "set a password" page and the API for ``[web] api_token`` (a credential the
+    operator configured: automation needs no human password); otherwise a
+    login (or the API token) and, for a session's state-changing requests, its
+    CSRF token.
     """
 
     isLeaf = True
@@ -303,9 +305,10 @@ class Gate(Resource):
         path = request.path
         if is_public(path):
             return self.inner.render(request)
-        if not self.access.passwords.has_users():
-            return self.refuse(request, 403, "no password is set")
         identity = self.access.identify(request)
+        # No password set: only the API token (configured by the operator) gets in.
+        if not self.access.passwords.has_users() and (identity is None or identity.session):
+            return self.refuse(request, 403, "no password is set")
         if identity is None:
             return self.refuse(request, 401, "log in first")
         session = identity.session

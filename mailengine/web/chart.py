@@ -1,4 +1,4 @@
-"""The dashboard's traffic chart: received, sent, failed per minute over the last hour (pure SVG).
+"""The dashboard's traffic chart: received, sent, deferred, failed per minute, last hour (SVG).
 
 Rendered on the server: no script library, nothing fetched from the internet.
 Stats intervals, summed into bins of about a sixtieth of the span (a minute for
@@ -18,9 +18,11 @@ from mailengine.web.render import Html, count, el, local_time
 
 WIDTH, HEIGHT = 960, 260
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 14, 30
+# Received counts messages; the others recipients (as the stats lines do).
 SERIES: tuple[tuple[str, str, Callable[[Interval], int]], ...] = (
     ("received", "#2563eb", lambda iv: iv.recv_inbound + iv.recv_relay),
     ("sent", "#16a34a", lambda iv: iv.sent),
+    ("deferred", "#d97706", lambda iv: iv.deferred),
     ("failed", "#dc2626", lambda iv: iv.failed_hard + iv.failed_soft),
 )
 
@@ -91,13 +93,13 @@ def _segments(intervals: Sequence[Interval]) -> list[list[Interval]]:
     return runs
 
 
-MIN_WINDOW = 120.0
-LABEL_STEPS = (30, 60, 120, 300, 600)  # seconds between time labels
+MIN_WINDOW = 30.0
+LABEL_STEPS = (5, 10, 15, 30, 60, 120, 300, 600)  # seconds between time labels
 
 
 def chart_window(intervals: Sequence[Interval], now: float, window: float) -> float:
     """Seconds the x axis spans: the last hour, or less while the engine is young
-    (two minutes at least), so the first minutes are not a sliver at the right edge."""
+    (half a minute at least), so the first minutes are not a sliver at the right edge."""
     if not intervals:
         return window
     first = intervals[0].end - intervals[0].elapsed
@@ -137,12 +139,15 @@ def axes(f: Frame) -> list[Html]:
         x = f"{f.x(t):.1f}"
         parts.append(el("line", x1=x, x2=x, y1=TOP, y2=HEIGHT - BOTTOM, class_="grid"))
         label = local_time(t, "%H:%M" if step >= 60 else "%H:%M:%S")
-        parts.append(el("text", label, x=x, y=HEIGHT - 10, class_="xlabel"))
+        near_edge = f.x(t) > WIDTH - RIGHT - 30  # anchored at its end: not cut off
+        parts.append(
+            el("text", label, x=x, y=HEIGHT - 10, class_="xlabel last" if near_edge else "xlabel")
+        )
     middle = TOP + plot_h / 2
     parts.append(
         el(
             "text",
-            "messages / minute",
+            "per minute",
             x=12,
             y=middle,
             class_="axis",
@@ -166,7 +171,7 @@ def series(f: Frame, shown: Sequence[Interval]) -> list[Html]:
                 left, right = f.x(run[0].end - run[0].elapsed), f.x(run[-1].end)
                 area = f"{left:.1f},{f.y(0):.1f} {points} {right:.1f},{f.y(0):.1f}"
                 parts.append(el("polygon", points=area, fill=colour, fill_opacity="0.12"))
-            width = "1.5" if name == "failed" else "2.5"
+            width = "2.5" if name in ("received", "sent") else "1.8"
             parts.append(
                 el(
                     "polyline",
@@ -174,6 +179,7 @@ def series(f: Frame, shown: Sequence[Interval]) -> list[Html]:
                     fill="none",
                     stroke=colour,
                     stroke_width=width,
+                    stroke_dasharray="5 3" if name == "deferred" else None,
                     stroke_linejoin="round",
                     class_=f"series {name}",
                 )
@@ -203,7 +209,7 @@ def traffic_chart(intervals: Sequence[Interval], now: float, window: float = 360
         )
     return el(
         "svg",
-        el("title", "Received, sent and failed messages per minute, last hour"),
+        el("title", "Messages received; recipients sent, deferred and failed; per minute"),
         parts,
         xmlns="http://www.w3.org/2000/svg",
         viewBox=f"0 0 {WIDTH} {HEIGHT}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from mailengine.observe import statslines
+from mailengine.queue.actions import plural
 from mailengine.queue.shape import format_age as age
 from mailengine.web.admin import Routes, WebAdmin
 from mailengine.web.auth import identity_of
@@ -19,7 +20,6 @@ from mailengine.web.render import (
     count,
     el,
     grid,
-    id_path,
     kilobytes,
     local_time,
     num,
@@ -30,6 +30,8 @@ from mailengine.web.render import (
 from mailengine.web.snapshot import Snapshot
 
 REFRESH_SECONDS = 5
+TOP_ROWS = 12  # destinations and hosts on the dashboard (the queue pages have them all)
+FAILURE_ROWS = 10
 DIR_MEANING = (
     ("retry", "waiting for the next attempt (and files dropped in by programs)"),
     ("working", "being sent now"),
@@ -39,33 +41,52 @@ DIR_MEANING = (
 )
 
 
-def tile(label: str, value: str, unit: str, detail: Any = None, tone: str = "") -> Html:
+def tile(key: str, label: str, value: str, unit: str, detail: Any = None, tone: str = "") -> Html:
     return el(
         "div",
         el("div", label, class_="label"),
         el("div", el("span", value, class_="value"), " ", el("span", unit, class_="unit")),
         el("div", detail, class_="detail") if detail else None,
         class_=f"tile {tone}".strip(),
+        id=f"tile-{key}",
     )
 
 
+def sending_now(s: Snapshot) -> str:
+    """What outbound SMTP is doing, in one sentence."""
+    busy = [h for h in s.hosts if h.open_connections]
+    if not s.open_connections:
+        return "no connection open: nothing is due right now."
+    where = f" to {plural(len(busy), 'host')}" if busy else ""
+    return f"{plural(s.open_connections, 'connection')} open{where}."
+
+
 def state_bar(s: Snapshot, csrf: str) -> Html:
+    pause = post_button("/gui/admin/controls/pause", "Pause sending", csrf)
     if s.paused:
         badge = el("span", "PAUSED", class_="badge paused")
-        text = "Sending is paused: no outbound SMTP; mail waits in retry/."
+        text = "Sending is paused: no new attempts; mail waits in retry/."
+        if s.open_connections:
+            text += (
+                f" {plural(s.open_connections, 'connection')} still finish the attempts "
+                "already under way."
+            )
         button = post_button("/gui/admin/controls/resume", "Resume sending", csrf, cls="primary")
     elif not s.delivery_running:
         badge = el("span", "NOT SENDING", class_="badge idle")
         text = "The delivery engine is not running in this engine; mail waits in retry/."
-        button = post_button("/gui/admin/controls/pause", "Pause sending", csrf)
+        button = pause
     elif s.held_by_rate_cap:
         badge = el("span", "RATE CAP", class_="badge paused")
-        text = "Sending is held by [smtp_out] max_messages_per_hour until the hour rolls on."
-        button = post_button("/gui/admin/controls/pause", "Pause sending", csrf)
+        text = (
+            f"Sending is held: {count(s.rate_cap)} messages were sent in the last hour "
+            "([smtp_out] max_messages_per_hour); more go as the hour moves on. " + sending_now(s)
+        )
+        button = pause
     else:
         badge = el("span", "SENDING", class_="badge sending")
-        text = "Sending is on."
-        button = post_button("/gui/admin/controls/pause", "Pause sending", csrf)
+        text = "Sending: " + sending_now(s)
+        button = pause
     meta = [
         f"up {age(s.uptime_seconds)}",
         f"stats every {s.stats_interval_seconds} s"
@@ -80,7 +101,33 @@ def state_bar(s: Snapshot, csrf: str) -> Html:
         button,
         el("span", "TEST MODE", class_="badge test") if s.test_mode else None,
         el("span", " · ".join(meta), class_="meta"),
-        class_="statebar" + (" is-paused" if s.paused else ""),
+        class_="statebar" + (" is-paused" if s.paused or s.held_by_rate_cap else ""),
+    )
+
+
+def age_in_one_unit(seconds: float) -> tuple[str, str]:
+    """``(value, unit)`` for a big number: 45 s, 12 min, 3.2 h, 2.5 days."""
+    if seconds < 120:
+        return str(int(seconds)), "s"
+    if seconds < 7200:
+        return str(int(seconds // 60)), "min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f}", "h"
+    return f"{seconds / 86400:.1f}", "days"
+
+
+def oldest_tile(s: Snapshot) -> Html:
+    if not s.queue.indexed:
+        return tile("oldest", "Oldest", NONE, "", "nothing queued")
+    value, unit = age_in_one_unit(s.oldest_seconds)
+    exact = "" if unit == "s" else f" ({age(s.oldest_seconds)})"
+    return tile(
+        "oldest",
+        "Oldest",
+        value,
+        unit,
+        "queued message" + exact,
+        tone="warn" if s.oldest_seconds >= 3600 else "",
     )
 
 
@@ -92,6 +139,7 @@ def tiles(s: Snapshot) -> Html:
     in_retry = q.dirs.get("retry", 0)
     last_hour = [
         tile(
+            "received",
             "Received",
             count(s.received_last_hour),
             "messages",
@@ -99,6 +147,7 @@ def tiles(s: Snapshot) -> Html:
             f"inbound · {count(h.recv_relay)} relay",
         ),
         tile(
+            "sent",
             "Sent",
             count(h.sent),
             "recipients",
@@ -106,6 +155,7 @@ def tiles(s: Snapshot) -> Html:
             tone="good" if h.sent else "",
         ),
         tile(
+            "failed",
             "Failed",
             count(failed),
             "recipients",
@@ -113,6 +163,7 @@ def tiles(s: Snapshot) -> Html:
             tone="bad" if failed else "",
         ),
         tile(
+            "deferred",
             "Deferred",
             count(h.deferred),
             "recipients",
@@ -122,23 +173,27 @@ def tiles(s: Snapshot) -> Html:
     ]
     now = [
         tile(
+            "retry",
             "In retry/",
             count(in_retry),
             "messages",
-            f"oldest {age(s.oldest_seconds)}" if q.indexed else "nothing waiting",
+            "waiting for their next attempt",
             tone="warn" if s.paused and in_retry else "",
         ),
         tile(
+            "memory",
             "In memory",
             count(q.memory_messages),
             "messages",
             f"{kilobytes(q.memory_bytes)} of message data",
         ),
+        oldest_tile(s),
         tile(
+            "connections",
             "Connections",
             count(s.open_connections),
             "open",
-            f"outbound SMTP to {len(s.hosts)} hosts"
+            "outbound SMTP to " + plural(sum(1 for h in s.hosts if h.open_connections), "host")
             if s.delivery_running
             else "delivery engine not running",
         ),
@@ -154,7 +209,7 @@ def tiles(s: Snapshot) -> Html:
         el(
             "div",
             el("div", "Now", class_="group-title"),
-            el("div", now, class_="tiles three"),
+            el("div", now, class_="tiles four"),
             class_="tilegroup",
         ),
         class_="tilegroups",
@@ -234,11 +289,14 @@ def stats_card(s: Snapshot) -> Html:
     return el(
         "section",
         el("h2", "Last hour, as the stats line prints it"),
-        el("pre", "\n".join(lines), class_="statsline"),
-        totals,
-        el("h3", "Latest stats intervals in which mail moved"),
-        intervals,
+        el(
+            "div",
+            el("div", el("pre", "\n".join(lines), class_="statsline"), totals),
+            el("div", el("h3", "Latest stats intervals in which mail moved"), intervals),
+            class_="columns",
+        ),
         class_="card",
+        id="stats",
     )
 
 
@@ -259,7 +317,11 @@ def queue_card(s: Snapshot) -> Html:
         )
     )
     return el(
-        "section", el("h2", "Queue"), grid(["Directory", "#messages", ""], rows), class_="card"
+        "section",
+        el("h2", "Queue"),
+        grid(["Directory", "#messages", ""], rows),
+        class_="card",
+        id="queue",
     )
 
 
@@ -272,21 +334,23 @@ def hosts_card(s: Snapshot) -> Html:
         )
     else:
         content = grid(
-            ["Host", "#open", "#sent", "#failed", "Last error"],
+            ["Receiving host", "#open", "#sent", "#failed", "Last error"],
             [
                 tr(
                     h.host,
-                    num(count(h.open_connections), big=True),
+                    num(count(h.open_connections) if h.open_connections else NONE, big=True),
                     num(count(h.sent)),
                     num(count(h.failed)),
-                    el("td", h.last_error, class_="error-text"),
+                    el(
+                        "td", h.last_error or NONE, class_="error-text" if h.last_error else "muted"
+                    ),
                 )
-                for h in s.hosts[:20]
+                for h in s.hosts[:TOP_ROWS]
             ],
-            "No outbound connections open.",
+            "No receiving host contacted since start.",
         )
-    title = f"Open connections: {count(s.open_connections)}"
-    return el("section", el("h2", title), content, class_="card")
+    title = el("span", plural(s.open_connections, "connection") + " open", class_="aside")
+    return el("section", el("h2", "Receiving hosts", title), content, class_="card", id="hosts")
 
 
 def destinations_card(s: Snapshot) -> Html:
@@ -297,36 +361,50 @@ def destinations_card(s: Snapshot) -> Html:
             num(age(d.oldest_seconds)),
             el("td", d.last_error or NONE, class_="error-text" if d.last_error else "muted"),
         )
-        for d in s.destinations
+        for d in s.destinations[:TOP_ROWS]
     ]
     table = grid(
-        ["Destination domain", "#queued recipients", "#oldest", "Last error"],
+        ["Destination", "#queued recipients", "#oldest", "Last error"],
         rows,
         "Nothing queued.",
     )
-    return el("section", el("h2", "Top destinations"), table, class_="card")
+    aside = el("span", f"oldest message {age(s.oldest_seconds)}", class_="aside")
+    return el(
+        "section",
+        el("h2", "Top destinations", aside if s.destinations else None),
+        table,
+        class_="card",
+        id="destinations",
+    )
 
 
 def failures_card(s: Snapshot) -> Html:
     rows = [
         tr(
-            el("td", local_time(f.time, "%m/%d %H:%M:%S"), class_="nowrap"),
-            f.address,
-            el("span", "hard" if f.hard else "soft", class_="pill bad" if f.hard else "pill"),
-            el("td", f.reason, class_="error-text"),
             el(
-                "a",
-                f.message_id,
-                href=f"/gui/admin/queue/message/{id_path(f.message_id)}",
-                class_="mono small",
+                "td",
+                local_time(f.time, "%H:%M:%S"),
+                class_="nowrap",
+                title=local_time(f.time, "%Y/%m/%d %H:%M:%S"),
             ),
+            el("td", f.address, title=f"message {f.message_id}"),
+            el(
+                "td",
+                el("span", "hard" if f.hard else "soft", class_="pill bad" if f.hard else "pill"),
+            ),
+            el("td", f.reason, class_="error-text"),
         )
-        for f in s.failures
+        for f in s.failures[:FAILURE_ROWS]
     ]
-    table = grid(
-        ["Time", "Address", "Kind", "Reason", "Message"], rows, "No final failures since start."
+    table = grid(["Time", "Address", "", "Reason"], rows, "No final failures since start.")
+    more = el("a", "all in hard-/soft-undeliverable.txt", href="/gui/admin/logs", class_="aside")
+    return el(
+        "section",
+        el("h2", "Recent final failures", more if s.failures else None),
+        table,
+        class_="card",
+        id="failures",
     )
-    return el("section", el("h2", "Recent final failures"), table, class_="card")
 
 
 def dashboard_body(s: Snapshot, csrf: str) -> Html:
@@ -335,9 +413,9 @@ def dashboard_body(s: Snapshot, csrf: str) -> Html:
         state_bar(s, csrf),
         tiles(s),
         chart_card(s),
-        el("div", queue_card(s), hosts_card(s), class_="columns"),
-        destinations_card(s),
-        el("div", stats_card(s), failures_card(s), class_="columns"),
+        el("div", destinations_card(s), hosts_card(s), class_="columns"),
+        el("div", failures_card(s), queue_card(s), class_="columns"),
+        stats_card(s),
     )
 
 

@@ -115,6 +115,12 @@ def render_metrics(s: Snapshot) -> str:
         [({}, 1 if s.paused else 0)],
     )
     out += family(
+        "mailengine_sending_held_by_rate_cap",
+        "gauge",
+        "1 while [smtp_out] max_messages_per_hour holds sending back.",
+        [({}, 1 if s.held_by_rate_cap else 0)],
+    )
+    out += family(
         "mailengine_delivery_running",
         "gauge",
         "1 when the delivery engine runs in this process.",

@@ -1,15 +1,14 @@
 """The web admin's queue actions: the shared file actions plus the engine's own view.
 
 File work (the same ``QueueActions`` the ``mailengine queue`` command uses)
-runs in a worker thread; messages the engine holds only in memory are handled
-here in the reactor thread, and the LiveQueue is brought up to date at once
-(forget what left retry/, rescan what came back) instead of at the next check.
+runs in a worker thread; messages the engine holds in memory are handled by
+``inmemory``, and the LiveQueue is brought up to date at once (forget what
+left retry/, rescan what came back) instead of at the next check.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 from twisted.internet import defer
@@ -17,54 +16,36 @@ from twisted.logger import Logger
 
 from mailengine.engine import Engine
 from mailengine.queue.actions import (
-    ACTION_SOURCES,
     ACTIONS,
     ActionResult,
     MessageDetail,
     QueueActions,
     QueueEntry,
     QueueFilter,
-    cut_domain,
 )
 from mailengine.queue.inf import is_valid_message_id
-from mailengine.queue.shape import DomainShape
+from mailengine.queue.shape import DomainShape, queue_shape
 from mailengine.queue.store import BadMessageId
+from mailengine.web.inmemory import MEMORY, MemoryMessages, RunBlocking
 
 log = Logger(namespace="mailengine.web")
-RunBlocking = Callable[[Callable[[], Any]], defer.Deferred]
-MEMORY = "memory"  # the web's name for messages held only in memory (no files)
 
 
 class QueueControl:
     def __init__(self, engine: Engine, run_blocking: RunBlocking, now: Callable[[], float]) -> None:
         self.engine = engine
         self.files = QueueActions(engine.store)
+        self.memory = MemoryMessages(engine, now)
         self.run_blocking = run_blocking
         self.now = now
 
     # -- reading -------------------------------------------------------------------
 
-    def memory_entries(self, which: QueueFilter) -> list[QueueEntry]:
-        now = self.now()
-        out = []
-        for message_id, msg in list(self.engine.queue.messages.items()):
-            if msg.location != MEMORY:
-                continue
-            if which.matches(message_id, msg.envelope, now):
-                out.append(
-                    QueueEntry(
-                        message_id, MEMORY, msg.envelope.time_created, msg.envelope, "", msg.size
-                    )
-                )
-        out.sort(key=lambda e: (e.mtime, e.message_id))
-        return out
-
     async def page(
         self, which: QueueFilter, offset: int, limit: int
     ) -> tuple[list[QueueEntry], int]:
         if MEMORY in which.dirs:
-            entries = self.memory_entries(which)
-            return entries[offset : offset + limit], len(entries)
+            return await self.memory.page(which, offset, limit, self.run_blocking)
         now = self.now()
         result: tuple[list[QueueEntry], int] = await self.run_blocking(
             lambda: self.files.page(which, now, offset, limit)
@@ -74,7 +55,7 @@ class QueueControl:
     async def count(self, which: QueueFilter) -> tuple[int, int]:
         """Matching messages and their recipients (for a confirmation question)."""
         if MEMORY in which.dirs:
-            entries = self.memory_entries(which)
+            entries = self.memory.entries(which)
         else:
             now = self.now()
             entries = await self.run_blocking(lambda: list(self.files.entries(which, now)))
@@ -83,13 +64,11 @@ class QueueControl:
     async def show(self, message_id: str) -> MessageDetail | None:
         if not is_valid_message_id(message_id):
             raise BadMessageId(message_id)
-        msg = self.engine.queue.messages.get(message_id)
-        if msg is not None and msg.location == MEMORY and msg.data is not None:
-            entry = QueueEntry(
-                message_id, MEMORY, msg.envelope.time_created, msg.envelope, "", msg.size
-            )
+        msg = self.memory.find(message_id)
+        if msg is not None and msg.data is not None:
             head = msg.data[:65536].decode("utf-8", "replace").replace("\r\n", "\n")
-            return MessageDetail(entry, msg.envelope.to_inf(), head.partition("\n\n")[0])
+            inf = msg.envelope.to_inf()
+            return MessageDetail(self.memory.entry(msg), inf, head.partition("\n\n")[0])
         now = self.now()
         detail: MessageDetail | None = await self.run_blocking(
             lambda: self.files.show(message_id, now)
@@ -97,8 +76,22 @@ class QueueControl:
         return detail
 
     async def summary(self, dirs: tuple[str, ...]) -> list[DomainShape]:
+        """Per-domain shape of the files in ``dirs`` and, with "memory", of the messages
+        held only in memory (those in working/ are counted once, from their files)."""
         now = self.now()
-        shapes: list[DomainShape] = await self.run_blocking(lambda: self.files.summary(dirs, now))
+        file_dirs = tuple(d for d in dirs if d != MEMORY)
+        in_memory = [
+            msg.envelope
+            for msg in list(self.engine.queue.messages.values())
+            if msg.location in ("memory", "journal") and msg.data is not None
+        ]
+        if MEMORY not in dirs:
+            in_memory = []
+
+        def work() -> list[DomainShape]:
+            return queue_shape(self.files.envelopes(file_dirs, now) + in_memory, now)
+
+        shapes: list[DomainShape] = await self.run_blocking(work)
         return shapes
 
     # -- changing ------------------------------------------------------------------
@@ -108,7 +101,7 @@ class QueueControl:
             raise ValueError(f"no queue action {action!r}")
         if not is_valid_message_id(message_id):
             raise BadMessageId(message_id)
-        result = self._act_in_memory(action, message_id, "")
+        result = await self.memory.act(action, message_id)
         if result is None:
             now = self.now()
             result = await self.run_blocking(lambda: self.files.act(action, message_id, now))
@@ -123,8 +116,11 @@ class QueueControl:
             raise ValueError(f"no queue action {action!r}")
         results = []
         if MEMORY in which.dirs:
-            for entry in self.memory_entries(which):
-                one = self._act_in_memory(action, entry.message_id, which.domain)
+            acts = [
+                defer.ensureDeferred(self.memory.act(action, entry.message_id, which.domain))
+                for entry in self.memory.entries(which)
+            ]
+            for one in await defer.gatherResults(acts, consumeErrors=True):
                 if one is not None:
                     results.append(one)
         file_dirs = tuple(d for d in which.dirs if d != MEMORY)
@@ -138,56 +134,6 @@ class QueueControl:
             results.extend(found)
         self._audit(user, results)
         return results
-
-    def _act_in_memory(self, action: str, message_id: str, domain: str) -> ActionResult | None:
-        """Messages the engine holds only in memory; None when the message is not one."""
-        queue = self.engine.queue
-        msg = queue.messages.get(message_id)
-        if msg is None or msg.location != MEMORY or msg.data is None:
-            return None
-        if message_id not in queue.schedule:
-            return ActionResult(message_id, action, False, "being sent now", MEMORY)
-        if action == "delete":
-            if domain:
-                cut = cut_domain(msg.envelope, domain, self.now())
-                if cut.keep_message:
-                    return ActionResult(
-                        message_id,
-                        action,
-                        bool(cut.removed),
-                        cut.text,
-                        MEMORY,
-                        cut.removed,
-                        dest=MEMORY if cut.removed else "",
-                    )
-            queue.forget(message_id)
-            return ActionResult(
-                message_id,
-                action,
-                True,
-                "deleted from memory",
-                MEMORY,
-                len(msg.envelope.rcpt_to_send),
-            )
-        if action == "hold":
-            msg.envelope.add_log(self.now(), "held by the operator")
-            self.engine.store.write_message("hold", msg.envelope, msg.data, durable=True)
-            queue.forget(message_id)
-            return ActionResult(
-                message_id, action, True, "held (memory -> hold/)", MEMORY, dest="hold"
-            )
-        if action == "retry-now":
-            return ActionResult(
-                message_id,
-                action,
-                True,
-                "already due: sent as soon as a connection is free",
-                MEMORY,
-            )
-        sources = " or ".join(f"{s}/" for s in ACTION_SOURCES[action])
-        return ActionResult(
-            message_id, action, False, f"in memory; {action} works on {sources}", MEMORY
-        )
 
     def _update_live(self, results: list[ActionResult]) -> None:
         """Tell the LiveQueue at once what the file actions changed."""

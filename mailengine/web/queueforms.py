@@ -8,8 +8,8 @@ from mailengine.queue.actions import ActionResult, QueueFilter, plural
 from mailengine.queue.store import BadMessageId
 from mailengine.web.admin import Routes, WebAdmin
 from mailengine.web.auth import identity_of
+from mailengine.web.inmemory import MEMORY
 from mailengine.web.login import arg
-from mailengine.web.queuecontrol import MEMORY
 from mailengine.web.queuepages import LABELS, error_page, message_link, parse_filter
 from mailengine.web.render import Html, count, el, grid, id_path, post_button, tr, url
 

@@ -21,8 +21,8 @@ from mailengine.queue.shape import format_age as age
 from mailengine.queue.store import BadMessageId
 from mailengine.web.admin import Routes, WebAdmin
 from mailengine.web.auth import identity_of
+from mailengine.web.inmemory import BEING_SENT, MEMORY
 from mailengine.web.login import arg
-from mailengine.web.queuecontrol import MEMORY
 from mailengine.web.render import (
     NONE,
     Html,
@@ -41,6 +41,7 @@ from mailengine.web.render import (
 
 PAGE_SIZE = 50
 VIEW_DIRS = ("retry", "working", "hold", "incoming", "done", MEMORY)
+SUMMARY_DIRS = ("retry", "working", MEMORY)  # what is still to be sent
 LABELS = {"delete": "Delete", "retry-now": "Retry now", "hold": "Hold", "release": "Release"}
 
 
@@ -62,11 +63,16 @@ def parse_filter(
     )
 
 
-def actions_for(dirname: str) -> list[str]:
-    """The actions a message in ``dirname`` offers (memory: hold and delete)."""
+def dir_actions(dirname: str) -> list[str]:
+    """The actions messages in ``dirname`` offer (memory: hold and delete)."""
     if dirname == MEMORY:
         return ["hold", "delete"]
     return [a for a in ("retry-now", "hold", "release", "delete") if dirname in ACTION_SOURCES[a]]
+
+
+def actions_for(entry: QueueEntry) -> list[str]:
+    """None while the message is being sent; otherwise those of its directory."""
+    return [] if entry.is_being_sent else dir_actions(entry.dirname)
 
 
 def message_link(message_id: str) -> Html:
@@ -81,6 +87,10 @@ def error_page(admin: WebAdmin, request: Any, text: str, code: int = 400) -> byt
 
 def next_attempt(entry: QueueEntry, now: float) -> str:
     env = entry.envelope
+    if entry.is_being_sent or entry.dirname == "working":
+        return "being sent now"
+    if entry.dirname == MEMORY:
+        return "due: waits for the sender"
     if env is None or entry.dirname not in ("retry", "hold"):
         return env.status if env is not None and env.status else ""
     if env.retry_time is None or env.retry_time <= now:
@@ -163,7 +173,7 @@ def bulk_form(which: QueueFilter, csrf: str) -> Html:
             value=a,
             class_="danger" if a == "delete" else None,
         )
-        for a in actions_for(d)
+        for a in dir_actions(d)
     ]
     if not buttons:
         return Html("")
@@ -251,9 +261,13 @@ def detail_body(detail: MessageDetail, now: float, csrf: str) -> Html:
             id=entry.message_id,
             action=a,
         )
-        for a in actions_for(entry.dirname)
+        for a in actions_for(entry)
     ]
-    none = el("span", f"No actions while a message is in {entry.dirname}/.", class_="muted")
+    if entry.is_being_sent or entry.dirname == "working":
+        why = BEING_SENT[:1].upper() + BEING_SENT[1:] + "."
+    else:
+        why = f"No actions while a message is in {entry.dirname}/."
+    none = el("span", why, class_="muted")
     attempts = "\n".join(env.log) if env is not None and env.log else "(no attempts yet)"
 
     def card(title: str, text: str) -> Html:
@@ -311,10 +325,10 @@ def add_routes(app: Routes, admin: WebAdmin) -> None:
     @app.route("/gui/admin/queue/summary", methods=["GET"])
     async def summary(request: Any) -> bytes:
         try:
-            which = parse_filter(lambda n: arg(request, n), ("retry", "working"))
+            which = parse_filter(lambda n: arg(request, n), SUMMARY_DIRS)
         except ValueError as exc:
             return error_page(admin, request, str(exc))
-        dirs = tuple(d for d in which.dirs if d != MEMORY)
+        dirs = which.dirs
         shapes = await admin.queue.summary(dirs)
         rows = [
             tr(
@@ -333,7 +347,7 @@ def add_routes(app: Routes, admin: WebAdmin) -> None:
             "#oldest",
             *("#" + label for label in bucket_labels()),
         ]
-        where = ", ".join(d + "/" for d in dirs)
+        where = ", ".join("memory" if d == MEMORY else d + "/" for d in dirs)
         body = el(
             "div",
             el("h1", "Queue summary by destination"),

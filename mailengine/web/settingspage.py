@@ -15,7 +15,7 @@ from mailengine.config.loader import ConfigError
 from mailengine.config.model import Config
 from mailengine.config.persist import raw_from_text
 from mailengine.config.schema import BY_NAME, MANUAL_GROUPS, SETTINGS, Setting
-from mailengine.web.admin import Routes, WebAdmin
+from mailengine.web.admin import Routes, WebAdmin, is_secret
 from mailengine.web.auth import client_address, identity_of
 from mailengine.web.login import arg
 from mailengine.web.render import Html, csrf_field, el
@@ -80,9 +80,35 @@ def lockout_problem(setting: Setting, raw: Any, address: str) -> str:
     return ""
 
 
-def input_for(setting: Setting, text: str, error: str) -> Html:
+def secret_input(setting: Setting, is_set: bool, common: dict[str, Any]) -> Html:
+    """A secret is never sent to the browser: blank keeps it, a checkbox removes it."""
+    return el(
+        "div",
+        el(
+            "input",
+            type="password",
+            value="",
+            size="40",
+            autocomplete="new-password",
+            placeholder="set: type a new one to replace it" if is_set else "not set",
+            **common,
+        ),
+        el(
+            "label",
+            el("input", type="checkbox", name=f"{setting.name}.remove", value="true"),
+            " remove it",
+            class_="switch",
+        )
+        if is_set
+        else None,
+    )
+
+
+def input_for(setting: Setting, text: str, error: str, config: Config) -> Html:
     name = setting.name
     common = {"name": name, "id": name, "aria_invalid": "true" if error else None}
+    if is_secret(setting.section, setting.key):
+        return secret_input(setting, bool(config.raw(setting.section, setting.key)), common)
     if isinstance(setting.default, bool):
         return el(
             "label",
@@ -111,7 +137,7 @@ def input_for(setting: Setting, text: str, error: str) -> Html:
     return el("input", value=text, size="40", spellcheck="false", **common)
 
 
-def setting_row(setting: Setting, text: str, error: str) -> Html:
+def setting_row(setting: Setting, text: str, error: str, config: Config) -> Html:
     return el(
         "div",
         el(
@@ -123,7 +149,7 @@ def setting_row(setting: Setting, text: str, error: str) -> Html:
         ),
         el(
             "div",
-            input_for(setting, text, error),
+            input_for(setting, text, error, config),
             el("div", error, class_="error", role="alert") if error else None,
             class_="setting-value",
         ),
@@ -155,6 +181,7 @@ def group_form(
             s,
             submitted.get(s.name, field_text(s, config.raw(s.section, s.key))),
             errors.get(s.name, ""),
+            config,
         )
         for s in members
     ]
@@ -206,6 +233,7 @@ def save_form(
     config = admin.engine.config
     names = [n for n in arg(request, "fields").split(",") if n]
     saved: list[Setting] = []
+    raw: Any
     errors: dict[str, str] = {}
     submitted: dict[str, str] = {}
     for name in names:
@@ -213,8 +241,13 @@ def save_form(
         setting = BY_NAME.get((section, key))
         if setting is None:
             continue
-        if isinstance(setting.default, bool):
-            raw: Any = arg(request, name) == "true"
+        if is_secret(section, key):
+            # Blank keeps the secret (the form never holds it); "remove it" clears it.
+            raw = "" if arg(request, f"{name}.remove") == "true" else arg(request, name).strip()
+            if not raw and arg(request, f"{name}.remove") != "true":
+                continue
+        elif isinstance(setting.default, bool):
+            raw = arg(request, name) == "true"
             submitted[name] = "true" if raw else "false"
         else:
             submitted[name] = arg(request, name)

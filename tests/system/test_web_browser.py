@@ -49,17 +49,26 @@ def browser(tmp_path):
 
 @pytest.fixture
 def engine(engine_factory, sinks):
-    # The relay domains go to a sink that greylists everything: their mail is tried at
-    # once, deferred, and waits in retry/ with its last error for the dashboard to show.
-    sink = sinks("127.0.2.2")
-    sink.rcpt_reply = lambda rcpt: (451, "4.7.1 greylisted, try again later")
-    domains = ("gmail.test", "yahoo.test", "corp.test", "hotmail.test")
+    """Real delivery traffic: one receiving host takes everything, one greylists (mail
+    waits in retry/ with its last error), one refuses some users (final failures) and one
+    never answers the end of DATA (its connections stay open)."""
+    accepting, greylisting, refusing, stalling = (sinks(f"127.0.2.{n}") for n in (1, 2, 3, 4))
+    greylisting.rcpt_reply = lambda rcpt: (451, "4.7.1 greylisted, try again later")
+    refusing.rcpt_reply = lambda rcpt: (550, "5.1.1 no such user") if "gone" in rcpt else None
+    stalling.stall_on = "DATA-END"
+    routes = [
+        route("gmail.test", accepting),
+        route("yahoo.test", accepting),
+        route("corp.test", greylisting),
+        route("hotmail.test", refusing),
+        route("slow.test", stalling),
+    ]
     proc = engine_factory(
         {
             "queue": {"check_interval_seconds": 1},
             "logs": {"stats_interval_seconds": 1},
             "server": {"local_domains": ["local.test"]},
-            "dns": {"bypass": [route(d, sink) for d in domains]},
+            "dns": {"bypass": routes},
         },
         start=False,
     )
@@ -68,26 +77,36 @@ def engine(engine_factory, sinks):
 
 
 BURSTS = (6, 14, 22, 9, 17, 5)  # messages per stats interval: a shape for the chart
+RECIPIENTS = [
+    *["gmail.test"] * 4,
+    *["yahoo.test"] * 2,
+    "corp.test",
+    "hotmail.test",
+    "slow.test",
+    "local.test",
+]
 
 
 def make_traffic(engine):
-    """Received mail (local and relay) over several stats intervals, and a queue with a few
-    destinations (the relay mail is deferred by the sink and waits in retry/)."""
-    domains = ["gmail.test"] * 5 + ["yahoo.test"] * 3 + ["corp.test", "local.test"]
+    """Mail received (local and relay) over several stats intervals, then delivered,
+    deferred, refused or stuck by the receiving hosts."""
     sent = 0
     with smtplib.SMTP("127.0.0.1", engine.smtp_port, timeout=10) as client:
         for size in BURSTS:
             lines = engine.console().count(" recv [")
             for _ in range(size):
-                rcpt = f"user{sent}@{domains[sent % len(domains)]}"
-                client.sendmail("news@example.org", [rcpt], b"Subject: hi\r\n\r\nhello\r\n")
+                domain = RECIPIENTS[sent % len(RECIPIENTS)]
+                user = "gone" if domain == "hotmail.test" and sent % 2 else "user"
+                client.sendmail(
+                    "news@example.org", [f"{user}{sent}@{domain}"], b"Subject: hi\r\n\r\nhello\r\n"
+                )
                 sent += 1
             wait_for(lambda n=lines: engine.console().count(" recv [") > n, what="a stats line")
     result = run_cli(
         "send",
         "--root",
         engine.root,
-        "a@gmail.test",
+        "a@corp.test",
         "b@hotmail.test",
         input=b"Subject: by file\n\nbody\n",
     )
@@ -181,8 +200,29 @@ def test_log_in_change_a_setting_pause_and_see_the_dashboard_say_so(engine, brow
     value = find(browser, "input[name='smtp_out.max_connections_per_host']").get_attribute("value")
     assert value == "25"
 
-    # Pause sending from the dashboard; it says so, and the setting is saved.
+    # Sending, with real traffic: delivered, deferred, refused, and connections held open.
     browser.get(base + "/gui/admin")
+    wait_for(lambda: number_of(browser, ".tile .value") == received, what="received count")
+    wait_for(lambda: (number_of(browser, "#tile-sent .value") or 0) > 0, what="sent mail")
+    wait_for(
+        lambda: (number_of(browser, "#tile-connections .value") or 0) > 0,
+        what="open connections",
+    )
+    wait_for(lambda: "mx.slow.test" in text_of(browser, "#hosts"), what="the busy host")
+    wait_for(
+        lambda: "550 5.1.1 no such user" in text_of(browser, "#failures"),
+        what="a recent final failure",
+    )
+    wait_for(lambda: "greylisted" in text_of(browser, "#destinations"), what="a last error")
+    points = wait_for(
+        lambda: attribute_of(browser, "svg.chart polyline.received", "points"), what="the chart"
+    )
+    assert points.count(",") >= 6  # steps: the bursts landed in several stats intervals
+    shot = tmp_path / "dashboard-sending.png"
+    full_page_screenshot(browser, shot)
+    assert shot.stat().st_size > 20_000
+
+    # Pause sending from the dashboard; it says so, and the setting is saved.
     find(browser, "form[action='/gui/admin/controls/pause'] button").click()
     wait_for(
         lambda: "Sending is paused" in text_of(browser, ".statebar .state-text"),
@@ -191,27 +231,26 @@ def test_log_in_change_a_setting_pause_and_see_the_dashboard_say_so(engine, brow
     assert text_of(browser, ".statebar .badge") == "PAUSED"
     assert "paused = true" in read_text(config)
 
-    # The numbers are there, and the page refreshes itself (these reads poll: the
-    # dashboard's content is replaced every few seconds): a message queued now shows up
-    # without reloading.
-    wait_for(lambda: number_of(browser, ".tile .value") == received, what="received count")
-    wait_for(lambda: "gmail.test" in text_of(browser, "#live"), what="top destinations")
-    points = wait_for(
-        lambda: attribute_of(browser, "svg.chart polyline.received", "points"), what="the chart"
-    )
-    assert points.count(",") >= 6  # steps: the bursts landed in several stats intervals
-    in_retry = wait_for(lambda: number_of(browser, ".tiles.three .tile .value"), what="retry/")
+    # The page refreshes itself (these reads poll: the dashboard's content is replaced
+    # every few seconds): a message queued now shows up without reloading.
+    in_retry = wait_for(lambda: number_of(browser, "#tile-retry .value"), what="retry/")
     run_cli("send", "--root", engine.root, "late@gmail.test", input=b"Subject: late\n\nx\n")
     wait_for(
-        lambda: number_of(browser, ".tiles.three .tile .value") == in_retry + 1,
+        lambda: number_of(browser, "#tile-retry .value") == in_retry + 1,
         what="the dashboard to refresh itself",
     )
-    shot = tmp_path / "dashboard.png"
-    full_page_screenshot(browser, shot)
-    assert shot.stat().st_size > 20_000
-    keep(shot)
-    keep(tmp_path / "settings-error.png")
+    full_page_screenshot(browser, tmp_path / "dashboard-paused.png")
+    for name in ("dashboard-sending.png", "dashboard-paused.png", "settings-error.png"):
+        keep(tmp_path / name)
 
     browser.get(base + "/gui/admin/queue")
     full_page_screenshot(browser, tmp_path / "queue.png")
     keep(tmp_path / "queue.png")
+
+    # Mail in memory: the stuck slow.test messages are being sent, and say so.
+    browser.get(base + "/gui/admin/queue?dir=memory")
+    assert "being sent now" in text_of(browser, "table.grid")
+    find(browser, "table.grid a.mono").click()
+    wait_for(lambda: "Being sent now" in text_of(browser, ".actions"), what="the message page")
+    full_page_screenshot(browser, tmp_path / "message-being-sent.png")
+    keep(tmp_path / "message-being-sent.png")

@@ -116,6 +116,22 @@ def test_with_no_password_set_the_admin_only_says_how_to_set_one(tmp_path):
     assert admin.post("/gui/admin/login", {"user": "admin", "password": "x"}).code == 403
 
 
+def test_with_no_password_set_the_configured_api_token_still_opens_the_api_only(tmp_path):
+    # The token is a credential the operator put in the file: automation that only uses
+    # the API needs no human password. Pages stay closed until a password is set.
+    engine, clock = make_engine(str(tmp_path), password=False)
+    change_setting(engine.config, "web", "api_token", "tok-123")
+    admin = Browser(engine, clock)
+    good = {"Authorization": ["Bearer tok-123"]}
+    assert admin.get("/api/status", headers=good).code == 200
+    assert admin.post("/api/control/pause", headers=good).json() == {"paused": True}
+    r = admin.get("/api/status", headers={"Authorization": ["Bearer tok-124"]})
+    assert r.code == 403 and "mailengine passwd admin" in r.json()["error"]
+    assert admin.get("/api/status").code == 403
+    r = admin.get("/gui/admin", headers=good)
+    assert r.code == 403 and "mailengine passwd admin" in r.text
+
+
 def test_login_sets_an_httponly_samesite_strict_session_cookie(admin):
     r = admin.login()
     assert r.code == 303 and r.header("location") == "/gui/admin"

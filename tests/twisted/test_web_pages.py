@@ -7,6 +7,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailengine.config.loader import load_config
+from mailengine.config.persist import change_setting
 from mailengine.config.schema import SETTINGS
 from mailengine.delivery.status import DeliveryStatus, DomainStatus, HostStatus
 from mailengine.observe.recent import FinalFailure
@@ -44,6 +45,9 @@ def test_the_settings_page_shows_every_setting_grouped_with_help_and_default(adm
         assert f'id="row-{s.name}"' in page, s.name
     assert page.count("applies after restart") >= sum(not s.live for s in SETTINGS)
     assert "Default: </b>81" in page  # [web] port
+    # The inbound greeting keeps the start-up name: a new HELO text needs a restart.
+    helo = re.search(r'id="row-server.helo_text".*?class="setting-help"', page, re.S)
+    assert helo and "applies after restart" in helo.group(0)
     for group in ("Basic", "TCP/IP", "Permissions", "Queue", "Logs", "Limits", "Web admin"):
         assert f"<h2>{group}</h2>" in page
 
@@ -134,6 +138,32 @@ def test_the_settings_api_reads_and_validates(admin):
     assert r.code == 200 and r.json()["applies"] == "now"
     assert admin.engine.config.logs.debug_dns is True and "debug_dns = true" in config_text(admin)
     assert admin.request("put", "/api/settings/x/y", json={"value": 1}, headers=headers).code == 404
+
+
+def test_the_api_token_is_never_shown_returned_or_logged(admin):
+    from twisted.logger import globalLogPublisher
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        r = save(admin, "Web admin", **{"web.api_token": "tok-secret-1"})
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert r.code == 303 and admin.engine.config.web.api_token == "tok-secret-1"
+    assert 'api_token = "tok-secret-1"' in config_text(admin)
+    logged = " ".join(str(e.get("raw")) for e in events)
+    assert "tok-secret-1" not in logged and "********" in logged
+    page = admin.get("/gui/admin/settings").text
+    assert "tok-secret-1" not in page and "type a new one to replace it" in page
+    one = admin.get("/api/settings/web/api_token").json()
+    assert one["value"] == "********" and one["secret"] is True
+    assert "tok-secret-1" not in admin.get("/api/settings").text
+    # Saving the group again with the field left blank keeps the token.
+    assert save(admin, "Web admin").code == 303
+    assert admin.engine.config.web.api_token == "tok-secret-1"
+    assert save(admin, "Web admin", **{"web.api_token.remove": "true"}).code == 303
+    assert admin.engine.config.web.api_token == ""
+    assert admin.get("/api/settings/web/api_token").json()["value"] == ""
 
 
 # -- queue -------------------------------------------------------------------------
@@ -330,22 +360,84 @@ def test_the_dashboard_shows_the_last_hour_the_queue_and_failures(admin):
     assert 'data-refresh="/gui/admin/live"' in page
 
 
-def test_the_dashboard_uses_the_delivery_engines_status_when_it_runs(admin):
-    class Delivery:
-        def status(self, now, top=20):
-            return DeliveryStatus(
-                paused=False,
-                open_connections=7,
-                hosts=(HostStatus("mx1.big.test (192.0.2.1:25)", 5, 100, 2, ""),),
-                domains=(DomainStatus("big.test", 1234, 600.0, "421 slow down"),),
-            )
+class Delivery:
+    """Stands in for the delivery engine's status()."""
 
+    def __init__(self, open_connections=7, held=False):
+        self.open_connections = open_connections
+        self.held = held
+        self.calls = 0
+
+    def status(self, now, top=20):
+        self.calls += 1
+        return DeliveryStatus(
+            paused=False,
+            open_connections=self.open_connections,
+            hosts=(
+                HostStatus("mx1.big.test (192.0.2.1:25)", self.open_connections, 100, 2, ""),
+                HostStatus("mx.gone.test (192.0.2.9:25)", 0, 0, 5, "550 5.1.1 no such user"),
+            ),
+            domains=(DomainStatus("big.test", 1234, 600.0, "421 slow down"),),
+            held_by_rate_cap=self.held,
+        )
+
+
+def test_the_dashboard_uses_the_delivery_engines_status_when_it_runs(admin):
     admin.engine.parts["delivery"] = Delivery()
     page = admin.get("/gui/admin").text
-    assert ">SENDING<" in page and "mx1.big.test (192.0.2.1:25)" in page
+    assert ">SENDING<" in page and "Sending: 7 connections open to 1 host." in page
+    assert "mx1.big.test (192.0.2.1:25)" in page and "550 5.1.1 no such user" in page
     assert ">1,234<" in page and "421 slow down" in page
+    assert "outbound SMTP to 1 host<" in page
     status = admin.get("/api/status").json()
     assert status["open_connections"] == 7 and status["destinations"][0]["domain"] == "big.test"
+
+
+def test_a_pause_with_attempts_under_way_says_they_still_finish(admin):
+    admin.engine.parts["delivery"] = Delivery(open_connections=3)
+    admin.post_form("/gui/admin/controls/pause")
+    text = admin.get("/gui/admin/live").text
+    assert ">PAUSED<" in text
+    assert "3 connections still finish the attempts already under way." in text
+
+
+def test_the_hourly_cap_shows_with_its_value(admin):
+    change_setting(admin.engine.config, "smtp_out", "max_messages_per_hour", 5000)
+    admin.engine.parts["delivery"] = Delivery(open_connections=0, held=True)
+    text = admin.get("/gui/admin/live").text
+    assert ">RATE CAP<" in text and "5,000 messages were sent in the last hour" in text
+    assert "no connection open" in text
+
+
+def test_ages_keep_growing_while_the_queue_shape_is_reused(admin):
+    engine, clock = admin.engine, admin.clock
+    clock.advance(10)  # the shape the login's dashboard worked out is old now
+    queue_file(engine, "retry", "Q1@h", ["a@x.test"], age=60)
+    engine.queue.scan_retry()
+    assert admin.get("/api/status").json()["oldest_seconds"] == 60
+    clock.advance(3)  # the shape is worked out again only after a few seconds
+    status = admin.get("/api/status").json()
+    assert status["oldest_seconds"] == 63 and status["destinations"][0]["oldest_seconds"] == 63
+
+
+def test_a_costly_delivery_status_is_asked_for_less_often(admin):
+    from mailengine.web.snapshot import DeliveryView
+
+    delivery = Delivery()
+    admin.engine.parts["delivery"] = delivery
+    ticks = iter(range(1000))
+    view = DeliveryView(admin.engine, timer=lambda: next(ticks) * 0.1)  # 0.1 s per call
+    now = admin.clock.seconds()
+    first = view.get(now, 20)
+    again = view.get(now + 1.5, 20)  # within 20 x 0.1 s: reused, its ages moved on
+    assert delivery.calls == 1 and again.domains[0].oldest_seconds == 601.5
+    assert again.hosts == first.hosts
+    view.get(now + 2.5, 20)
+    assert delivery.calls == 2
+    cheap = DeliveryView(admin.engine, timer=lambda: 0.0)
+    cheap.get(now, 20)
+    cheap.get(now, 20)
+    assert delivery.calls == 4  # a cheap answer is asked for every time
 
 
 def test_metrics_parse_as_prometheus_text_and_match_the_engine(admin):

@@ -215,3 +215,30 @@ def test_ages_read_as_an_operator_says_them():
         "1 d",
         "1 d 1 h",
     ]
+
+
+def queue_command(store, *argv):
+    import argparse
+
+    from mailengine.queue.command import add_queue_arguments, run
+
+    parser = argparse.ArgumentParser()
+    add_queue_arguments(parser)
+    return run(parser.parse_args(list(argv)), store.root)
+
+
+def test_the_command_says_when_a_running_engine_sees_a_release(store, capsys):
+    put(store, "hold", "M1@h", ["a@x.test"])
+    assert queue_command(store, "release", "M1@h") == 0
+    out = capsys.readouterr().out
+    assert "released (hold/ -> retry/)" in out and "at its next queue check" in out
+
+
+def test_the_command_points_to_the_web_admin_for_mail_held_in_memory(store, capsys):
+    put(store, "working", "W1@h", ["a@x.test"])
+    assert queue_command(store, "hold", "NOPE@h", "W1@h") == 1
+    out = capsys.readouterr().out
+    assert "NOPE@h: NOT done: not in the queue files (sent or removed?)" in out
+    assert "W1@h: NOT done: being sent now" in out
+    assert "the web admin's Queue page (in memory) reaches it" in out
+    assert "next queue check" not in out

@@ -1,0 +1,213 @@
+"""Operator actions on messages the running engine holds in memory (no retry/ file).
+
+Relay mail runs from memory: plain, with its safe copy in the receipt journal
+(``use_disk_for_relay``), or with files in working/ once it waited long. A
+message still waiting for its turn can be held or deleted here. One the
+delivery engine has taken is being sent and is left alone: if the attempt does
+not deliver it, it returns to retry/, where it can be acted on. Holding writes
+hold/ in the group-commit thread (one sync for a whole batch) while the engine
+no longer sees the message, and forgets it only once hold/ has it; if the
+write fails the message goes to retry/ instead. Never lost, never doubled.
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from mailengine.engine import Engine
+from mailengine.queue.actions import ActionResult, QueueEntry, QueueFilter, cut_domain
+from mailengine.queue.envelope import Envelope
+from mailengine.queue.live import QueuedMessage
+
+log = Logger(namespace="mailengine.web")
+RunBlocking = Callable[[Callable[[], Any]], defer.Deferred]
+
+MEMORY = "memory"  # the web's name for messages held in memory
+# LiveQueue locations whose message data is in memory (working: its files too).
+IN_MEMORY = ("memory", "journal", "working")
+HOLDING = "holding"  # ours: hold/ is being written; the engine leaves such a message alone
+BEING_SENT = (
+    "being sent now: the delivery engine has taken it for an attempt; if the attempt "
+    "does not deliver it, it returns to retry/, where it can be held or deleted"
+)
+BUSY = "the engine is writing it to disk right now; try again in a moment"
+
+
+def is_in_memory(msg: QueuedMessage) -> bool:
+    return msg.location in IN_MEMORY and msg.data is not None
+
+
+def oldest_first(msg: QueuedMessage) -> tuple[float, str]:
+    return msg.envelope.time_created, msg.message_id
+
+
+def select(
+    held: list[QueuedMessage], which: QueueFilter, now: float, *, ordered: bool = True
+) -> list[QueuedMessage]:
+    """The messages ``which`` matches, oldest first unless ``ordered`` is off."""
+    out = [m for m in held if which.matches(m.message_id, m.envelope, now)]
+    if ordered:
+        out.sort(key=oldest_first)
+    return out
+
+
+def with_note(envelope: Envelope, now: float, text: str) -> Envelope:
+    """A copy of ``envelope`` with one more attempt-log line (the original is untouched)."""
+    noted = copy.copy(envelope)
+    noted.log = list(envelope.log)
+    noted.add_log(now, text)
+    return noted
+
+
+class MemoryMessages:
+    """The engine's in-memory messages as queue entries, and the actions on them."""
+
+    def __init__(self, engine: Engine, now: Callable[[], float]) -> None:
+        self.engine = engine
+        self.now = now
+
+    def is_being_sent(self, msg: QueuedMessage) -> bool:
+        """Taken by the delivery engine: known to the queue but no longer scheduled."""
+        return msg.message_id not in self.engine.queue.schedule
+
+    def entry(self, msg: QueuedMessage) -> QueueEntry:
+        env = msg.envelope
+        return QueueEntry(
+            msg.message_id,
+            MEMORY,
+            env.time_created,
+            env,
+            "",
+            msg.size,
+            is_being_sent=self.is_being_sent(msg),
+        )
+
+    def entries(self, which: QueueFilter) -> list[QueueEntry]:
+        """Every matching message, oldest first (for acting on them all)."""
+        return [self.entry(m) for m in select(self.held(), which, self.now())]
+
+    def held(self) -> list[QueuedMessage]:
+        """The messages in memory now (a copy: cheap in the reactor, walked elsewhere)."""
+        return [m for m in list(self.engine.queue.messages.values()) if is_in_memory(m)]
+
+    async def page(
+        self, which: QueueFilter, offset: int, limit: int, run_blocking: RunBlocking
+    ) -> tuple[list[QueueEntry], int]:
+        """One page, oldest first, and how many match; the walk runs in a worker thread
+        (half a million messages may wait in memory)."""
+        held, now = self.held(), self.now()
+
+        def work() -> tuple[list[QueuedMessage], int]:
+            matching = held if which.is_everything else select(held, which, now, ordered=False)
+            first = heapq.nsmallest(offset + limit, matching, key=oldest_first)
+            return first[offset:], len(matching)
+
+        chosen, total = await run_blocking(work)
+        return [self.entry(m) for m in chosen], total
+
+    def find(self, message_id: str) -> QueuedMessage | None:
+        msg = self.engine.queue.messages.get(message_id)
+        return msg if msg is not None and is_in_memory(msg) else None
+
+    async def act(self, action: str, message_id: str, domain: str = "") -> ActionResult | None:
+        """``action`` on a message the engine holds in memory; None when it has no such
+        message (the caller looks for files)."""
+        msg = self.engine.queue.messages.get(message_id)
+        if msg is None or msg.location == "retry":
+            return None
+        if msg.location in (HOLDING, "moving", "reserved"):
+            return ActionResult(message_id, action, False, BUSY, MEMORY)
+        if not is_in_memory(msg):
+            return None
+        if self.is_being_sent(msg):
+            return ActionResult(message_id, action, False, BEING_SENT, MEMORY)
+        if action == "delete":
+            return self._delete(msg, domain)
+        if action == "hold":
+            return await self._hold(msg)
+        if action == "retry-now":
+            return self._retry_now(msg)
+        return ActionResult(
+            message_id, action, False, "in memory, not held; release works on hold/", MEMORY
+        )
+
+    def _delete(self, msg: QueuedMessage, domain: str) -> ActionResult:
+        queue, store = self.engine.queue, self.engine.store
+        message_id, source = msg.message_id, msg.location
+        if domain:
+            cut = cut_domain(msg.envelope, domain, self.now())
+            if cut.keep_message:
+                if cut.removed and source == "working":
+                    inf = msg.envelope.to_inf().encode()
+                    self._background(partial(store.replace_inf, "working", message_id, inf), msg)
+                return ActionResult(
+                    message_id,
+                    "delete",
+                    bool(cut.removed),
+                    cut.text,
+                    MEMORY,
+                    cut.removed,
+                    dest=MEMORY if cut.removed else "",
+                )
+        queue.forget(message_id)  # releases its memory, settles its journal copy
+        if source == "working":
+            self._background(partial(store.delete, "working", message_id), msg)
+        count = len(msg.envelope.rcpt_to_send)
+        return ActionResult(message_id, "delete", True, "deleted from memory", MEMORY, count)
+
+    async def _hold(self, msg: QueuedMessage) -> ActionResult:
+        queue, store = self.engine.queue, self.engine.store
+        message_id, source, data = msg.message_id, msg.location, msg.data
+        assert data is not None
+        envelope = with_note(msg.envelope, self.now(), "held by the operator")
+        inf = envelope.to_inf().encode()
+
+        def put() -> None:
+            if source == "working":  # its files are there: move them (manual §5: renames)
+                store.replace_inf("working", message_id, inf)
+                store.move(message_id, "working", "hold")
+            else:
+                store.write_data_and_inf("hold", message_id, data, inf)
+
+        queue.schedule.remove(message_id)  # the sender cannot take it meanwhile
+        msg.location = HOLDING  # nor a pause, a stop or the journal write it elsewhere
+        try:
+            await self.engine.committer.submit(put, durable=True)
+        except Exception as exc:
+            log.failure("{id}: could not write it to hold/", id=message_id)
+            msg.location = source
+            queue.retry_later(msg)
+            why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            return ActionResult(
+                message_id,
+                "hold",
+                False,
+                f"could not write it to hold/ ({why}); it waits in retry/ instead",
+                MEMORY,
+                dest="retry",
+            )
+        queue.forget(message_id)
+        return ActionResult(message_id, "hold", True, "held (memory -> hold/)", MEMORY, dest="hold")
+
+    def _retry_now(self, msg: QueuedMessage) -> ActionResult:
+        queue, now = self.engine.queue, self.now()
+        due = queue.schedule.due_time(msg.message_id)
+        if due is not None and due > now:
+            queue.schedule.add(msg.message_id, now, msg.envelope.priority)
+            consumer = queue.consumer
+            if consumer is not None:
+                consumer.messages_due()
+            return ActionResult(msg.message_id, "retry-now", True, "due now (in memory)", MEMORY)
+        text = "already due: sent as soon as the sender has room (connections, hourly cap)"
+        return ActionResult(msg.message_id, "retry-now", True, text, MEMORY)
+
+    def _background(self, work: Callable[[], Any], msg: QueuedMessage) -> None:
+        d = self.engine.committer.submit(work)
+        d.addErrback(lambda f: log.failure("{id}: queue file update failed", f, id=msg.message_id))

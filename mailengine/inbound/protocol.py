@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.mail import smtp
@@ -236,7 +237,10 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
             self.sendCode(552, b"5.3.4 Message size exceeds fixed maximum message size")
             self._after_transaction()
             return
-        d = self.server.intake.accept(txn, reader.content(), self._facts())
+        try:
+            d = self.server.intake.accept(txn, reader.content(), self._facts())
+        except Exception:  # e.g. the receipt journal cannot be opened: still a reply
+            d = defer.fail()
         d.addCallbacks(self._queued, self._not_queued)
         d.addErrback(self._bug)
 

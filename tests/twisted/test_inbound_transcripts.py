@@ -12,7 +12,7 @@ from twisted.logger import globalLogPublisher
 from mailengine.config.passwords import set_password
 from mailengine.inbound.auth import cram_md5_fields
 from mailengine.inbound.server import RefusedSession
-from tests.twisted.inbound_rig import Rig
+from tests.twisted.inbound_rig import FullDisk, Rig
 
 LOCAL = {("server", "local_domains"): ["local.test"]}
 ENHANCED_EXEMPT = (b"220", b"354", b"334")
@@ -38,7 +38,8 @@ def dat(rig, dirname):
     return rig.read(dirname, name)
 
 
-def test_pipelined_commands_are_answered_in_order_even_while_the_disk_is_slow(rig):
+def test_pipelined_commands_are_answered_in_order_even_while_the_disk_is_slow(tmp_path):
+    rig = Rig(tmp_path, LOCAL, sender=True)
     rig.config.apply("queue", "use_disk_for_relay", True)
     rig.threads.hold = True
     s = rig.connect()
@@ -56,7 +57,10 @@ def test_pipelined_commands_are_answered_in_order_even_while_the_disk_is_slow(ri
     assert replies[0].startswith(b"250 2.0.0 Ok: queued as P7T1000C")
     assert replies[1:] == [b"250 2.0.0 Ok", b"221 2.0.0 Bye"]
     assert s.transport.disconnecting
-    assert len(rig.files("retry")) == 2  # no delivery engine yet: relay mail waits in retry/
+    # Handed to the delivery engine in memory, its safe copy in the receipt journal.
+    [held] = rig.queue.messages.values()
+    assert held.location == "journal" and held.data.endswith(b"\r\n\r\nhi\r\n")
+    assert rig.files("retry") == [] and rig.sender.told
 
 
 def test_body_lines_are_never_run_as_commands_while_a_reply_is_pending(rig):
@@ -223,6 +227,101 @@ def test_a_storage_failure_answers_452_never_5xx(rig):
     s.send(b"HELO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@local.test>\r\nDATA\r\n")
     assert s.send(b"hi\r\n.\r\n") == [b"452 4.3.1 Insufficient system storage, try again later"]
     assert s.codes(b"NOOP\r\n") == [250]
+
+
+def break_directory(rig, dirname):
+    """Put a plain file where a queue directory should be (every write there fails)."""
+    path = rig.store.dir(dirname)
+    os.rename(path, path + "-gone")
+    with open(path, "w"):
+        pass
+
+    def mend():
+        os.unlink(path)
+        os.rename(path + "-gone", path)
+
+    return mend
+
+
+def durable_split_rig(tmp_path):
+    """Local and relay recipients both kept durably; relay mail held for a sender."""
+    rig = Rig(tmp_path, LOCAL, sender=True)
+    rig.config.apply("queue", "use_disk_for_relay", True)
+    rig.config.apply("queue", "save_incoming", True)
+    return rig
+
+
+def send_split(session):
+    """One message to a local and a relay recipient; the codes from MAIL to end of DATA."""
+    return session.codes(
+        b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@local.test>\r\nRCPT TO:<y@remote.test>\r\n"
+        b"DATA\r\nhi\r\n.\r\n"
+    )
+
+
+def test_a_disk_full_answers_452_for_local_and_offloaded_relay_mail(tmp_path):
+    rig = Rig(tmp_path, LOCAL, store=FullDisk)
+    rig.config.apply("queue", "save_incoming", True)
+    s = rig.connect()
+    s.send(b"HELO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@local.test>\r\nDATA\r\n")
+    assert s.send(b"hi\r\n.\r\n") == [b"452 4.3.1 Insufficient system storage, try again later"]
+    # No sender runs here, so relay mail goes to retry/: just as full.
+    s.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<y@remote.test>\r\nDATA\r\n")
+    assert s.codes(b"hi\r\n.\r\n") == [452]
+    rig.store.full = False
+    assert s.codes(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<y@remote.test>\r\nDATA\r\nhi\r\n.\r\n") == [
+        250,
+        250,
+        354,
+        250,
+    ]
+    assert (rig.counters.recv_inbound, rig.counters.recv_relay) == (0, 1)
+
+
+def test_a_receipt_journal_that_cannot_be_written_answers_452_and_the_session_goes_on(tmp_path):
+    rig = Rig(tmp_path, LOCAL, sender=True)
+    rig.config.apply("queue", "use_disk_for_relay", True)
+    mend = break_directory(rig, "working")
+    s = rig.connect()
+    s.send(b"HELO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<y@remote.test>\r\nDATA\r\n")
+    assert s.send(b"hi\r\n.\r\n") == [b"452 4.3.1 Insufficient system storage, try again later"]
+    assert not s.transport.disconnecting
+    mend()
+    assert s.codes(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<y@remote.test>\r\nDATA\r\nhi\r\n.\r\n") == [
+        250,
+        250,
+        354,
+        250,
+    ]
+    assert [m.location for m in rig.queue.messages.values() if m.data] == ["journal"]
+
+
+def test_a_split_transaction_sends_nothing_on_when_its_local_copy_fails(tmp_path):
+    rig = durable_split_rig(tmp_path)
+    mend = break_directory(rig, "incoming")
+    s = rig.connect()
+    s.send(b"HELO c\r\n")
+    assert send_split(s) == [250, 250, 250, 354, 452]
+    assert rig.queue.messages == {} and rig.sender.told == 0  # no relay copy to send twice
+    mend()
+    assert send_split(s) == [250, 250, 250, 354, 250]  # the client's retry
+    [relay] = rig.queue.messages.values()
+    assert relay.location == "journal" and relay.envelope.rcpt_to_send == ["y@remote.test"]
+    assert inf_fields(rig, "incoming")["rcpttosend"] == "x@local.test"
+    assert (rig.counters.recv_inbound, rig.counters.recv_relay) == (1, 1)
+
+
+def test_a_split_transaction_keeps_no_local_copy_when_its_relay_copy_fails(tmp_path):
+    rig = durable_split_rig(tmp_path)
+    mend = break_directory(rig, "working")
+    s = rig.connect()
+    s.send(b"HELO c\r\n")
+    assert send_split(s) == [250, 250, 250, 354, 452]
+    assert rig.files("incoming") == []  # the retry would otherwise store it twice
+    mend()
+    assert send_split(s) == [250, 250, 250, 354, 250]
+    assert len(rig.files("incoming")) == 2
+    assert (rig.counters.recv_inbound, rig.counters.recv_relay) == (1, 1)
 
 
 def test_a_mixed_transaction_becomes_one_incoming_and_one_relay_entry(rig):

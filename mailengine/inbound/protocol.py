@@ -250,7 +250,14 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
 
     def _not_queued(self, failure: Failure) -> None:
         # Disk full, permissions...: temporary, so the client keeps its copy.
-        log.failure("smtp in {peer}: message not stored", failure, peer=self.peer_ip)
+        if failure.check(OSError):  # one clear line, not a traceback per message
+            log.warn(
+                "smtp in {peer}: message not stored, answered 452: {why}",
+                peer=self.peer_ip,
+                why=failure.value,
+            )
+        else:
+            log.failure("smtp in {peer}: message not stored", failure, peer=self.peer_ip)
         self.sendCode(452, b"4.3.1 Insufficient system storage, try again later")
         self._after_transaction()
 

@@ -6,6 +6,7 @@ import signal
 import smtplib
 import socket
 import ssl
+import subprocess
 import threading
 
 import pytest
@@ -151,6 +152,92 @@ def test_relay_mail_beyond_the_memory_limit_is_offloaded_to_retry(engine_factory
     assert sorted(inf["rcpttosend"] for inf in retry) == ["r1@remote.example", "r2@remote.example"]
     engine.wait_log("3 recv [0 inbound, 3 relay]")
     assert "queue size: 1 messages in memory" in engine.console()
+
+
+class Immutable:
+    """``chattr +i`` on queue directories: not even root may create files there."""
+
+    def __init__(self) -> None:
+        self.paths: set[str] = set()
+
+    def set(self, *paths: str) -> None:
+        for path in paths:
+            done = subprocess.run(["chattr", "+i", path], capture_output=True, check=False)
+            if done.returncode != 0:
+                pytest.skip(f"chattr +i is not possible here: {done.stderr.decode().strip()}")
+            self.paths.add(path)
+
+    def clear(self, *paths: str) -> None:
+        for path in paths:
+            subprocess.run(["chattr", "-i", path], check=True)
+            self.paths.discard(path)
+
+
+@pytest.fixture
+def immutable():
+    made = Immutable()
+    yield made
+    made.clear(*made.paths)  # else tmp_path could never be removed
+
+
+STORAGE_FULL = (452, b"4.3.1 Insufficient system storage, try again later")
+
+
+def refused_for_storage(client, rcpts):
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        client.sendmail("a@b.test", rcpts, MESSAGE)
+    return (refused.value.smtp_code, refused.value.smtp_error) == STORAGE_FULL
+
+
+def test_storage_failures_answer_452_and_keep_nothing_of_the_refused_message(
+    engine_factory, immutable
+):
+    # DNS never answers here, so the first relay message stays in memory; the limit is
+    # one message, so later relay mail is offloaded to retry/.
+    engine = engine_factory(
+        {
+            "server": {"local_domains": ["local.test"]},
+            "queue": {
+                "save_incoming": True,
+                "use_disk_for_relay": True,
+                "max_messages_in_memory": 1,
+            },
+        }
+    )
+    incoming, retry = (os.path.join(engine.mailq, d) for d in ("incoming", "retry"))
+    attempts = [["x@local.test"], ["r1@remote.example"], ["y@local.test", "r2@remote.example"]]
+    with smtp(engine, "127.0.0.1") as c:
+        assert c.sendmail("a@b.test", ["r0@remote.example"], MESSAGE) == {}
+        immutable.set(incoming, retry)
+        for rcpts in attempts:
+            assert refused_for_storage(c, rcpts)
+        immutable.clear(incoming, retry)
+        for rcpts in attempts:  # the client's retries
+            assert c.sendmail("a@b.test", rcpts, MESSAGE) == {}
+    assert sorted(inf["rcpttosend"] for inf in infs(engine, "incoming")) == [
+        "x@local.test",
+        "y@local.test",
+    ]
+    assert sorted(inf["rcpttosend"] for inf in infs(engine, "retry")) == [
+        "r1@remote.example",
+        "r2@remote.example",
+    ]
+    assert "message not stored, answered 452: [Errno 1] Operation not permitted" in (
+        engine.console()
+    )
+    engine.kill()  # a graceful stop would wait for the DNS lookup to time out
+
+
+def test_a_receipt_journal_that_cannot_be_created_answers_452(engine_factory, immutable):
+    engine = engine_factory({"queue": {"use_disk_for_relay": True}})
+    working = os.path.join(engine.mailq, "working")
+    with smtp(engine, "127.0.0.1") as c:
+        immutable.set(working)
+        assert refused_for_storage(c, ["r0@remote.example"])
+        immutable.clear(working)
+        assert c.sendmail("a@b.test", ["r0@remote.example"], MESSAGE) == {}
+    assert "Traceback" not in engine.console()
+    engine.kill()
 
 
 def test_size_is_advertised_and_both_552_paths_refuse(engine_factory):

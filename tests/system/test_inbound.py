@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import urllib.request
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -144,17 +145,44 @@ def test_relay_mail_waits_in_retry_while_paused_and_is_counted_as_relay(engine_f
     assert "queue size: 0 messages in memory" in engine.console()
 
 
-def test_relay_mail_beyond_the_memory_limit_is_offloaded_to_retry(engine_factory):
-    # DNS never answers here ([dns] servers = 127.0.0.1:1), so the first message stays
-    # in memory while its lookup waits; the limit is one message.
-    engine = engine_factory({"queue": {"max_messages_in_memory": 1}})
+def held_in_memory(engine):
+    """(messages, bytes) the engine holds in memory, from its /metrics."""
+    url = f"http://127.0.0.1:{engine.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    found = dict(re.findall(r"^mailengine_queue_memory_(messages|bytes) (\d+)$", text, re.M))
+    return int(found["messages"]), int(found["bytes"])
+
+
+@pytest.mark.parametrize(
+    ("limit", "line_count", "held"),
+    [
+        ({"max_messages_in_memory": 2}, 1, 2),
+        ({"max_memory_kb": 1000}, 3750, 3),  # 300,000-byte messages: three fit in 1000 KB
+    ],
+)
+def test_relay_mail_beyond_the_memory_limit_is_offloaded_to_retry_and_memory_stays_bounded(
+    engine_factory, limit, line_count, held
+):
+    # DNS never answers here ([dns] servers = 127.0.0.1:1), so relay mail stays in
+    # memory while its lookup waits.
+    engine = engine_factory({"queue": limit})
+    message = b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * line_count
+    samples = []
     with smtp(engine, "127.0.0.1") as c:
-        for i in range(3):
-            c.sendmail("a@b.test", [f"r{i}@remote.example"], MESSAGE)
+        for i in range(5):
+            c.sendmail("a@b.test", [f"r{i}@remote.example"], message)
+            samples.append(held_in_memory(engine))
     retry = infs(engine, "retry")
-    assert sorted(inf["rcpttosend"] for inf in retry) == ["r1@remote.example", "r2@remote.example"]
-    engine.wait_log("3 recv [0 inbound, 3 relay]")
-    assert "queue size: 1 messages in memory" in engine.console()
+    assert sorted(inf["rcpttosend"] for inf in retry) == [
+        f"r{i}@remote.example" for i in range(held, 5)
+    ]
+    engine.wait_log("5 recv [0 inbound, 5 relay]")
+    engine.wait_log(f"queue size: {held} messages in memory")
+    samples += [held_in_memory(engine) for _ in range(3)]  # retry/ stays there
+    assert max(n for n, _ in samples) == held
+    assert max(b for _, b in samples) <= limit.get("max_memory_kb", 1 << 30) * 1024
+    engine.kill()  # a graceful stop would wait for the DNS lookups to time out
 
 
 class Immutable:

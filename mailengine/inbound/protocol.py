@@ -154,7 +154,7 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
 
     def _dispatch(self, line: bytes) -> None:
         if self._logs.debug_smtp_in:
-            shown = line if self.mode != smtp.AUTH else b"(authentication data)"
+            shown = _without_secrets(line, self.mode)
             log.info("smtp in {peer} < {line}", peer=self.peer_ip, line=_printable(shown))
         self._awaiting = True  # exactly one reply follows each command line
         try:
@@ -168,15 +168,11 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
     def sendCode(self, code: int, message: bytes = b"") -> None:
         if not self._plain_reply:
             message = with_enhanced_code(code, message)
+        reply = format_reply(code, message)
         if self._logs.debug_smtp_in:
-            for text in message.splitlines() or [b""]:
-                log.info(
-                    "smtp in {peer} > {code} {text}",
-                    peer=self.peer_ip,
-                    code=code,
-                    text=_printable(text),
-                )
-        self._write(format_reply(code, message))
+            for line in reply.splitlines():  # as on the wire: "250-..." then "250 ..."
+                log.info("smtp in {peer} > {line}", peer=self.peer_ip, line=_printable(line))
+        self._write(reply)
         self._awaiting = False
         if not self._processing and self._input:
             self._process()
@@ -445,6 +441,16 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
             return
         self._reader = DataReader(self._settings.max_message_size_bytes)
         self.sendCode(354, b"End data with <CR><LF>.<CR><LF>")
+
+
+def _without_secrets(line: bytes, mode: str) -> bytes:
+    """A command line as debug_smtp_in logs it: AUTH responses, initial ones included, masked."""
+    if mode == smtp.AUTH:
+        return b"(authentication data)"
+    words = line.split(None, 2)
+    if len(words) == 3 and words[0].upper() == b"AUTH":
+        return b"%s %s (authentication data)" % (words[0], words[1])
+    return line
 
 
 def _printable(line: bytes) -> str:

@@ -1,5 +1,6 @@
 """Receiving through the real service (twistd mailengine) with smtplib (manual §2, §5)."""
 
+import base64
 import glob
 import itertools
 import os
@@ -419,6 +420,44 @@ def test_starttls_then_auth_lets_a_stranger_relay(engine_factory, tmp_path):
             received[inf["rcpttosend"]] = fh.read().split(b" id ", 1)[0]
     assert received["v@remote.example"].endswith(b"with ESMTPSA")
     assert received["w@remote.example"].endswith(b"with ESMTPA")
+
+
+def log_files_text(engine):
+    return "".join(read_text(p) for p in sorted(glob.glob(os.path.join(engine.root, "log", "*"))))
+
+
+def test_debug_smtp_in_logs_each_dialogue_line_but_no_password(engine_factory):
+    engine = engine_factory(
+        {
+            "server": {"local_domains": ["local.test"]},
+            "smtp_in": {"allow_plain_auth_without_tls": True},
+            "logs": {"debug_smtp_in": True},
+        },
+        start=False,
+    )
+    set_password(os.path.join(engine.root, "config", "smtp-users.txt"), "joe", "pw1")
+    engine.start()
+    with smtp(engine, STRANGER) as c:
+        c.ehlo("client.test")
+        c.user, c.password = "joe", "pw1"
+        assert c.auth("PLAIN", c.auth_plain)[0] == 235
+        assert c.sendmail("a@b.test", ["x@local.test"], MESSAGE) == {}
+    engine.wait_log("smtp in 127.0.0.1 > 221 2.0.0 Bye")
+    logged = log_files_text(engine)
+    for line in (
+        "smtp in 127.0.0.1 > 220 ",
+        "smtp in 127.0.0.1 < ehlo client.test",
+        "smtp in 127.0.0.1 > 250-PIPELINING",
+        "smtp in 127.0.0.1 > 250 AUTH PLAIN LOGIN CRAM-MD5",
+        "smtp in 127.0.0.1 < AUTH PLAIN (authentication data)",
+        "smtp in 127.0.0.1 > 235 2.7.0 Authentication successful",
+        "smtp in 127.0.0.1 < mail FROM:<a@b.test> size=",
+        " bytes of DATA) .",
+        "smtp in 127.0.0.1 > 250 2.0.0 Ok: queued as ",
+    ):
+        assert line in logged, line
+    secret = base64.b64encode(b"\0joe\0pw1").decode()
+    assert secret not in logged and "pw1" not in logged
 
 
 def test_a_bad_certificate_is_one_clear_line_at_start(engine_factory, tmp_path):

@@ -468,10 +468,11 @@ def test_debug_smtp_in_logs_each_dialogue_line_when_switched_on(rig):
         s.send(b"HELO c\r\nAUTH PLAIN secret\r\n")
     finally:
         globalLogPublisher.removeObserver(events.append)
-    lines = [e.get("line") or e.get("text") for e in events if "smtp in" in e["log_format"]]
+    lines = [e["line"] for e in events if "smtp in" in e["log_format"]]
     assert "NOOP" not in lines
-    assert b"HELO c".decode() in lines and "mx.test Hello 127.0.0.1, nice to meet you" in lines
-    assert "AUTH PLAIN secret" in lines  # the command line; AUTH *responses* are masked
+    assert "HELO c" in lines and "250 mx.test Hello 127.0.0.1, nice to meet you" in lines
+    assert "AUTH PLAIN (authentication data)" in lines  # an initial response is a secret too
+    assert not any("secret" in line for line in lines)
 
 
 def test_bounce_mail_is_recorded_hard_or_soft(rig):

@@ -68,6 +68,8 @@ def test_every_relay_decision_through_the_real_server(relay_engine):
         assert rcpt_code(c, "y@backup.test") == 250  # relay domain: from anyone
         assert c.rcpt("v@remote.example") == (554, b"5.7.1 <v@remote.example>: relay not approved")
         assert rcpt_code(c, "z@sub.backup.test") == 554
+        assert rcpt_code(c, "z%remote.example@backup.test") == 554  # no routing through it
+        assert rcpt_code(c, "mailengine-bounce-j%x.test@remote.example") == 554  # not local
         c.rset()
     with smtp(relay_engine, TRUSTED) as c:
         c.ehlo("client.test")
@@ -123,6 +125,7 @@ def test_incoming_mail_is_saved_with_the_manuals_inf_fields(relay_engine):
     assert inf["localhostname"]
     assert inf["mailfrom"] == "sender@b.test"
     assert inf["rcpttosend"] == "x@local.test,y@local.test"
+    assert re.fullmatch(r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d", inf["timecreated"])
     [dat] = glob.glob(os.path.join(relay_engine.mailq, "incoming", "*.dat"))
     with open(dat, "rb") as fh:
         content = fh.read()
@@ -472,6 +475,19 @@ def test_a_bad_certificate_is_one_clear_line_at_start(engine_factory, tmp_path):
     assert "Traceback" not in out
 
 
+DELAYED_DSN = (
+    b"Subject: Delivery delayed\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n'
+    b"\r\n--B\r\nContent-Type: text/plain\r\n\r\n"
+    b"Earlier the server said: 550 5.1.1 user unknown. We keep trying.\r\n"
+    b"--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+    b"Reporting-MTA: dns; mx.example.net\r\n\r\n"
+    b"Final-Recipient: rfc822; bob@example.net\r\nAction: delayed\r\nStatus: 4.2.2\r\n"
+    b"\r\n--B--\r\n"
+)
+
+
 def test_bounces_are_appended_to_hard_and_soft_bounces(relay_engine):
     with smtp(relay_engine, STRANGER) as c:
         c.ehlo("mx.remote.example")
@@ -485,9 +501,13 @@ def test_bounces_are_appended_to_hard_and_soft_bounces(relay_engine):
             ["mailengine-bounce-ann%example.org@bounce.test"],
             b"Subject: Delayed\r\n\r\n<ann@example.org>: 452 4.2.2 mailbox full\r\n",
         )
+        # RFC 3464: the delivery-status part decides, whatever the text says.
+        c.sendmail("<>", ["mailengine-bounce-bob%example.net@bounce.test"], DELAYED_DSN)
     root = relay_engine.root
     assert read_text(os.path.join(root, "hard-bounces.txt")) == "joe@example.com\n"
-    assert read_text(os.path.join(root, "soft-bounces.txt")) == "ann@example.org\n"
+    assert read_text(os.path.join(root, "soft-bounces.txt")) == (
+        "ann@example.org\nbob@example.net\n"
+    )
     relay_engine.wait_log("hard bounce (5.1.1) for joe@example.com")
 
 

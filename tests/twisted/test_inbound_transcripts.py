@@ -278,6 +278,27 @@ def test_a_disk_full_answers_452_for_local_and_offloaded_relay_mail(tmp_path):
     assert (rig.counters.recv_inbound, rig.counters.recv_relay) == (0, 1)
 
 
+def test_a_full_disk_under_the_receipt_journal_answers_452_and_holds_nothing(tmp_path):
+    rig = Rig(tmp_path, LOCAL, sender=True)
+    rig.config.apply("queue", "use_disk_for_relay", True)
+    s = rig.connect()
+    relay = b"MAIL FROM:<a@b.test>\r\nRCPT TO:<y@remote.test>\r\nDATA\r\nhi\r\n.\r\n"
+    assert s.codes(b"HELO c\r\n" + relay) == [250, 250, 250, 354, 250]
+    segment_fd = rig.queue.journal.active.fd
+    kept = os.dup(segment_fd)
+    full = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC
+    os.dup2(full, segment_fd)
+    try:
+        assert s.codes(relay) == [250, 250, 354, 452]
+    finally:
+        os.dup2(kept, segment_fd)
+        os.close(kept)
+        os.close(full)
+    assert rig.queue.memory_count == 1  # only the first message is held
+    assert s.codes(relay) == [250, 250, 354, 250]
+    assert [m.location for m in rig.queue.messages.values()] == ["journal", "journal"]
+
+
 def test_a_receipt_journal_that_cannot_be_written_answers_452_and_the_session_goes_on(tmp_path):
     rig = Rig(tmp_path, LOCAL, sender=True)
     rig.config.apply("queue", "use_disk_for_relay", True)
@@ -293,7 +314,7 @@ def test_a_receipt_journal_that_cannot_be_written_answers_452_and_the_session_go
         354,
         250,
     ]
-    assert [m.location for m in rig.queue.messages.values() if m.data] == ["journal"]
+    assert rig.queue.counts()["journal"] == 1
 
 
 def test_a_split_transaction_sends_nothing_on_when_its_local_copy_fails(tmp_path):

@@ -37,6 +37,10 @@ class HeldThreads:
 
     def release(self) -> None:
         self.hold = False
+        self.step()
+
+    def step(self) -> None:
+        """Run the work waiting now; work it leads to waits again while ``hold``."""
         waiting, self.waiting = self.waiting, []
         for fn, d in waiting:
             defer.maybeDeferred(fn).chainDeferred(d)

@@ -317,6 +317,20 @@ def test_a_receipt_journal_that_cannot_be_written_answers_452_and_the_session_go
     assert rig.queue.counts()["journal"] == 1
 
 
+def test_a_split_transaction_hands_its_relay_copy_on_only_once_the_local_copy_is_safe(tmp_path):
+    rig = durable_split_rig(tmp_path)
+    rig.threads.hold = True  # a slow disk
+    s = rig.connect()
+    s.send(b"HELO c\r\n")
+    assert send_split(s) == [250, 250, 250, 354]
+    assert rig.queue.messages == {}  # the relay copy waits for the incoming/ write
+    rig.threads.step()  # the incoming/ write done; now the journal append waits
+    assert [m.location for m in rig.queue.messages.values()] == ["reserved"]
+    rig.threads.release()
+    assert s.replies()[0].startswith(b"250 2.0.0 Ok: queued as")
+    assert [m.location for m in rig.queue.messages.values()] == ["journal"]
+
+
 def test_a_split_transaction_sends_nothing_on_when_its_local_copy_fails(tmp_path):
     rig = durable_split_rig(tmp_path)
     mend = break_directory(rig, "incoming")

@@ -91,6 +91,9 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
         return self.host + b" ESMTP MailEngine"
 
     def timeoutConnection(self) -> None:
+        if self._awaiting:  # the silence is ours (a slow disk): the client waits for a reply
+            self.setTimeout(self.timeOut)  # the timer fired, so arm a new one
+            return
         self._input = b""
         self.sendCode(421, b"4.4.2 " + self.host + b" Error: timeout exceeded")
         self.transport.loseConnection()

@@ -382,6 +382,20 @@ def test_idle_sessions_get_421_after_timeout_seconds(rig):
     assert s.transport.disconnecting
 
 
+def test_a_client_waiting_for_its_250_while_the_disk_is_slow_is_not_timed_out(rig):
+    rig.config.apply("smtp_in", "timeout_seconds", 30)
+    rig.config.apply("queue", "save_incoming", True)
+    rig.threads.hold = True
+    s = rig.connect()
+    s.send(b"HELO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@local.test>\r\nDATA\r\nhi\r\n.\r\n")
+    rig.clock.advance(45)
+    assert not s.transport.disconnecting  # a 421 now would make the client send it again
+    rig.threads.release()
+    assert s.replies()[-1].startswith(b"250 2.0.0 Ok: queued as")
+    rig.clock.advance(30)
+    assert s.replies() == [b"421 4.4.2 mx.test Error: timeout exceeded"]
+
+
 def test_a_malformed_auth_blob_gets_501_and_the_session_goes_on(rig):
     add_user(rig, "joe", "pw")
     rig.config.apply("smtp_in", "allow_plain_auth_without_tls", True)

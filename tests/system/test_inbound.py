@@ -651,7 +651,7 @@ NOISE = st.binary(max_size=200)
 
 
 @settings(
-    max_examples=40,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -688,7 +688,7 @@ def fuzz_engine(engine_factory):
             {
                 "server": {"local_domains": ["local.test"]},
                 "smtp_in": {"max_message_size_bytes": 1024, "allow_plain_auth_without_tls": True},
-                "queue": {"save_incoming": True},
+                "queue": {"save_incoming": True, "use_disk_for_relay": True},  # the journal too
                 "logs": {"debug_smtp_in": True},
             },
             start=False,

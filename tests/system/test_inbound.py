@@ -648,6 +648,16 @@ COMMANDS = st.sampled_from(
     ]
 )
 NOISE = st.binary(max_size=200)
+# Whole transactions, so random input also reaches DATA, the queue and the journal.
+TRANSACTION = st.builds(
+    lambda rcpt, body: (
+        b"MAIL FROM:<a@b.test>\r\nRCPT TO:<%s>\r\nDATA\r\n%s\r\n.\r\n" % (rcpt, body)
+    ),
+    st.sampled_from(
+        [b"x@local.test", b"x@remote.example", b"mailengine-bounce-j%x.test@local.test"]
+    ),
+    NOISE,
+)
 
 
 @settings(
@@ -656,10 +666,12 @@ NOISE = st.binary(max_size=200)
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
-    script=st.lists(st.one_of(COMMANDS.map(lambda c: c + b"\r\n"), NOISE), max_size=25),
+    script=st.lists(
+        st.one_of(COMMANDS.map(lambda c: c + b"\r\n"), NOISE, TRANSACTION), max_size=25
+    ),
 )
-def test_random_commands_and_noise_never_break_the_server(engine_factory, script):
-    engine = fuzz_engine(engine_factory)
+def test_random_commands_and_noise_never_break_the_server(engine_factory, sinks, script):
+    engine = fuzz_engine(engine_factory, sinks)
     sock, greeting = connect_from(engine, "127.0.0.1")
     try:
         sock.sendall(b"".join(script))
@@ -680,13 +692,14 @@ def test_random_commands_and_noise_never_break_the_server(engine_factory, script
 _FUZZ: dict[int, object] = {}
 
 
-def fuzz_engine(engine_factory):
+def fuzz_engine(engine_factory, sinks):
     key = id(engine_factory)
     if key not in _FUZZ:
         _FUZZ.clear()
         engine = engine_factory(
             {
                 "server": {"local_domains": ["local.test"]},
+                "dns": {"bypass": [route("remote.example", sinks("127.0.2.8"))]},
                 "smtp_in": {"max_message_size_bytes": 1024, "allow_plain_auth_without_tls": True},
                 "queue": {"save_incoming": True, "use_disk_for_relay": True},  # the journal too
                 "logs": {"debug_smtp_in": True},

@@ -449,6 +449,31 @@ def test_auth_login_in_two_steps(rig):
     assert b"AUTH" not in b"".join(s.send(b"EHLO c\r\n"))
 
 
+@pytest.mark.parametrize(
+    ("mechanisms", "offered"),
+    [(["CRAM-MD5"], b"250 AUTH CRAM-MD5"), (["LOGIN", "PLAIN"], b"250 AUTH LOGIN PLAIN")],
+)
+def test_auth_mechanisms_chooses_what_is_offered_and_accepted(tmp_path, mechanisms, offered):
+    rig = Rig(tmp_path, {**LOCAL, ("smtp_in", "auth_mechanisms"): mechanisms})
+    add_user(rig, "joe", "pw")
+    rig.config.apply("smtp_in", "allow_plain_auth_without_tls", True)
+    s = rig.connect()
+    assert s.send(b"EHLO c\r\n")[-1] == offered
+    for mechanism in (b"PLAIN", b"LOGIN", b"CRAM-MD5"):
+        code = s.codes(b"AUTH " + mechanism + b"\r\n")[0]
+        assert code == (334 if mechanism in offered else 504), mechanism
+        if code == 334:
+            assert s.codes(b"*\r\n")[0] == 501  # RFC 4954: "*" cancels the exchange
+
+
+def test_no_auth_mechanisms_means_no_auth(tmp_path):
+    rig = Rig(tmp_path, {**LOCAL, ("smtp_in", "auth_mechanisms"): []})
+    add_user(rig, "joe", "pw")
+    s = rig.connect()
+    assert b"AUTH" not in b"".join(s.send(b"EHLO c\r\n"))
+    assert s.codes(b"AUTH CRAM-MD5\r\n") == [504]
+
+
 def test_no_auth_is_offered_without_users(rig):
     s = rig.connect()
     assert b"AUTH" not in b"".join(s.send(b"EHLO c\r\n"))

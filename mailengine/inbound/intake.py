@@ -1,6 +1,7 @@
 """From an accepted DATA to the queue: envelopes, the Received header, counters, bounces.
 
-One SMTP transaction becomes at most one incoming entry (local recipients),
+One SMTP transaction becomes at most one incoming entry (local recipients,
+returning bounces included: kept with save_incoming like other local mail),
 one relay entry (the rest) and one bounce record. The Deferred fires once
 every part is as safe as configured; only then does the session answer 250.
 """
@@ -128,7 +129,9 @@ class Intake:
         # Relay first: its id is the one the Received header and the 250 reply name,
         # as that copy travels on.
         relay_id = ids.next_id() if txn.relay else ""
-        incoming_id = ids.next_id() if txn.incoming else ""
+        # Returning bounces are mail for a local domain too: kept with save_incoming.
+        local_rcpts = [*txn.incoming, *txn.bounce_rcpts]
+        incoming_id = ids.next_id() if local_rcpts else ""
         first_id = relay_id or incoming_id or ids.next_id()
         header = received_header(
             helo=facts.helo,
@@ -162,14 +165,13 @@ class Intake:
             counters = engine.counters
             if txn.relay:
                 counters.received("relay")
-            local_parts = bool(txn.incoming) + bool(txn.bounces)
-            if local_parts:
-                counters.received("inbound", local_parts)
+            if local_rcpts:
+                counters.received("inbound")
             return first_id
 
         local = []
-        if txn.incoming:
-            local.append(engine.queue.accept_incoming(envelope(incoming_id, txn.incoming), content))
+        if local_rcpts:
+            local.append(engine.queue.accept_incoming(envelope(incoming_id, local_rcpts), content))
         if txn.bounces:
             local.append(self.bounces.record(txn.bounces, content))
         if not txn.relay:

@@ -509,6 +509,12 @@ def test_bounces_are_appended_to_hard_and_soft_bounces(relay_engine):
         "ann@example.org\nbob@example.net\n"
     )
     relay_engine.wait_log("hard bounce (5.1.1) for joe@example.com")
+    # save_incoming is on: the bounces themselves are kept like other local mail.
+    assert sorted(inf["rcpttosend"] for inf in infs(relay_engine, "incoming")) == [
+        "mailengine-bounce-ann%example.org@bounce.test",
+        "mailengine-bounce-bob%example.net@bounce.test",
+        "mailengine-bounce-joe%example.com@bounce.test",
+    ]
 
 
 def test_listens_on_each_address_of_a_range_and_port_1_turns_receiving_off(engine_factory):

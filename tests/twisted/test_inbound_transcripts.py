@@ -563,6 +563,23 @@ def test_bounce_mail_is_recorded_hard_or_soft(rig):
     assert rig.counters.recv_inbound == 2
 
 
+def test_a_bounce_without_a_status_is_not_recorded_but_kept_with_save_incoming(rig):
+    rig.config.apply("queue", "save_incoming", True)
+    s = rig.connect(peer="198.51.100.7")
+    s.send(b"HELO mx.example\r\nMAIL FROM:<>\r\n")
+    s.send(b"RCPT TO:<mailengine-bounce-joe%example.com@local.test>\r\nRCPT TO:<x@local.test>\r\n")
+    assert s.codes(b"DATA\r\nSubject: Out of office\r\n\r\nBack on Monday.\r\n.\r\n") == [
+        354,
+        250,
+    ]
+    assert not os.path.exists(rig.engine.root_file("hard-bounces.txt"))
+    assert not os.path.exists(rig.engine.root_file("soft-bounces.txt"))
+    fields = inf_fields(rig, "incoming")
+    assert fields["rcpttosend"] == "x@local.test,mailengine-bounce-joe%example.com@local.test"
+    assert dat(rig, "incoming").endswith(b"Back on Monday.\r\n")
+    assert rig.counters.recv_inbound == 1  # one message for local recipients
+
+
 def test_a_plain_smtp_users_line_is_rewritten_with_a_hash_and_cram_md5_midstates(rig):
     path = os.path.join(rig.root, "config", "smtp-users.txt")
     with open(path, "w") as fh:

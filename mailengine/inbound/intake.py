@@ -169,13 +169,21 @@ class Intake:
                 counters.received("inbound")
             return first_id
 
+        def withdraw(failure: Failure) -> Failure:
+            if incoming_id:  # a local copy written before another part failed
+                remove = partial(engine.store.delete, "incoming", incoming_id)
+                engine.committer.submit(remove).addErrback(
+                    lambda f: log.failure("incoming/{id}: not removed", f, id=incoming_id)
+                )
+            return failure
+
         local = []
         if local_rcpts:
             local.append(engine.queue.accept_incoming(envelope(incoming_id, local_rcpts), content))
         if txn.bounces:
             local.append(self.bounces.record(txn.bounces, content))
         if not txn.relay:
-            return _all(local).addCallback(counted)
+            return _all(local).addCallbacks(counted, withdraw)
         if not local:
             return engine.queue.accept_relay(envelope(relay_id, txn.relay), content).addCallback(
                 counted
@@ -183,14 +191,6 @@ class Intake:
 
         def hand_on(_: Any) -> defer.Deferred:
             return engine.queue.accept_relay(envelope(relay_id, txn.relay), content)
-
-        def withdraw(failure: Failure) -> Failure:
-            if incoming_id:
-                remove = partial(engine.store.delete, "incoming", incoming_id)
-                engine.committer.submit(remove).addErrback(
-                    lambda f: log.failure("incoming/{id}: not removed", f, id=incoming_id)
-                )
-            return failure
 
         return _all(local).addCallback(hand_on).addCallbacks(counted, withdraw)
 

@@ -580,6 +580,20 @@ def test_a_bounce_without_a_status_is_not_recorded_but_kept_with_save_incoming(r
     assert rig.counters.recv_inbound == 1  # one message for local recipients
 
 
+def test_a_bounce_that_cannot_be_recorded_gets_452_and_keeps_no_incoming_copy(rig):
+    rig.config.apply("queue", "save_incoming", True)
+    os.mkdir(rig.engine.root_file("hard-bounces.txt"))  # appending to it fails
+    s = rig.connect(peer="198.51.100.7")
+    s.send(b"HELO mx.example\r\nMAIL FROM:<>\r\n")
+    s.send(b"RCPT TO:<mailengine-bounce-joe%example.com@local.test>\r\n")
+    assert s.codes(b"DATA\r\nSubject: failed\r\n\r\n550 5.1.1 unknown user\r\n.\r\n") == [
+        354,
+        452,
+    ]
+    assert rig.files("incoming") == []  # the sender's retry would store it twice
+    assert rig.counters.recv_inbound == 0
+
+
 def test_a_plain_smtp_users_line_is_rewritten_with_a_hash_and_cram_md5_midstates(rig):
     path = os.path.join(rig.root, "config", "smtp-users.txt")
     with open(path, "w") as fh:

@@ -705,8 +705,15 @@ def fuzz_engine(engine_factory, sinks):
         engine = engine_factory(
             {
                 "server": {"local_domains": ["local.test"]},
+                # The fuzzing peer is a stranger: it relays only to remote.example (a
+                # sink), never to a domain whose DNS lookup would hold up the stop.
                 "dns": {"bypass": [route("remote.example", sinks("127.0.2.8"))]},
-                "smtp_in": {"max_message_size_bytes": 1024, "allow_plain_auth_without_tls": True},
+                "smtp_in": {
+                    "max_message_size_bytes": 1024,
+                    "allow_plain_auth_without_tls": True,
+                    "relay_ips": ["127.0.0.9"],
+                    "relay_domains": ["remote.example"],
+                },
                 "queue": {"save_incoming": True, "use_disk_for_relay": True},  # the journal too
                 "logs": {"debug_smtp_in": True},
             },

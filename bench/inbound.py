@@ -6,8 +6,9 @@ Postfix's ``smtp-source`` is the load client (installed with the postfix
 package; its daemon is never started). In one invocation this measures
 
 1. the engine, inbound (local domain "@", mail dropped after 250);
-2. the engine, relay with ``use_disk_for_relay`` (every message fsynced before
-   its 250, by group commit; until a delivery engine runs it lands in retry/);
+2. the engine, relay with ``use_disk_for_relay`` (every message appended to the
+   receipt journal and fdatasynced before its 250, by group commit, then held in
+   memory for the delivery engine; DNS never answers here, so nothing is sent);
 3. the reference: a bare twisted.mail ESMTP server that discards;
 
 and prints messages/hour in the manual's stats format and the server

@@ -1,6 +1,7 @@
 """From an accepted DATA to the queue: envelopes, the Received header, counters, bounces.
 
-One SMTP transaction becomes at most one incoming entry (local recipients),
+One SMTP transaction becomes at most one incoming entry (local recipients,
+returning bounces included: kept with save_incoming like other local mail),
 one relay entry (the rest) and one bounce record. The Deferred fires once
 every part is as safe as configured; only then does the session answer 250.
 """
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import email.utils
 import os
+from functools import partial
 from typing import Any
 
 import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from mailengine.engine import Engine
 from mailengine.inbound.received import prepend_received, received_header
@@ -111,19 +114,25 @@ class Intake:
         return self._date
 
     def accept(self, txn: Transaction, data: bytes, facts: SessionFacts) -> defer.Deferred:
-        """Queue ``data`` (canonical content) for ``txn``; fires with the first queue id."""
+        """Queue ``data`` (canonical content) for ``txn``; fires with the first queue id.
+
+        A split transaction (local and relay recipients) stores its local parts
+        first and hands the relay copy on only once they are safe: when any part
+        fails the client is told 452 and nothing has been sent on, and a local
+        copy already written is removed again, so the client's retry duplicates
+        nothing (a bounce line already appended stays: a repeated address is
+        harmless to the programs that read those files).
+        """
         engine = self.engine
         now = engine.reactor.seconds()
         ids = engine.ids
         # Relay first: its id is the one the Received header and the 250 reply name,
         # as that copy travels on.
-        parts: list[tuple[str, list[str]]] = []
-        if txn.relay:
-            parts.append(("relay", txn.relay))
-        if txn.incoming:
-            parts.append(("inbound", txn.incoming))
-        named = [(kind, rcpts, ids.next_id()) for kind, rcpts in parts]
-        first_id = named[0][2] if named else ids.next_id()
+        relay_id = ids.next_id() if txn.relay else ""
+        # Returning bounces are mail for a local domain too: kept with save_incoming.
+        local_rcpts = [*txn.incoming, *txn.bounce_rcpts]
+        incoming_id = ids.next_id() if local_rcpts else ""
+        first_id = relay_id or incoming_id or ids.next_id()
         header = received_header(
             helo=facts.helo,
             peer_ip=facts.peer_ip,
@@ -142,33 +151,56 @@ class Intake:
             "localtcpip": facts.local_ip,
             "datasize": str(len(content)),
         }
-        counters = engine.counters
-        waits = []
-        for kind, rcpts, message_id in named:
-            envelope = Envelope(
+
+        def envelope(message_id: str, rcpts: list[str]) -> Envelope:
+            return Envelope(
                 message_id=message_id,
                 mail_from=txn.mail_from,
                 rcpt_to_send=list(rcpts),
                 time_created=now,
                 other=dict(other),
             )
-            if kind == "inbound":
-                d = engine.queue.accept_incoming(envelope, content)
-            else:
-                d = engine.queue.accept_relay(envelope, content)
-            waits.append(d.addCallback(_count, counters, kind))
+
+        def counted(_: Any) -> str:
+            counters = engine.counters
+            if txn.relay:
+                counters.received("relay")
+            if local_rcpts:
+                counters.received("inbound")
+            return first_id
+
+        def withdraw(failure: Failure) -> Failure:
+            if incoming_id:  # a local copy written before another part failed
+                remove = partial(engine.store.delete, "incoming", incoming_id)
+                engine.committer.submit(remove).addErrback(
+                    lambda f: log.failure("incoming/{id}: not removed", f, id=incoming_id)
+                )
+            return failure
+
+        local = []
+        if local_rcpts:
+            local.append(engine.queue.accept_incoming(envelope(incoming_id, local_rcpts), content))
         if txn.bounces:
-            d = self.bounces.record(txn.bounces, content)
-            waits.append(d.addCallback(_count, counters, "inbound"))
-        if len(waits) == 1:
-            return waits[0].addCallback(lambda _: first_id)
-        gathered = defer.gatherResults(waits, consumeErrors=True)
-        return gathered.addCallbacks(lambda _: first_id, _first_error)
+            local.append(self.bounces.record(txn.bounces, content))
+        if not txn.relay:
+            return _all(local).addCallbacks(counted, withdraw)
+        if not local:
+            return engine.queue.accept_relay(envelope(relay_id, txn.relay), content).addCallback(
+                counted
+            )
+
+        def hand_on(_: Any) -> defer.Deferred:
+            return engine.queue.accept_relay(envelope(relay_id, txn.relay), content)
+
+        return _all(local).addCallback(hand_on).addCallbacks(counted, withdraw)
 
 
-def _count(result: Any, counters: Any, kind: str) -> Any:
-    counters.received(kind)
-    return result
+def _all(waits: list[defer.Deferred]) -> defer.Deferred:
+    """One Deferred for the parts; the first failure as itself (not a FirstError)."""
+    if len(waits) == 1:
+        return waits[0]
+    gathered = defer.gatherResults(waits, consumeErrors=True)
+    return gathered.addErrback(_first_error)
 
 
 def _first_error(failure: Any) -> Any:

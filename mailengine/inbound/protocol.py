@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.mail import smtp
@@ -90,6 +91,9 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
         return self.host + b" ESMTP MailEngine"
 
     def timeoutConnection(self) -> None:
+        if self._awaiting:  # the silence is ours (a slow disk): the client waits for a reply
+            self.setTimeout(self.timeOut)  # the timer fired, so arm a new one
+            return
         self._input = b""
         self.sendCode(421, b"4.4.2 " + self.host + b" Error: timeout exceeded")
         self.transport.loseConnection()
@@ -153,7 +157,7 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
 
     def _dispatch(self, line: bytes) -> None:
         if self._logs.debug_smtp_in:
-            shown = line if self.mode != smtp.AUTH else b"(authentication data)"
+            shown = _without_secrets(line, self.mode)
             log.info("smtp in {peer} < {line}", peer=self.peer_ip, line=_printable(shown))
         self._awaiting = True  # exactly one reply follows each command line
         try:
@@ -167,15 +171,11 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
     def sendCode(self, code: int, message: bytes = b"") -> None:
         if not self._plain_reply:
             message = with_enhanced_code(code, message)
+        reply = format_reply(code, message)
         if self._logs.debug_smtp_in:
-            for text in message.splitlines() or [b""]:
-                log.info(
-                    "smtp in {peer} > {code} {text}",
-                    peer=self.peer_ip,
-                    code=code,
-                    text=_printable(text),
-                )
-        self._write(format_reply(code, message))
+            for line in reply.splitlines():  # as on the wire: "250-..." then "250 ..."
+                log.info("smtp in {peer} > {line}", peer=self.peer_ip, line=_printable(line))
+        self._write(reply)
         self._awaiting = False
         if not self._processing and self._input:
             self._process()
@@ -236,7 +236,10 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
             self.sendCode(552, b"5.3.4 Message size exceeds fixed maximum message size")
             self._after_transaction()
             return
-        d = self.server.intake.accept(txn, reader.content(), self._facts())
+        try:
+            d = self.server.intake.accept(txn, reader.content(), self._facts())
+        except Exception:  # e.g. the receipt journal cannot be opened: still a reply
+            d = defer.fail()
         d.addCallbacks(self._queued, self._not_queued)
         d.addErrback(self._bug)
 
@@ -246,7 +249,14 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
 
     def _not_queued(self, failure: Failure) -> None:
         # Disk full, permissions...: temporary, so the client keeps its copy.
-        log.failure("smtp in {peer}: message not stored", failure, peer=self.peer_ip)
+        if failure.check(OSError):  # one clear line, not a traceback per message
+            log.warn(
+                "smtp in {peer}: message not stored, answered 452: {why}",
+                peer=self.peer_ip,
+                why=failure.value,
+            )
+        else:
+            log.failure("smtp in {peer}: message not stored", failure, peer=self.peer_ip)
         self.sendCode(452, b"4.3.1 Insufficient system storage, try again later")
         self._after_transaction()
 
@@ -434,6 +444,16 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
             return
         self._reader = DataReader(self._settings.max_message_size_bytes)
         self.sendCode(354, b"End data with <CR><LF>.<CR><LF>")
+
+
+def _without_secrets(line: bytes, mode: str) -> bytes:
+    """A command line as debug_smtp_in logs it: AUTH responses, initial ones included, masked."""
+    if mode == smtp.AUTH:
+        return b"(authentication data)"
+    words = line.split(None, 2)
+    if len(words) == 3 and words[0].upper() == b"AUTH":
+        return b"%s %s (authentication data)" % (words[0], words[1])
+    return line
 
 
 def _printable(line: bytes) -> str:

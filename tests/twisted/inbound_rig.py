@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 from twisted.internet import defer, task
@@ -36,6 +37,10 @@ class HeldThreads:
 
     def release(self) -> None:
         self.hold = False
+        self.step()
+
+    def step(self) -> None:
+        """Run the work waiting now; work it leads to waits again while ``hold``."""
         waiting, self.waiting = self.waiting, []
         for fn, d in waiting:
             defer.maybeDeferred(fn).chainDeferred(d)
@@ -51,8 +56,32 @@ class TLSStringTransport(StringTransport):
         self.tls_started = True
 
 
+class IdleSender:
+    """A delivery engine that is told about due mail and never takes any: relay mail
+    stays in memory (and, with use_disk_for_relay, in the receipt journal)."""
+
+    def __init__(self) -> None:
+        self.told = 0
+
+    def messages_due(self) -> None:
+        self.told += 1
+
+
+class FullDisk(QueueStore):
+    """A queue store on a disk that is full: writing any queue file fails with ENOSPC."""
+
+    full = True
+
+    def _write_file(self, path: str, data: bytes, durable: bool) -> None:
+        if self.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        super()._write_file(path, data, durable)
+
+
 class Rig:
-    def __init__(self, tmp_path, settings=None, tls=None) -> None:
+    def __init__(
+        self, tmp_path, settings=None, tls=None, *, sender=False, store=QueueStore
+    ) -> None:
         self.root = str(tmp_path)
         self.config = Config.defaults(os.path.join(self.root, "config", "mailengine.toml"))
         os.makedirs(os.path.join(self.root, "config"), exist_ok=True)
@@ -60,12 +89,14 @@ class Rig:
             self.config.apply(section, key, value)
         self.clock = task.Clock()
         self.clock.advance(1_000_000_000)
-        self.store = QueueStore(os.path.join(self.root, "mailq"))
+        self.store = store(os.path.join(self.root, "mailq"))
         self.store.ensure_dirs()
         self.threads = HeldThreads()
         self.committer = GroupCommit(self.threads, self.store.sync_all)
         self.counters = Counters(started=self.clock.seconds())
         self.queue = LiveQueue(self.store, self.config, self.clock, self.committer, self.counters)
+        self.sender = IdleSender() if sender else None
+        self.queue.consumer = self.sender
         self.engine = Engine(
             root=self.root,
             config=self.config,

@@ -12,7 +12,7 @@ from twisted.logger import globalLogPublisher
 from mailengine.config.passwords import set_password
 from mailengine.inbound.auth import cram_md5_fields
 from mailengine.inbound.server import RefusedSession
-from tests.twisted.inbound_rig import Rig
+from tests.twisted.inbound_rig import FullDisk, Rig
 
 LOCAL = {("server", "local_domains"): ["local.test"]}
 ENHANCED_EXEMPT = (b"220", b"354", b"334")
@@ -38,7 +38,8 @@ def dat(rig, dirname):
     return rig.read(dirname, name)
 
 
-def test_pipelined_commands_are_answered_in_order_even_while_the_disk_is_slow(rig):
+def test_pipelined_commands_are_answered_in_order_even_while_the_disk_is_slow(tmp_path):
+    rig = Rig(tmp_path, LOCAL, sender=True)
     rig.config.apply("queue", "use_disk_for_relay", True)
     rig.threads.hold = True
     s = rig.connect()
@@ -56,7 +57,10 @@ def test_pipelined_commands_are_answered_in_order_even_while_the_disk_is_slow(ri
     assert replies[0].startswith(b"250 2.0.0 Ok: queued as P7T1000C")
     assert replies[1:] == [b"250 2.0.0 Ok", b"221 2.0.0 Bye"]
     assert s.transport.disconnecting
-    assert len(rig.files("retry")) == 2  # no delivery engine yet: relay mail waits in retry/
+    # Handed to the delivery engine in memory, its safe copy in the receipt journal.
+    [held] = rig.queue.messages.values()
+    assert held.location == "journal" and held.data.endswith(b"\r\n\r\nhi\r\n")
+    assert rig.files("retry") == [] and rig.sender.told
 
 
 def test_body_lines_are_never_run_as_commands_while_a_reply_is_pending(rig):
@@ -225,6 +229,136 @@ def test_a_storage_failure_answers_452_never_5xx(rig):
     assert s.codes(b"NOOP\r\n") == [250]
 
 
+def break_directory(rig, dirname):
+    """Put a plain file where a queue directory should be (every write there fails)."""
+    path = rig.store.dir(dirname)
+    os.rename(path, path + "-gone")
+    with open(path, "w"):
+        pass
+
+    def mend():
+        os.unlink(path)
+        os.rename(path + "-gone", path)
+
+    return mend
+
+
+def durable_split_rig(tmp_path):
+    """Local and relay recipients both kept durably; relay mail held for a sender."""
+    rig = Rig(tmp_path, LOCAL, sender=True)
+    rig.config.apply("queue", "use_disk_for_relay", True)
+    rig.config.apply("queue", "save_incoming", True)
+    return rig
+
+
+def send_split(session):
+    """One message to a local and a relay recipient; the codes from MAIL to end of DATA."""
+    return session.codes(
+        b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@local.test>\r\nRCPT TO:<y@remote.test>\r\n"
+        b"DATA\r\nhi\r\n.\r\n"
+    )
+
+
+def test_a_disk_full_answers_452_for_local_and_offloaded_relay_mail(tmp_path):
+    rig = Rig(tmp_path, LOCAL, store=FullDisk)
+    rig.config.apply("queue", "save_incoming", True)
+    s = rig.connect()
+    s.send(b"HELO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@local.test>\r\nDATA\r\n")
+    assert s.send(b"hi\r\n.\r\n") == [b"452 4.3.1 Insufficient system storage, try again later"]
+    # No sender runs here, so relay mail goes to retry/: just as full.
+    s.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<y@remote.test>\r\nDATA\r\n")
+    assert s.codes(b"hi\r\n.\r\n") == [452]
+    rig.store.full = False
+    assert s.codes(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<y@remote.test>\r\nDATA\r\nhi\r\n.\r\n") == [
+        250,
+        250,
+        354,
+        250,
+    ]
+    assert (rig.counters.recv_inbound, rig.counters.recv_relay) == (0, 1)
+
+
+def test_a_full_disk_under_the_receipt_journal_answers_452_and_holds_nothing(tmp_path):
+    rig = Rig(tmp_path, LOCAL, sender=True)
+    rig.config.apply("queue", "use_disk_for_relay", True)
+    s = rig.connect()
+    relay = b"MAIL FROM:<a@b.test>\r\nRCPT TO:<y@remote.test>\r\nDATA\r\nhi\r\n.\r\n"
+    assert s.codes(b"HELO c\r\n" + relay) == [250, 250, 250, 354, 250]
+    segment_fd = rig.queue.journal.active.fd
+    kept = os.dup(segment_fd)
+    full = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC
+    os.dup2(full, segment_fd)
+    try:
+        assert s.codes(relay) == [250, 250, 354, 452]
+    finally:
+        os.dup2(kept, segment_fd)
+        os.close(kept)
+        os.close(full)
+    assert rig.queue.memory_count == 1  # only the first message is held
+    assert s.codes(relay) == [250, 250, 354, 250]
+    assert [m.location for m in rig.queue.messages.values()] == ["journal", "journal"]
+
+
+def test_a_receipt_journal_that_cannot_be_written_answers_452_and_the_session_goes_on(tmp_path):
+    rig = Rig(tmp_path, LOCAL, sender=True)
+    rig.config.apply("queue", "use_disk_for_relay", True)
+    mend = break_directory(rig, "working")
+    s = rig.connect()
+    s.send(b"HELO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<y@remote.test>\r\nDATA\r\n")
+    assert s.send(b"hi\r\n.\r\n") == [b"452 4.3.1 Insufficient system storage, try again later"]
+    assert not s.transport.disconnecting
+    mend()
+    assert s.codes(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<y@remote.test>\r\nDATA\r\nhi\r\n.\r\n") == [
+        250,
+        250,
+        354,
+        250,
+    ]
+    assert rig.queue.counts()["journal"] == 1
+
+
+def test_a_split_transaction_hands_its_relay_copy_on_only_once_the_local_copy_is_safe(tmp_path):
+    rig = durable_split_rig(tmp_path)
+    rig.threads.hold = True  # a slow disk
+    s = rig.connect()
+    s.send(b"HELO c\r\n")
+    assert send_split(s) == [250, 250, 250, 354]
+    assert rig.queue.messages == {}  # the relay copy waits for the incoming/ write
+    rig.threads.step()  # the incoming/ write done; now the journal append waits
+    assert [m.location for m in rig.queue.messages.values()] == ["reserved"]
+    rig.threads.release()
+    assert s.replies()[0].startswith(b"250 2.0.0 Ok: queued as")
+    assert [m.location for m in rig.queue.messages.values()] == ["journal"]
+
+
+def test_a_split_transaction_sends_nothing_on_when_its_local_copy_fails(tmp_path):
+    rig = durable_split_rig(tmp_path)
+    mend = break_directory(rig, "incoming")
+    s = rig.connect()
+    s.send(b"HELO c\r\n")
+    assert send_split(s) == [250, 250, 250, 354, 452]
+    assert rig.queue.messages == {} and rig.sender.told == 0  # no relay copy to send twice
+    mend()
+    assert send_split(s) == [250, 250, 250, 354, 250]  # the client's retry
+    [relay] = rig.queue.messages.values()
+    assert relay.location == "journal" and relay.envelope.rcpt_to_send == ["y@remote.test"]
+    assert inf_fields(rig, "incoming")["rcpttosend"] == "x@local.test"
+    assert (rig.counters.recv_inbound, rig.counters.recv_relay) == (1, 1)
+
+
+def test_a_split_transaction_keeps_no_local_copy_when_its_relay_copy_fails(tmp_path):
+    rig = durable_split_rig(tmp_path)
+    mend = break_directory(rig, "working")
+    s = rig.connect()
+    s.send(b"HELO c\r\n")
+    assert send_split(s) == [250, 250, 250, 354, 452]
+    assert rig.files("incoming") == []  # the retry would otherwise store it twice
+    mend()
+    assert send_split(s) == [250, 250, 250, 354, 250]
+    assert len(rig.files("incoming")) == 2
+    assert (rig.counters.recv_inbound, rig.counters.recv_relay) == (1, 1)
+
+
 def test_a_mixed_transaction_becomes_one_incoming_and_one_relay_entry(rig):
     rig.config.apply("queue", "save_incoming", True)
     s = rig.connect()
@@ -246,6 +380,20 @@ def test_idle_sessions_get_421_after_timeout_seconds(rig):
     rig.clock.advance(30)
     assert s.replies() == [b"421 4.4.2 mx.test Error: timeout exceeded"]
     assert s.transport.disconnecting
+
+
+def test_a_client_waiting_for_its_250_while_the_disk_is_slow_is_not_timed_out(rig):
+    rig.config.apply("smtp_in", "timeout_seconds", 30)
+    rig.config.apply("queue", "save_incoming", True)
+    rig.threads.hold = True
+    s = rig.connect()
+    s.send(b"HELO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@local.test>\r\nDATA\r\nhi\r\n.\r\n")
+    rig.clock.advance(45)
+    assert not s.transport.disconnecting  # a 421 now would make the client send it again
+    rig.threads.release()
+    assert s.replies()[-1].startswith(b"250 2.0.0 Ok: queued as")
+    rig.clock.advance(30)
+    assert s.replies() == [b"421 4.4.2 mx.test Error: timeout exceeded"]
 
 
 def test_a_malformed_auth_blob_gets_501_and_the_session_goes_on(rig):
@@ -299,6 +447,31 @@ def test_auth_login_in_two_steps(rig):
     assert s.codes(base64.b64encode(b"joe") + b"\r\n") == [334]
     assert s.codes(base64.b64encode(b"pw") + b"\r\n") == [235]
     assert b"AUTH" not in b"".join(s.send(b"EHLO c\r\n"))
+
+
+@pytest.mark.parametrize(
+    ("mechanisms", "offered"),
+    [(["CRAM-MD5"], b"250 AUTH CRAM-MD5"), (["LOGIN", "PLAIN"], b"250 AUTH LOGIN PLAIN")],
+)
+def test_auth_mechanisms_chooses_what_is_offered_and_accepted(tmp_path, mechanisms, offered):
+    rig = Rig(tmp_path, {**LOCAL, ("smtp_in", "auth_mechanisms"): mechanisms})
+    add_user(rig, "joe", "pw")
+    rig.config.apply("smtp_in", "allow_plain_auth_without_tls", True)
+    s = rig.connect()
+    assert s.send(b"EHLO c\r\n")[-1] == offered
+    for mechanism in (b"PLAIN", b"LOGIN", b"CRAM-MD5"):
+        code = s.codes(b"AUTH " + mechanism + b"\r\n")[0]
+        assert code == (334 if mechanism in offered else 504), mechanism
+        if code == 334:
+            assert s.codes(b"*\r\n")[0] == 501  # RFC 4954: "*" cancels the exchange
+
+
+def test_no_auth_mechanisms_means_no_auth(tmp_path):
+    rig = Rig(tmp_path, {**LOCAL, ("smtp_in", "auth_mechanisms"): []})
+    add_user(rig, "joe", "pw")
+    s = rig.connect()
+    assert b"AUTH" not in b"".join(s.send(b"EHLO c\r\n"))
+    assert s.codes(b"AUTH CRAM-MD5\r\n") == [504]
 
 
 def test_no_auth_is_offered_without_users(rig):
@@ -369,10 +542,11 @@ def test_debug_smtp_in_logs_each_dialogue_line_when_switched_on(rig):
         s.send(b"HELO c\r\nAUTH PLAIN secret\r\n")
     finally:
         globalLogPublisher.removeObserver(events.append)
-    lines = [e.get("line") or e.get("text") for e in events if "smtp in" in e["log_format"]]
+    lines = [e["line"] for e in events if "smtp in" in e["log_format"]]
     assert "NOOP" not in lines
-    assert b"HELO c".decode() in lines and "mx.test Hello 127.0.0.1, nice to meet you" in lines
-    assert "AUTH PLAIN secret" in lines  # the command line; AUTH *responses* are masked
+    assert "HELO c" in lines and "250 mx.test Hello 127.0.0.1, nice to meet you" in lines
+    assert "AUTH PLAIN (authentication data)" in lines  # an initial response is a secret too
+    assert not any("secret" in line for line in lines)
 
 
 def test_bounce_mail_is_recorded_hard_or_soft(rig):
@@ -387,6 +561,37 @@ def test_bounce_mail_is_recorded_hard_or_soft(rig):
     with open(rig.engine.root_file("soft-bounces.txt")) as fh:
         assert fh.read() == "ann@example.org\n"
     assert rig.counters.recv_inbound == 2
+
+
+def test_a_bounce_without_a_status_is_not_recorded_but_kept_with_save_incoming(rig):
+    rig.config.apply("queue", "save_incoming", True)
+    s = rig.connect(peer="198.51.100.7")
+    s.send(b"HELO mx.example\r\nMAIL FROM:<>\r\n")
+    s.send(b"RCPT TO:<mailengine-bounce-joe%example.com@local.test>\r\nRCPT TO:<x@local.test>\r\n")
+    assert s.codes(b"DATA\r\nSubject: Out of office\r\n\r\nBack on Monday.\r\n.\r\n") == [
+        354,
+        250,
+    ]
+    assert not os.path.exists(rig.engine.root_file("hard-bounces.txt"))
+    assert not os.path.exists(rig.engine.root_file("soft-bounces.txt"))
+    fields = inf_fields(rig, "incoming")
+    assert fields["rcpttosend"] == "x@local.test,mailengine-bounce-joe%example.com@local.test"
+    assert dat(rig, "incoming").endswith(b"Back on Monday.\r\n")
+    assert rig.counters.recv_inbound == 1  # one message for local recipients
+
+
+def test_a_bounce_that_cannot_be_recorded_gets_452_and_keeps_no_incoming_copy(rig):
+    rig.config.apply("queue", "save_incoming", True)
+    os.mkdir(rig.engine.root_file("hard-bounces.txt"))  # appending to it fails
+    s = rig.connect(peer="198.51.100.7")
+    s.send(b"HELO mx.example\r\nMAIL FROM:<>\r\n")
+    s.send(b"RCPT TO:<mailengine-bounce-joe%example.com@local.test>\r\n")
+    assert s.codes(b"DATA\r\nSubject: failed\r\n\r\n550 5.1.1 unknown user\r\n.\r\n") == [
+        354,
+        452,
+    ]
+    assert rig.files("incoming") == []  # the sender's retry would store it twice
+    assert rig.counters.recv_inbound == 0
 
 
 def test_a_plain_smtp_users_line_is_rewritten_with_a_hash_and_cram_md5_midstates(rig):

@@ -16,6 +16,7 @@ for the GroupCommit thread, which runs them in order.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 
@@ -37,13 +38,24 @@ Work = Callable[[], None]
 class Segment:
     """One journal file; ``live`` holds the ids not settled yet."""
 
-    __slots__ = ("closed", "fd", "live", "opened", "path", "retiring", "sealed_at", "size")
+    __slots__ = (
+        "closed",
+        "fd",
+        "live",
+        "opened",
+        "path",
+        "retiring",
+        "sealed_at",
+        "size",
+        "written",
+    )
 
     def __init__(self, path: str, fd: int, opened: float) -> None:
         self.path = path
         self.fd = fd
         self.opened = opened
-        self.size = 0
+        self.size = 0  # bytes reserved (reactor thread)
+        self.written = 0  # bytes on file (commit thread)
         self.live: set[str] = set()
         self.sealed_at: float | None = None
         self.retiring = False  # set in the reactor thread when removal is queued
@@ -90,10 +102,25 @@ class ReceiptJournal:
         segment = active
 
         def write() -> None:
-            os.write(segment.fd, record)
+            self._append(segment, record)
             self._dirty.add(segment.fd)
 
         return segment, write
+
+    def _append(self, segment: Segment, record: bytes) -> None:
+        """Write one whole record (commit thread). A short or failed write (disk full) is
+        cut back off the file, so the record fails alone and the next append is clean."""
+        try:
+            written = os.write(segment.fd, record)
+        except OSError:
+            written = -1
+        if written != len(record):
+            try:
+                os.ftruncate(segment.fd, segment.written)
+            except OSError:
+                pass
+            raise OSError(errno.ENOSPC, "journal write incomplete (disk full?)", segment.path)
+        segment.written += written
 
     def settle(self, segment: Segment, message_id: str) -> list[Work]:
         """The message no longer needs the journal: a settle record, maybe a retirement."""
@@ -108,7 +135,7 @@ class ReceiptJournal:
 
     def _write_quietly(self, segment: Segment, record: bytes) -> None:
         if not segment.closed:
-            os.write(segment.fd, record)
+            self._append(segment, record)
 
     def _retire(self, segment: Segment) -> Work:
         if segment.retiring:

@@ -143,14 +143,21 @@ class LiveQueue:
         if not durable:
             self._hold(msg, data, "memory")
             return defer.succeed(envelope.message_id)
-        msg.segment, append = self.journal.append(
-            envelope.message_id, envelope.to_inf().encode(), data
-        )
+        try:
+            msg.segment, append = self.journal.append(
+                envelope.message_id, envelope.to_inf().encode(), data
+            )
+        except OSError:  # no journal segment could be opened (disk full, permissions)
+            self._release(msg)
+            self.messages.pop(envelope.message_id, None)
+            return defer.fail()
         d = self.committer.submit(append, journal=True)
         self._arm_journal_tick()
 
         def written(_: Any) -> str:
             self._hold(msg, data, "journal")
+            if self.config.smtp_out.paused:
+                self.spill_to_retry()  # paused while the append was on its way
             return envelope.message_id
 
         def failed(f: Any) -> Any:
@@ -233,7 +240,11 @@ class LiveQueue:
         self._notify()
 
     def accept_incoming(self, envelope: Envelope, data: bytes) -> defer.Deferred:
-        """Mail for a local domain: incoming/ with save_incoming, else dropped (manual §2)."""
+        """Mail for a local domain: incoming/ with save_incoming, else dropped (manual §2).
+
+        Saved mail is synced before the 250 whatever use_disk_for_relay says: that
+        setting chooses memory for relay mail only, and incoming mail has no other copy.
+        """
         if not self.config.queue.save_incoming:
             return defer.succeed(envelope.message_id)
         inf_bytes = envelope.to_inf().encode()
@@ -241,9 +252,7 @@ class LiveQueue:
         def write() -> None:
             self.store.write_data_and_inf("incoming", envelope.message_id, data, inf_bytes)
 
-        return self.committer.submit(
-            write, durable=self.config.queue.use_disk_for_relay
-        ).addCallback(lambda _: envelope.message_id)
+        return self.committer.submit(write, durable=True).addCallback(lambda _: envelope.message_id)
 
     def _setting_changed(self, section: str, key: str, value: Any) -> None:
         if (section, key) == ("smtp_out", "paused") and value:

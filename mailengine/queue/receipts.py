@@ -3,8 +3,9 @@
 A message record holds the ``.inf`` and ``.dat`` bytes exactly as they would be
 written to the queue; a settle record says the message no longer needs the
 journal (delivered, or its files are safely in the queue directories). A torn
-or damaged tail ends the reading: it can only hold records that were never
-acknowledged, because acknowledgement waits for the fsync that covers them.
+or damaged stretch is skipped: it can only hold records that were never
+acknowledged (acknowledgement waits for the fsync that covers them), and the
+appender cuts a failed write back off the file before the next one.
 """
 
 from __future__ import annotations
@@ -38,36 +39,53 @@ def encode_message(message_id: str, inf: bytes, data: bytes) -> bytes:
 
 
 def encode_settled(message_id: str) -> bytes:
-    return b"%s %s\n" % (SETTLED_TAG, message_id.encode())
+    ident = message_id.encode()
+    return b"%s %s %08x\n" % (SETTLED_TAG, ident, zlib.crc32(ident))
+
+
+def _record_at(blob: bytes, pos: int) -> tuple[Received | Settled, int] | None:
+    """The record starting at ``pos`` and where the next one starts; None if damaged."""
+    newline = blob.find(b"\n", pos, pos + MAX_HEADER)
+    if newline < 0:
+        return None
+    fields = blob[pos:newline].split(b" ")
+    try:
+        if fields[0] == SETTLED_TAG and len(fields) == 3:
+            if zlib.crc32(fields[1]) != int(fields[2], 16):
+                return None
+            return Settled(fields[1].decode()), newline + 1
+        if fields[0] != MESSAGE_TAG or len(fields) != 5:
+            return None
+        inf_len, data_len, crc = int(fields[2]), int(fields[3]), int(fields[4], 16)
+        message_id = fields[1].decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    start = newline + 1
+    inf = blob[start : start + inf_len]
+    data = blob[start + inf_len : start + inf_len + data_len]
+    if len(inf) != inf_len or len(data) != data_len:
+        return None
+    if zlib.crc32(data, zlib.crc32(inf)) != crc:
+        return None
+    return Received(message_id, inf, data), start + inf_len + data_len
 
 
 def iter_records(blob: bytes) -> Iterator[Received | Settled]:
-    """Records in order; stops quietly at the first torn or damaged record."""
+    """Records in order. A damaged stretch (a torn write) is skipped: reading goes on at
+    the next record tag after it, so records written after a failed append survive;
+    every record carries a checksum, so text inside a message never passes for one."""
     pos, end = 0, len(blob)
     while pos < end:
-        newline = blob.find(b"\n", pos, pos + MAX_HEADER)
-        if newline < 0:
+        found = _record_at(blob, pos)
+        if found is not None:
+            yield found[0]
+            pos = found[1]
+            continue
+        tags = (MESSAGE_TAG + b" ", SETTLED_TAG + b" ")
+        candidates = [i for i in (blob.find(tag, pos + 1) for tag in tags) if i >= 0]
+        if not candidates:
             return
-        fields = blob[pos:newline].split(b" ")
-        try:
-            if fields[0] == SETTLED_TAG and len(fields) == 2:
-                yield Settled(fields[1].decode())
-                pos = newline + 1
-                continue
-            if fields[0] != MESSAGE_TAG or len(fields) != 5:
-                return
-            inf_len, data_len, crc = int(fields[2]), int(fields[3]), int(fields[4], 16)
-        except (ValueError, UnicodeDecodeError):
-            return
-        start = newline + 1
-        inf = blob[start : start + inf_len]
-        data = blob[start + inf_len : start + inf_len + data_len]
-        if len(inf) != inf_len or len(data) != data_len:
-            return
-        if zlib.crc32(data, zlib.crc32(inf)) != crc:
-            return
-        yield Received(fields[1].decode(), inf, data)
-        pos = start + inf_len + data_len
+        pos = min(candidates)
 
 
 def unsettled(blob: bytes) -> list[Received]:

@@ -62,14 +62,18 @@ class QueueStore:
         tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if durable:
-                os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if durable:
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+        except OSError:
+            _remove_quietly(tmp)  # a full disk must not fill up with half-written files
+            raise
 
     def write_message(
         self, dirname: str, envelope: Envelope, data: bytes, *, durable: bool = False
@@ -86,8 +90,13 @@ class QueueStore:
 
         Without ``durable`` the caller makes it durable later (``sync_all``).
         """
-        self._write_file(self.path(dirname, message_id, ".dat"), data, durable)
-        self.replace_inf(dirname, message_id, inf_bytes, durable=durable)
+        dat = self.path(dirname, message_id, ".dat")
+        self._write_file(dat, data, durable)
+        try:
+            self.replace_inf(dirname, message_id, inf_bytes, durable=durable)
+        except OSError:
+            _remove_quietly(dat)  # no .dat without its .inf
+            raise
 
     def replace_inf(
         self, dirname: str, message_id: str, inf_bytes: bytes, *, durable: bool = False
@@ -251,6 +260,13 @@ class QueueStore:
     def free_bytes(self) -> int:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def is_disk_full(exc: OSError) -> bool:

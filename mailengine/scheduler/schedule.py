@@ -83,5 +83,11 @@ class Schedule:
 def has_memory_room(
     count: int, used_bytes: int, size: int, *, max_messages: int, max_kb: int
 ) -> bool:
-    """Can one more message of ``size`` bytes be held in memory (manual: else offload)?"""
+    """Can one more message of ``size`` bytes be held in memory (manual: else offload)?
+
+    A message larger than the whole limit still fits when memory is empty, so it
+    is sent on its own rather than never.
+    """
+    if count == 0:
+        return True
     return count < max_messages and used_bytes + size <= max_kb * 1024

@@ -559,6 +559,12 @@ SIGKILL_RECIPIENTS = [
 QUEUE_ID = re.compile(rb"\bwith E?SMTP\w* id (\S+?)[;\r]")
 
 
+def queue_id(content: bytes) -> str:
+    found = QUEUE_ID.search(content)
+    assert found, f"no queue id in the Received header of {content[:300]!r}"
+    return found.group(1).decode()
+
+
 def test_acknowledged_mail_survives_sigkill_with_use_disk_for_relay(engine_factory, sinks):
     sink = sinks("127.0.2.7")
     calls = itertools.count()
@@ -601,7 +607,7 @@ def test_acknowledged_mail_survives_sigkill_with_use_disk_for_relay(engine_facto
     for w in workers:
         w.join(10)
     acked = list(acknowledged)
-    delivered = {QUEUE_ID.search(m.data).group(1).decode() for m in sink.received()}
+    delivered = {queue_id(m.data) for m in sink.received()}
     # Restarted paused, so what it restores stays in retry/ to be read.
     restarted = engine_factory({**settings, "smtp_out": {"paused": True}}, root=engine.root)
     assert glob.glob(os.path.join(engine.mailq, "working", "*")) == []
@@ -609,7 +615,7 @@ def test_acknowledged_mail_survives_sigkill_with_use_disk_for_relay(engine_facto
     incoming = {}
     for path in glob.glob(os.path.join(engine.mailq, "incoming", "*.dat")):
         with open(path, "rb") as fh:
-            incoming[QUEUE_ID.search(fh.read()).group(1).decode()] = path
+            incoming[queue_id(fh.read())] = path
     lost = []
     for message_id, rcpts in acked:
         relay = [r for r in rcpts if not r.endswith("@local.test")]

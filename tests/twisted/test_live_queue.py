@@ -287,3 +287,62 @@ def test_pausing_writes_mail_waiting_in_memory_to_retry(parts):
     assert os.path.exists(store.path("retry", "M9@h", ".inf"))
     config.apply("smtp_out", "paused", False)
     assert [m.message_id for m in queue.take_due(10)] == ["M1@h", "M2@h", "M9@h"]
+
+
+def test_a_failed_journal_append_is_cut_off_and_later_records_stay_readable(parts):
+    store, clock, config, queue, syncs, _ = parts
+    config.override("queue", "use_disk_for_relay", True)
+    queue.consumer = Consumer()
+    acked, refused = [], []
+    queue.accept_relay(env(1), b"one\r\n").addCallback(acked.append)
+    segment = queue.journal.active
+    saved = os.dup(segment.fd)
+    full = os.open("/dev/full", os.O_WRONLY)
+    os.dup2(full, segment.fd)  # the disk is full now
+    queue.accept_relay(env(2), b"two\r\n").addCallbacks(acked.append, refused.append)
+    os.dup2(saved, segment.fd)  # space again
+    queue.accept_relay(env(3), b"three\r\n").addCallback(acked.append)
+    os.close(saved)
+    os.close(full)
+    assert acked == ["M1@h", "M3@h"] and len(refused) == 1
+    assert "M2@h" not in queue.messages and queue.memory_count == 2
+    assert journal_unsettled(store) == ["M1@h", "M3@h"]
+
+
+def test_a_journal_that_cannot_be_opened_refuses_the_message_and_holds_nothing(parts, monkeypatch):
+    store, clock, config, queue, syncs, _ = parts
+    config.override("queue", "use_disk_for_relay", True)
+    queue.consumer = Consumer()
+
+    def no_space():
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(queue.journal, "_open", no_space)
+    refused = []
+    queue.accept_relay(env(1), b"x\r\n").addErrback(refused.append)
+    assert len(refused) == 1 and queue.memory_count == 0 and queue.messages == {}
+
+
+def test_mail_journaled_while_sending_is_paused_goes_to_retry(parts):
+    store, clock, config, queue, syncs, threads = parts
+    config.override("queue", "use_disk_for_relay", True)
+    queue.consumer = Consumer()
+    threads.hold = True
+    queue.accept_relay(env(1), b"x\r\n")
+    config.apply("smtp_out", "paused", True)  # while the append is on its way
+    threads.hold = False
+    threads.release()
+    assert os.path.exists(store.path("retry", "M1@h", ".inf"))
+    assert queue.messages["M1@h"].location == "retry" and queue.memory_count == 0
+
+
+def test_a_message_larger_than_the_memory_limit_is_sent_on_its_own(parts):
+    store, clock, config, queue, syncs, _ = parts
+    config.override("queue", "max_memory_kb", 1000)
+    queue.consumer = Consumer()
+    big = env(1)
+    big.retry_time = clock.seconds()
+    store.write_message("retry", big, b"x" * 1_200_000 + b"\r\n")
+    queue.scan_retry()
+    [msg] = queue.take_due(10)
+    assert msg.message_id == "M1@h" and len(msg.data) == 1_200_002

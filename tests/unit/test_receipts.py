@@ -25,12 +25,25 @@ def test_records_round_trip_and_settled_messages_drop_out():
     assert [r.message_id for r in unsettled(blob)] == ["B@h"]
 
 
-def test_a_damaged_record_ends_the_reading():
+def test_a_damaged_record_is_skipped_and_the_records_after_it_are_read():
     good = encode_message("A@h", b"i\n", b"d")
     bad = bytearray(encode_message("B@h", b"i\n", b"data"))
     bad[-1] ^= 0xFF  # the checksum no longer matches
-    assert [r.message_id for r in unsettled(good + bytes(bad) + good)] == ["A@h"]
+    torn = encode_message("T@h", b"i\n", b"x" * 50)[:30]
+    later = encode_message("C@h", b"i\n", b"MEJ1 fake 1 1 0\nMEJD A@h 0\n")
+    blob = good + bytes(bad) + torn + later
+    assert [r.message_id for r in unsettled(blob)] == ["A@h", "C@h"]
     assert list(iter_records(b"garbage without a newline")) == []
+
+
+def test_text_inside_a_message_never_passes_for_a_settle_record():
+    inner = encode_settled("A@h")  # a message whose body quotes a real settle record
+    blob = (
+        encode_message("A@h", b"i\n", b"d")
+        + b"junk\n"
+        + encode_message("Q@h", b"i\n", b"\n" + inner)[:-2]
+    )
+    assert [r.message_id for r in unsettled(blob)] == ["A@h"]
 
 
 @given(

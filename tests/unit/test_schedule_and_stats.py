@@ -35,7 +35,10 @@ def test_limit_is_respected():
 def test_memory_room():
     assert has_memory_room(0, 0, 4096, max_messages=1, max_kb=1000)
     assert not has_memory_room(1, 0, 4096, max_messages=1, max_kb=1000)
-    assert not has_memory_room(0, 1000 * 1024 - 100, 4096, max_messages=10, max_kb=1000)
+    assert not has_memory_room(1, 1000 * 1024 - 100, 4096, max_messages=10, max_kb=1000)
+    # larger than the whole limit: alone, or never
+    assert has_memory_room(0, 0, 5_000_000, max_messages=10, max_kb=1000)
+    assert not has_memory_room(1, 4096, 5_000_000, max_messages=10, max_kb=1000)
 
 
 def test_stats_lines_are_the_manuals_format():

@@ -33,13 +33,20 @@ def kind_of_code(code: int) -> str:
 
 @attrs.define(slots=True)
 class RecipientResult:
-    """One recipient's outcome; ``transcript`` is the session (shared by a transaction)."""
+    """One recipient's outcome; ``transcript`` is the session (shared by a transaction).
+
+    Failures also carry ``remote_mta`` (the server that answered, "" when none did)
+    and ``status`` (an RFC 3463 code when the engine knows better than the reply,
+    e.g. for DNS failures) for the DSN.
+    """
 
     address: str
     kind: str
     code: int = 0
     reply: str = ""
     transcript: Sequence[str] = ()
+    remote_mta: str = ""
+    status: str = ""
 
 
 @attrs.define

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from email.utils import formatdate
 
 from mailengine.delivery.outcome import HARD, RecipientResult
 from mailengine.queue.content import split_headers
@@ -27,10 +28,13 @@ def should_send_dsn(envelope: Envelope) -> bool:
 
 
 def status_code(result: RecipientResult) -> str:
-    """The RFC 3463 status: from the reply when it has one, else by outcome."""
+    """The RFC 3463 status: from the reply when it has one, else the engine's, else by
+    outcome (4.4.7: delivery time expired, for soft failures after the last retry)."""
     match = _ENHANCED.search(result.reply)
     if match and match.group(1) in "45":
         return ".".join(match.groups())
+    if result.status:
+        return result.status
     return "5.0.0" if result.kind == HARD else "4.4.7"
 
 
@@ -46,6 +50,20 @@ def transcript_text(results: Sequence[RecipientResult]) -> str:
         lines.extend(r.transcript or [f"<-- {r.reply}"])
         lines.append("")
     return "\n".join(lines)
+
+
+def _recipient_fields(r: RecipientResult, last_attempt: str) -> str:
+    """RFC 3464 §2.3 fields of one recipient, in its order (extensions last);
+    Remote-MTA only when a session with a server took place."""
+    return (
+        f"Final-Recipient: rfc822; {r.address}\n"
+        "Action: failed\n"
+        f"Status: {status_code(r)}\n"
+        + (f"Remote-MTA: dns; {r.remote_mta}\n" if r.remote_mta else "")
+        + (f"Diagnostic-Code: smtp; {r.reply}\n" if r.code else "")
+        + f"Last-Attempt-Date: {last_attempt}\n"
+        + (f"X-MailEngine-Reason: {r.reply}\n" if not r.code and r.reply else "")
+    )
 
 
 def build_dsn(
@@ -73,15 +91,15 @@ def build_dsn(
         + copy.decode("utf-8", "replace").replace("\r\n", "\n")
         + cut
     )
-    per_recipient = "\n".join(
-        f"Final-Recipient: rfc822; {r.address}\n"
-        "Action: failed\n"
-        f"Status: {status_code(r)}\n"
-        + (f"Diagnostic-Code: smtp; {r.reply}\n" if r.code else "")
-        + (f"X-MailEngine-Reason: {r.reply}\n" if not r.code and r.reply else "")
-        for r in failures
+    delivery_status = (
+        f"Reporting-MTA: dns; {hostname}\n"
+        f"Arrival-Date: {formatdate(envelope.time_created, localtime=True)}\n"
+        f"X-MailEngine-Id: {envelope.message_id}\n\n"
     )
-    delivery_status = f"Reporting-MTA: dns; {hostname}\nX-MailEngine-Id: {envelope.message_id}\n\n"
+    last_attempt = envelope.time_finished if envelope.time_finished is not None else now
+    per_recipient = "\n".join(
+        _recipient_fields(r, formatdate(last_attempt, localtime=True)) for r in failures
+    )
     text = (
         header_block(
             sender=postmaster(hostname),

@@ -119,7 +119,9 @@ def failed_envelope():
         "--> RCPT TO:<john@d.test>",
         "<-- 550 5.1.1 no such user",
     ]
-    result = RecipientResult("john@d.test", HARD, 550, "550 5.1.1 no such user", transcript)
+    result = RecipientResult(
+        "john@d.test", HARD, 550, "550 5.1.1 no such user", transcript, remote_mta="mx.d.test"
+    )
     summary = apply_attempt(env, [result], now=NOW, intervals_minutes=(30,))
     return env, summary
 
@@ -150,8 +152,48 @@ def test_a_dsn_has_the_manuals_text_and_an_rfc3464_delivery_status_part():
     status_text = raw.decode()
     assert "Final-Recipient: rfc822; john@d.test" in status_text
     assert "Status: 5.1.1" in status_text and "Diagnostic-Code: smtp; 550 5.1.1" in status_text
+    [per_message, recipient] = status.get_payload()
+    assert per_message["Reporting-MTA"] == "dns; mx.me" and per_message["Arrival-Date"]
+    assert recipient["Remote-MTA"] == "dns; mx.d.test" and recipient["Last-Attempt-Date"]
     assert headers.get_content_type() == "text/rfc822-headers"
     assert b"\r\n" in raw and b"\n\n" not in raw.replace(b"\r\n", b"")
+
+
+def test_a_failure_no_server_answered_has_the_engines_status_and_no_remote_mta():
+    env, _ = failed_envelope()
+    dns_failure = RecipientResult(
+        "x@nowhere.test", HARD, reply="DNS lookup failed: no such domain", status="5.1.2"
+    )
+    raw = dsn.build_dsn(
+        env,
+        [dns_failure],
+        b"Subject: s\r\n\r\nx\r\n",
+        hostname="mx.me",
+        now=NOW,
+        dsn_id="D@mx.me",
+        boundary="B",
+    ).decode()
+    block = raw.split("Final-Recipient: rfc822; x@nowhere.test\r\n")[1].split("\r\n\r\n")[0]
+    fields = [tuple(line.split(": ", 1)) for line in block.split("\r\n")]
+    # RFC 3464 §2.3 order, the extension field last; no Remote-MTA: no server was asked
+    assert [name for name, _ in fields] == [
+        "Action",
+        "Status",
+        "Last-Attempt-Date",
+        "X-MailEngine-Reason",
+    ]
+    assert fields[1][1] == "5.1.2" and fields[3][1] == "DNS lookup failed: no such domain"
+    assert dsn.status_code(RecipientResult("a@b", SOFT, reply="no server answered")) == "4.4.7"
+
+
+def test_failed_recipients_name_the_server_of_the_session_and_sent_ones_carry_nothing():
+    txn = Transaction("s@x.test", ["a@d.test", "b@d.test"], pipelining=True)
+    txn.start()
+    for code in (250, 250, 550, 354, 250):
+        txn.reply(code, b"")
+    sent, failed = txn.results(["--> x"], remote_mta="mx.d.test")
+    assert (sent.kind, sent.remote_mta, sent.transcript) == (SENT, "", ())
+    assert (failed.kind, failed.remote_mta, failed.transcript) == (HARD, "mx.d.test", ["--> x"])
 
 
 def test_no_dsn_goes_to_the_null_sender_or_a_mailer_daemon():
@@ -180,13 +222,38 @@ def test_report_domain_patterns_are_substrings_of_the_address():
 
 def test_a_delivery_report_counts_recipients_and_shows_each_transaction():
     env, summary = failed_envelope()
-    reported = delivery_report.undelivered(summary, [])
+    reported = delivery_report.undelivered(summary, [], env)
     raw = delivery_report.build_report(
         env, summary, reported, to=["ops@me.test"], hostname="mx.me", now=NOW, report_id="R@mx"
     ).decode()
     assert "Recipients: 1; delivered so far: 0; failed: 1" in raw
     assert "john@d.test: failed: 550 5.1.1 no such user" in raw
     assert "<-- 550 5.1.1 no such user" in raw
+
+
+def test_the_report_after_the_last_attempt_also_names_addresses_that_failed_before():
+    env = Envelope(
+        message_id="M@h",
+        mail_from="s@src.test",
+        rcpt_to_send=["later@d.test"],
+        time_created=NOW,
+        rcpt_failed=["gone@d.test"],
+        send_tries=1,
+    )
+    soft = RecipientResult("later@d.test", SOFT, 451, "451 busy", ["<-- 451 busy"])
+    summary = apply_attempt(env, [soft], now=NOW, intervals_minutes=(30,))
+    assert summary.done
+    reported = delivery_report.undelivered(summary, ["d.test"], env)
+    assert [(r.address, r.kind) for r in reported] == [
+        ("later@d.test", SOFT),
+        ("gone@d.test", HARD),
+    ]
+    raw = delivery_report.build_report(
+        env, summary, reported, to=["ops@me.test"], hostname="mx.me", now=NOW, report_id="R@mx"
+    ).decode()
+    assert "later@d.test: failed after the last retry: 451 busy" in raw
+    assert "gone@d.test: failed in an earlier attempt\r\n" in raw
+    assert delivery_report.undelivered(summary, ["other.test"], env) == []
 
 
 def test_notices_go_at_most_once_an_hour_per_kind():
@@ -197,6 +264,8 @@ def test_notices_go_at_most_once_an_hour_per_kind():
         to="a@b", subject="low disk", body="x", hostname="h", now=NOW, notice_id="n@h"
     )
     assert b"Subject: MailEngine on h: low disk" in text
-    assert disk_space_is_low(50 * 2**20, 10 * 2**30) and not disk_space_is_low(
-        5 * 2**30, 10 * 2**30
-    )
+
+
+def test_disk_space_is_low_under_the_configured_megabytes_and_never_with_zero():
+    assert disk_space_is_low(50 * 2**20, 100) and not disk_space_is_low(100 * 2**20, 100)
+    assert not disk_space_is_low(0, 0)

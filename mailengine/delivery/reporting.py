@@ -37,7 +37,7 @@ class FailureReporting:
             if engine.config.logs.log_undeliverable:
                 self._append("hard-undeliverable.txt", [r.address for r in summary.hard])
                 self._append("soft-undeliverable.txt", [r.address for r in summary.soft_final])
-            if engine.config.queue.use_dsn and dsn.should_send_dsn(envelope):
+            if engine.config.queue.use_dsn and dsn.should_send_dsn(envelope, data):
                 self._send_dsn(envelope, summary, data, now)
         self._maybe_report(envelope, summary, now)
 

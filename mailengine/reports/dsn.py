@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from email.parser import BytesHeaderParser
 from email.utils import formatdate
 
 from mailengine.delivery.outcome import HARD, RecipientResult
@@ -21,10 +22,23 @@ MAX_COPY_BYTES = 100_000  # longer originals are cut in the reproduced copy
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
-def should_send_dsn(envelope: Envelope) -> bool:
-    """Never to the null sender (so never a bounce of a bounce, RFC 5321 §6.1)."""
+def should_send_dsn(envelope: Envelope, original: bytes = b"") -> bool:
+    """Never to the null sender nor for a bounce (RFC 5321 §6.1, RFC 3461 §6.2): not for
+    mail from MAILER-DAEMON, nor for a delivery status notification sent with a sender."""
     sender = envelope.mail_from.strip()
-    return bool(sender) and "@" in sender and not sender.lower().startswith("mailer-daemon@")
+    if not sender or "@" not in sender or sender.lower().startswith("mailer-daemon@"):
+        return False
+    return not is_delivery_status_notification(original)
+
+
+def is_delivery_status_notification(original: bytes) -> bool:
+    """Is the message itself a DSN (multipart/report; report-type=delivery-status)?"""
+    headers, _ = split_headers(original)
+    message = BytesHeaderParser().parsebytes(headers)
+    return (
+        message.get_content_type() == "multipart/report"
+        and str(message.get_param("report-type", "")).lower() == "delivery-status"
+    )
 
 
 def status_code(result: RecipientResult) -> str:

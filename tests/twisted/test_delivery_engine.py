@@ -185,3 +185,17 @@ def test_low_disk_space_is_told_at_start_and_again_only_after_an_hour(parts):
     for _ in range(61 * 12):
         reactor.advance(5)
     assert len(notices_to_admin(engine)) == 2
+
+
+def test_undeliverable_files_are_written_only_with_log_undeliverable(parts):
+    engine, delivery, reactor = parts
+    hard = engine.root_file("hard-undeliverable.txt")
+    engine.config.override("logs", "log_undeliverable", False)
+    accept(engine, 1, "y@nowhere.test")  # StaticResolver: does not exist
+    reactor.advance(0)
+    assert engine.counters.total_failed_hard == 1 and not os.path.exists(hard)
+    engine.config.override("logs", "log_undeliverable", True)
+    accept(engine, 2, "z@nowhere.test")
+    reactor.advance(0)
+    with open(hard, encoding="utf-8") as fh:
+        assert fh.read() == "z@nowhere.test\n"

@@ -1,9 +1,12 @@
 """Pure delivery decisions: grouping, targets, slots, outcomes -> .inf, retries, caps."""
 
+import resource
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailengine.delivery.descriptors import descriptors_needed, plan_limit
 from mailengine.delivery.outcome import (
     HARD,
     SENT,
@@ -265,5 +268,20 @@ def test_a_changed_cap_applies_at_once():
     bucket = TokenBucket(period_seconds=60, burst_seconds=1)
     bucket.take(60, 1, NOW)
     assert bucket.available(60, NOW) == 0
-    assert bucket.available(6000, NOW) >= 0  # re-shaped, not stuck on the old cap
+    assert bucket.available(6000, NOW) == 0  # what was used stays used...
+    assert bucket.available(6000, NOW + 0.1) >= 9  # ...but it refills at the new rate
     assert bucket.limit == 6000
+
+
+# -- open files -------------------------------------------------------------------
+
+
+def test_the_open_file_limit_is_raised_to_what_the_caps_need_or_the_warning_is_due():
+    infinity = resource.RLIM_INFINITY
+    assert descriptors_needed(500, 100) == 800
+    assert plan_limit(1024, 4096, 800) == (None, False)  # enough already
+    assert plan_limit(256, 4096, 800) == (800, False)  # raised within the hard limit
+    assert plan_limit(256, infinity, 800) == (800, False)
+    assert plan_limit(256, 512, 800) == (512, True)  # as far as allowed, and the warning
+    assert plan_limit(512, 512, 800) == (None, True)
+    assert plan_limit(infinity, infinity, 800) == (None, False)

@@ -205,6 +205,29 @@ def test_no_dsn_goes_to_the_null_sender_or_a_mailer_daemon():
     assert not dsn.should_send_dsn(env)
 
 
+def test_no_dsn_answers_a_dsn_even_one_sent_with_a_sender():
+    env, summary = failed_envelope()
+    a_dsn = dsn.build_dsn(
+        env,
+        summary.final_failures,
+        b"Subject: s\r\n\r\nx\r\n",
+        hostname="mx.me",
+        now=NOW,
+        dsn_id="D@mx.me",
+        boundary="B",
+    )
+    assert dsn.is_delivery_status_notification(a_dsn)
+    assert not dsn.should_send_dsn(env, a_dsn)  # a broken MTA bouncing with a sender
+    folded = (
+        b"Subject: x\r\nContent-Type: multipart/report;\r\n"
+        b"\treport-type=Delivery-Status;\r\n\tboundary=b\r\n\r\n"
+    )
+    assert dsn.is_delivery_status_notification(folded)
+    other_report = b"Content-Type: multipart/report; report-type=disposition-notification\r\n\r\n"
+    assert not dsn.is_delivery_status_notification(other_report)
+    assert dsn.should_send_dsn(env, b"Subject: hello\r\n\r\nbody\r\n")
+
+
 def test_report_types_pick_the_attempts_that_get_a_report():
     due = delivery_report.is_report_due
     assert due("e", 2, False) and due("f", 1, False) and not due("f", 2, True)

@@ -89,8 +89,14 @@ def apply_attempt(
     untried = [r.address for r in results if r.kind == UNTRIED]
     if not tried:
         # Engine stopping before anything went out: the message is due again at once.
+        # No recipient at all (nothing to try): it is done, not due again forever.
         envelope.retry_time = now
-        return AttemptSummary(tries=envelope.send_tries, untried=untried, counted=False)
+        return AttemptSummary(
+            tries=envelope.send_tries,
+            untried=untried,
+            done=not envelope.rcpt_to_send,
+            counted=False,
+        )
     tries = envelope.send_tries + 1
     envelope.send_tries = tries
     envelope.time_finished = now

@@ -199,3 +199,15 @@ def test_undeliverable_files_are_written_only_with_log_undeliverable(parts):
     reactor.advance(0)
     with open(hard, encoding="utf-8") as fh:
         assert fh.read() == "z@nowhere.test\n"
+
+
+def test_a_message_left_without_recipients_is_finished_not_put_back_into_retry(parts):
+    engine, delivery, reactor = parts
+    env = Envelope(
+        message_id="E@h", mail_from="s@src.test", rcpt_to_send=[], time_created=reactor.seconds()
+    )
+    engine.queue.accept_relay(env, b"Subject: x\r\n\r\nhi\r\n")
+    for _ in range(3):
+        reactor.advance(0)
+    assert "E@h" not in engine.queue.messages and not delivery.attempts
+    assert os.listdir(engine.store.dir("retry")) == []  # not an .inf the scan must skip

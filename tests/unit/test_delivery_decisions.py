@@ -186,6 +186,11 @@ def test_an_attempt_cut_short_before_anything_went_out_is_not_counted():
     assert env.retry_time == NOW and env.rcpt_to_send == ["a@d.test"] and env.log == []
 
 
+def test_a_message_without_recipients_is_done_rather_than_due_again():
+    summary = apply_attempt(envelope(), [], now=NOW, intervals_minutes=INTERVALS)
+    assert summary.done and not summary.counted
+
+
 def test_untried_recipients_beside_sent_ones_are_due_again_at_once():
     env = envelope("a@d.test", "b@e.test")
     apply_attempt(

@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 
 from mailengine.delivery.client import ClientSettings, OutboundClient, describe_failure
 from mailengine.delivery.job import Job
-from mailengine.delivery.outcome import HARD, UNTRIED, RecipientResult
+from mailengine.delivery.outcome import HARD, SENT, UNTRIED, RecipientResult
 from mailengine.delivery.plan import Hop, HostHealth
 from mailengine.delivery.slots import ConnectionSlots, wants_connection
 from mailengine.scheduler.caps import bandwidth_cap
@@ -259,9 +259,9 @@ class HostPool:
 
     def count(self, results: list[RecipientResult]) -> None:
         for r in results:
-            if r.kind == "sent":
+            if r.kind == SENT:
                 self.sent += 1
-            else:
+            elif r.kind != UNTRIED:  # untried: the engine stopped, the server did nothing
                 self.failed += 1
                 self.last_error = r.reply or self.last_error
 

@@ -54,13 +54,18 @@ class Wire:
             pool.submit(job)
         return pool
 
-    def connect(self, ehlo=EHLO_PIPELINING):
-        """Complete the next dialled connection up to the first transaction."""
+    def dialled(self):
+        """The next dialled connection, made but not greeted yet."""
         host, port, factory, timeout, bind = self.reactor.tcpClients[self.made]
         self.made += 1
         proto = factory.buildProtocol(None)
         transport = StringTransport()
         proto.makeConnection(transport)
+        return proto, transport
+
+    def connect(self, ehlo=EHLO_PIPELINING):
+        """Complete the next dialled connection up to the first transaction."""
+        proto, transport = self.dialled()
         proto.dataReceived(b"220 mx1 ESMTP\r\n")
         assert transport.value() == b"EHLO me.test\r\n"
         transport.clear()
@@ -134,10 +139,7 @@ def test_without_pipelining_each_command_waits_for_its_reply():
 def test_ehlo_refused_falls_back_to_helo():
     wire = Wire()
     wire.submit(wire.job())
-    host, port, factory, timeout, bind = wire.reactor.tcpClients[0]
-    proto = factory.buildProtocol(None)
-    t = StringTransport()
-    proto.makeConnection(t)
+    proto, t = wire.dialled()
     proto.dataReceived(b"220 old server\r\n502 what?\r\n")
     assert t.value() == b"EHLO me.test\r\nHELO me.test\r\n"
     t.clear()
@@ -197,10 +199,7 @@ def test_a_421_greeting_fails_the_waiting_jobs_over_to_the_next_server():
     wire = Wire()
     job = wire.job()
     wire.submit(job)
-    host, port, factory, timeout, bind = wire.reactor.tcpClients[0]
-    proto = factory.buildProtocol(None)
-    t = StringTransport()
-    proto.makeConnection(t)
+    proto, t = wire.dialled()
     proto.dataReceived(b"421 too busy\r\n")
     assert wire.failed_over == [(job, "421 too busy")]
     assert t.value() == b"QUIT\r\n"
@@ -374,10 +373,7 @@ def test_a_silent_greeting_times_out_and_fails_over():
     wire = Wire()
     job = wire.job()
     wire.submit(job)
-    host, port, factory, timeout, bind = wire.reactor.tcpClients[0]
-    proto = factory.buildProtocol(None)
-    t = StringTransport()
-    proto.makeConnection(t)
+    proto, t = wire.dialled()
     wire.reactor.advance(29)
     assert wire.failed_over == []
     wire.reactor.advance(2)
@@ -430,10 +426,7 @@ def test_a_domain_whose_certificate_must_verify_is_never_sent_in_plain_text():
     wire = Wire()
     job = wire.job()
     wire.pools.pool_for(HOP, "mx1.d.test").submit(job)
-    host, port, factory, timeout, bind = wire.reactor.tcpClients[0]
-    proto = factory.buildProtocol(None)
-    t = StringTransport()
-    proto.makeConnection(t)
+    proto, t = wire.dialled()
     proto.dataReceived(b"220 mx1 ESMTP\r\n" + EHLO_PIPELINING)  # no STARTTLS offered
     assert b"MAIL" not in t.value()
     [(failed, reason)] = wire.failed_over
@@ -445,17 +438,12 @@ def test_a_domain_whose_certificate_must_verify_is_never_sent_in_plain_text():
 def test_a_refused_starttls_is_retried_in_plain_text_on_a_new_connection():
     wire = Wire()
     wire.submit(wire.job())
-    host, port, factory, timeout, bind = wire.reactor.tcpClients[0]
-    proto = factory.buildProtocol(None)
-    t = StringTransport()
-    proto.makeConnection(t)
+    proto, t = wire.dialled()
     proto.dataReceived(b"220 mx1 ESMTP\r\n250-mx1 hello\r\n250 STARTTLS\r\n")
     assert t.value().endswith(b"STARTTLS\r\n")
     proto.dataReceived(b"454 4.7.0 TLS not available right now\r\n")
     proto.connectionLost(Failure(ConnectionError("closed")))
     assert wire.failed_over == [] and len(wire.reactor.tcpClients) == 2
-    second = wire.reactor.tcpClients[1][2].buildProtocol(None)
-    t2 = StringTransport()
-    second.makeConnection(t2)
+    second, t2 = wire.dialled()
     second.dataReceived(b"220 mx1 ESMTP\r\n250-mx1 hello\r\n250 STARTTLS\r\n")
     assert b"STARTTLS" not in t2.value() and b"MAIL FROM:<s@x.test>" in t2.value()

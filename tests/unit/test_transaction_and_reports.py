@@ -126,18 +126,16 @@ def failed_envelope():
     return env, summary
 
 
+def make_dsn(env, failures, original=b"Subject: s\r\n\r\nx\r\n"):
+    return dsn.build_dsn(
+        env, failures, original, hostname="mx.me", now=NOW, dsn_id="D1@mx.me", boundary="B"
+    )
+
+
 def test_a_dsn_has_the_manuals_text_and_an_rfc3464_delivery_status_part():
     env, summary = failed_envelope()
     original = b"Subject: hello\r\nTo: john@d.test\r\n\r\nthe text\r\n"
-    raw = dsn.build_dsn(
-        env,
-        summary.final_failures,
-        original,
-        hostname="mx.me",
-        now=NOW,
-        dsn_id="D1@mx.me",
-        boundary="BOUNDARY",
-    )
+    raw = make_dsn(env, summary.final_failures, original)
     msg = email.message_from_bytes(raw, policy=policy.default)
     assert msg.get_content_type() == "multipart/report"
     assert msg.get_param("report-type") == "delivery-status"
@@ -164,15 +162,7 @@ def test_a_failure_no_server_answered_has_the_engines_status_and_no_remote_mta()
     dns_failure = RecipientResult(
         "x@nowhere.test", HARD, reply="DNS lookup failed: no such domain", status="5.1.2"
     )
-    raw = dsn.build_dsn(
-        env,
-        [dns_failure],
-        b"Subject: s\r\n\r\nx\r\n",
-        hostname="mx.me",
-        now=NOW,
-        dsn_id="D@mx.me",
-        boundary="B",
-    ).decode()
+    raw = make_dsn(env, [dns_failure]).decode()
     block = raw.split("Final-Recipient: rfc822; x@nowhere.test\r\n")[1].split("\r\n\r\n")[0]
     fields = [tuple(line.split(": ", 1)) for line in block.split("\r\n")]
     # RFC 3464 §2.3 order, the extension field last; no Remote-MTA: no server was asked
@@ -207,15 +197,7 @@ def test_no_dsn_goes_to_the_null_sender_or_a_mailer_daemon():
 
 def test_no_dsn_answers_a_dsn_even_one_sent_with_a_sender():
     env, summary = failed_envelope()
-    a_dsn = dsn.build_dsn(
-        env,
-        summary.final_failures,
-        b"Subject: s\r\n\r\nx\r\n",
-        hostname="mx.me",
-        now=NOW,
-        dsn_id="D@mx.me",
-        boundary="B",
-    )
+    a_dsn = make_dsn(env, summary.final_failures)
     assert dsn.is_delivery_status_notification(a_dsn)
     assert not dsn.should_send_dsn(env, a_dsn)  # a broken MTA bouncing with a sender
     folded = (

@@ -37,11 +37,6 @@ def _untried(job: Job) -> None:
     job.finish_with([RecipientResult(a, UNTRIED) for a in job.recipients])
 
 
-def _is_closing(client: OutboundClient) -> bool:
-    transport: Any = client.transport
-    return client.is_closed or transport is None or transport.disconnecting
-
-
 def is_descriptor_shortage(reason: Failure) -> bool:
     """The socket could not even be made: this process (or the system) is out of files."""
     return getattr(reason.value, "osError", None) in (errno.EMFILE, errno.ENFILE)
@@ -106,7 +101,7 @@ class HostPool:
 
     def open_more(self) -> None:
         pools = self.pools
-        if pools.is_short_of_descriptors():
+        if pools.short_until and pools.is_short_of_descriptors():
             return  # the jobs wait for a connection to free up, or for the pause to end
         per_host, total = pools.caps()
         while wants_connection(len(self.pending), self.connecting, len(self.idle)):
@@ -146,7 +141,8 @@ class HostPool:
 
     def give(self, client: OutboundClient, job: Job) -> None:
         """Start ``job`` on ``client`` unless it is too big for the server or must wait."""
-        if _is_closing(client):
+        transport: Any = client.transport
+        if client.is_closed or transport is None or transport.disconnecting:
             self.resend(job)  # closing already: another connection takes it
             return
         if client.size_limit and job.size > client.size_limit:

@@ -366,3 +366,16 @@ def test_debug_settings_log_the_outbound_dialogue_and_the_send_loop(engine_facto
     engine.wait_log(f"127.0.1.21:{sink.port} <-- 250 2.0.0 queued")
     engine.wait_log("send loop: took 1 messages")
     engine.wait_log(f"-> mx.d17.test (127.0.1.21:{sink.port})")
+
+
+def test_a_server_that_closes_after_a_few_messages_gets_the_rest_on_fresh_connections(
+    engine_factory, sinks
+):
+    sink = sinks("127.0.1.22")
+    sink.messages_per_session = 5  # then MAIL gets 421 and the session ends
+    engine = engine_factory(
+        {"dns": {"bypass": [route("d18.test", sink)]}, "smtp_out": {"max_connections_per_host": 1}}
+    )
+    send(engine, ["a@d18.test"], n=20)
+    wait_for(lambda: len(sink.received()) == 20, what="all 20, none deferred to a retry")
+    assert len(sink.sessions) >= 4 and len(set(subjects(sink))) == 20

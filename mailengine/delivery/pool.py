@@ -27,6 +27,7 @@ from mailengine.scheduler.caps import bandwidth_cap
 
 IDLE_SECONDS = 3.0  # an idle connection waits this long for more work, then QUITs
 SHORTAGE_SECONDS = 1.0  # no new connection this long after running out of descriptors
+KEPT_POOLS = 5000  # idle pools kept for their counters (the web admin's hosts)
 
 
 PoolKey = tuple[str, int, str]  # (address, port, name whose certificate must verify or "")
@@ -35,6 +36,10 @@ PoolKey = tuple[str, int, str]  # (address, port, name whose certificate must ve
 def _untried(job: Job) -> None:
     """Never offered to a server: no attempt counted, due again at once (engine stopping)."""
     job.finish_with([RecipientResult(a, UNTRIED) for a in job.recipients])
+
+
+def _is_busy(pool: HostPool) -> bool:
+    return bool(pool.clients or pool.pending or pool.connecting)
 
 
 def is_descriptor_shortage(reason: Failure) -> bool:
@@ -301,9 +306,22 @@ class Pools:
         return pool
 
     def forget_if_unused(self, pool: HostPool) -> None:
-        busy = pool.clients or pool.pending or pool.connecting
-        if not busy and pool.sent == 0 and pool.failed == 0 and not pool.last_error:
+        if not _is_busy(pool) and pool.sent == 0 and pool.failed == 0 and not pool.last_error:
             self.pools.pop(pool.key, None)
+
+    def forget_idle(self, keep: int = KEPT_POOLS) -> int:
+        """Past ``keep`` pools, forget idle ones with the least traffic (their counters go),
+        so that mail to ever more servers does not grow memory without end."""
+        excess = len(self.pools) - keep
+        if excess <= 0:
+            return 0
+        idle = sorted(
+            (p for p in self.pools.values() if not _is_busy(p)), key=lambda p: p.sent + p.failed
+        )[:excess]
+        for pool in idle:
+            del self.pools[pool.key]
+            self.idle_pools.discard(pool)
+        return len(idle)
 
     # -- out of file descriptors ---------------------------------------------
 

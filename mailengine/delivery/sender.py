@@ -36,6 +36,7 @@ DRAIN_SECONDS = 20.0  # in-flight transactions get this long at a stop (service 
 HOUSEKEEPING_SECONDS = 5.0  # paused/held re-checks, disk space, settings refresh
 DISK_CHECK_SECONDS = 60.0
 FD_WARNING_SECONDS = 60.0  # the out-of-descriptors warning is logged at most this often
+KEPT_DOMAIN_ERRORS = 10000  # last errors per destination domain, for the web admin
 
 
 class Attempt:
@@ -125,6 +126,10 @@ class DeliveryEngine(service.Service):
     def _housekeep(self) -> None:
         self._housekeeping = None
         self.refresh_settings()
+        self.pools.forget_idle()
+        if len(self._domain_errors) > KEPT_DOMAIN_ERRORS:  # the oldest half goes
+            for domain in list(self._domain_errors)[: KEPT_DOMAIN_ERRORS // 2]:
+                del self._domain_errors[domain]
         now = self.reactor.seconds()
         if now - self._last_disk_check >= DISK_CHECK_SECONDS:
             self._last_disk_check = now
@@ -322,6 +327,7 @@ class DeliveryEngine(service.Service):
         attempt = self.attempts.get(job.message_id)
         for r in results:
             if r.kind != SENT and r.kind != UNTRIED:
+                self._domain_errors.pop(job.domain, None)  # the latest last (kept longest)
                 self._domain_errors[job.domain] = r.reply
         if job.pool is not None:
             job.pool.count(results)

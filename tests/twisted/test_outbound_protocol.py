@@ -447,3 +447,17 @@ def test_a_refused_starttls_is_retried_in_plain_text_on_a_new_connection():
     second, t2 = wire.dialled()
     second.dataReceived(b"220 mx1 ESMTP\r\n250-mx1 hello\r\n250 STARTTLS\r\n")
     assert b"STARTTLS" not in t2.value() and b"MAIL FROM:<s@x.test>" in t2.value()
+
+
+def test_past_the_bound_idle_pools_with_the_least_traffic_are_forgotten_busy_ones_never():
+    wire = Wire()
+    quiet, busy_hop = Hop("mx.q.test", "192.0.2.7", 25), Hop("mx.b.test", "192.0.2.8", 25)
+    wire.pools.pool_for(quiet).sent = 1
+    wire.pools.pool_for(Hop("mx.l.test", "192.0.2.9", 25)).sent = 50
+    job = Job("M9", "b.test", ["x@b.test"], "s@x.test", b"x\r\n", wire._done)
+    job.hops = (busy_hop,)
+    wire.pools.pool_for(busy_hop).submit(job)  # dialling: busy, with no traffic yet
+    assert wire.pools.forget_idle(keep=2) == 1
+    assert sorted(k[0] for k in wire.pools.pools) == ["192.0.2.8", "192.0.2.9"]
+    assert wire.pools.forget_idle(keep=0) == 1  # the busy one stays whatever the bound
+    assert list(wire.pools.pools) == [("192.0.2.8", 25, "")]

@@ -312,6 +312,7 @@ class Pools:
     def forget_idle(self, keep: int = KEPT_POOLS) -> int:
         """Past ``keep`` pools, forget idle ones with the least traffic (their counters go),
         so that mail to ever more servers does not grow memory without end."""
+        self.health.forget_expired(self.reactor.seconds())
         excess = len(self.pools) - keep
         if excess <= 0:
             return 0

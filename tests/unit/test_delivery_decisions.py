@@ -88,6 +88,9 @@ def test_a_server_that_failed_moments_ago_is_skipped_until_its_time_is_up():
     assert next_hop([a, b], 0, NOW + 6, health) == (0, [])
     health.mark_down(b, NOW, "timeout")
     assert next_hop([a, b], 1, NOW + 1, health)[0] == 2  # none left
+    assert len(health) == 1  # a is forgotten once asked about after its time
+    health.forget_expired(NOW + 6)
+    assert len(health) == 0
 
 
 # -- connection slots ------------------------------------------------------------

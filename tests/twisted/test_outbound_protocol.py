@@ -461,3 +461,21 @@ def test_past_the_bound_idle_pools_with_the_least_traffic_are_forgotten_busy_one
     assert sorted(k[0] for k in wire.pools.pools) == ["192.0.2.8", "192.0.2.9"]
     assert wire.pools.forget_idle(keep=0) == 1  # the busy one stays whatever the bound
     assert list(wire.pools.pools) == [("192.0.2.8", 25, "")]
+
+
+class TCPTransport(StringTransport):
+    """A StringTransport with the TCP option the client sets."""
+
+    no_delay = False
+
+    def setTcpNoDelay(self, enabled):
+        self.no_delay = enabled
+
+
+def test_every_connection_turns_nagle_off_so_the_final_dot_is_not_held_back():
+    wire = Wire()
+    wire.submit(wire.job())
+    proto = wire.reactor.tcpClients[0][2].buildProtocol(None)
+    t = TCPTransport()
+    proto.makeConnection(t)
+    assert t.no_delay is True

@@ -80,6 +80,9 @@ class SinkServer:
         self.rcpt_reply: Callable[[str], Reply] = lambda rcpt: None
         self.data_reply: Callable[[Message], Reply] = lambda msg: None
         self.stall_on: str = ""  # a command (e.g. "DATA-END", "MAIL") never answered
+        self.messages_per_session = (
+            0  # then MAIL gets "421 too many messages", closed (0: no limit)
+        )
         self.lock = threading.Lock()
         self.sessions: list[Session] = []
         self.messages: list[Message] = []
@@ -182,6 +185,7 @@ class SinkServer:
                 return
         send(220, f"{self.name} ESMTP sink")
         sender, rcpts = "", []
+        taken = 0  # messages this session
         while True:
             line = await reader.readline()
             if not line:
@@ -214,6 +218,12 @@ class SinkServer:
                 await writer.drain()
                 await writer.start_tls(self.tls_context)
                 session.tls = True
+            elif (
+                verb == "MAIL" and self.messages_per_session and taken >= self.messages_per_session
+            ):
+                send(421, "4.7.0 too many messages in this session, closing")
+                await writer.drain()
+                return
             elif verb == "MAIL":
                 reply = self.mail_reply(_address(command))
                 if reply is None:
@@ -246,6 +256,7 @@ class SinkServer:
                     with self.lock:
                         self.messages.append(message)
                         self.bytes_received += len(data)
+                    taken += 1
                     send(250, "2.0.0 queued")
                 else:
                     send(*reply)

@@ -61,6 +61,15 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     _s(
         "server",
+        "low_disk_space_mb",
+        k.Int(minimum=0, unit="MB"),
+        100,
+        "Basic",
+        """Free space on the file system of mailq/ below which admin_email is told (checked
+       at start and every minute). 0: never.""",
+    ),
+    _s(
+        "server",
         "helo_text",
         k.Hostname(),
         "",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
-from twisted.mail.smtp import ESMTPClient, SMTPClientError
+from twisted.mail.smtp import ESMTPClient, SMTPClientError, TLSError, TLSRequiredError
 from twisted.python.failure import Failure
 
 from mailengine.delivery.transaction import BODY, DONE, END_EMPTY, WAIT, WRITE, Transaction
@@ -61,6 +61,10 @@ def describe_failure(reason: Failure) -> str:
     return text.split("\n")[0][:200]
 
 
+def _reply_line(code: int, resp: bytes) -> str:
+    return f"{code} " + resp.decode("utf-8", "replace").split("\n")[0]
+
+
 def is_tls_failure(reason: Failure) -> bool:
     name = type(reason.value).__module__ + "." + type(reason.value).__name__
     return "OpenSSL" in name or "service_identity" in name or "VerificationError" in name
@@ -88,6 +92,7 @@ class OutboundClient(ESMTPClient):
         self._size_param = False
         self.is_ready = False
         self.is_finished = False  # the owner has heard how this session ended
+        self.is_closed = False  # connectionLost ran (the transport may not say so)
         self.tls_started = False
         self.pipelining = False
         self.size_limit = 0
@@ -185,7 +190,8 @@ class OutboundClient(ESMTPClient):
         # TLS required but not offered, a malformed reply, STARTTLS refused.
         resp = getattr(exc, "resp", b"") or str(exc).encode()
         text = resp.decode("utf-8", "replace") if isinstance(resp, bytes) else str(resp)
-        self._fail(text.split("\n")[0], tls=False)
+        tls = isinstance(exc, TLSError | TLSRequiredError)
+        self._fail(text.split("\n")[0], tls=tls)
         if isinstance(exc, SMTPClientError) and not exc.isFatal:
             self._quit()
         else:
@@ -220,6 +226,13 @@ class OutboundClient(ESMTPClient):
         txn, job = self.txn, self.job
         if txn is None or job is None:
             # A reply while idle: the server is closing (e.g. its own 421 timeout).
+            self._transport().loseConnection()
+            return
+        if code == 421 and self._may_resend(job, txn, tls=False):
+            # RFC 5321 §3.8: the server closes this reused connection (idle timeout,
+            # messages-per-connection limit) before our transaction began: nothing
+            # was accepted, so the job goes to a fresh connection, not to retry/.
+            self._resend(job, _reply_line(code, resp))
             self._transport().loseConnection()
             return
         action = txn.reply(code, resp)
@@ -320,7 +333,14 @@ class OutboundClient(ESMTPClient):
             self._session_failed(reason, tls)
 
     def _may_resend(self, job: Job, txn: Transaction, tls: bool) -> bool:
+        """Only on a reused connection, before any reply to the job, and only once."""
         return self.transactions > 0 and not txn.answered and not tls and job.resends == 0
+
+    def _resend(self, job: Job, why: str) -> None:
+        self.txn = self.job = None
+        job.resends += 1
+        job.note(f"<-- {why}; sending again on a new connection")
+        self.owner.resend(job)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         super().connectionLost(reason)
@@ -328,14 +348,17 @@ class OutboundClient(ESMTPClient):
         self.resumeProducing()
         tls = self.tls_started and is_tls_failure(reason)
         why = "TLS failed: " + describe_failure(reason) if tls else "connection lost"
+        self.is_closed = True
         job, txn = self.job, self.txn
-        if job is not None and txn is not None and self._may_resend(job, txn, tls):
+        if job is not None and txn is None:
+            # It waited for the bandwidth cap and was never started here.
+            self.job = None
+            self.owner.resend(job)
+        elif job is not None and txn is not None and self._may_resend(job, txn, tls):
             # The server closed a reused connection as our transaction began (its idle
             # timeout crossing our MAIL): nothing was answered, so nothing happened;
             # send it again on a fresh connection rather than count a failure.
-            self.txn = self.job = None
-            job.resends += 1
-            self.owner.resend(job)
+            self._resend(job, "connection closed before any reply")
         elif self.job is not None:
             self._fail(why if tls else f"connection lost: {describe_failure(reason)}", tls=tls)
         elif not self.is_ready:

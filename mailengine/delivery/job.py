@@ -33,6 +33,7 @@ class Job:
         "opening",
         "pool",
         "recipients",
+        "remote_mta",
         "resends",
         "sender",
         "size",
@@ -61,6 +62,7 @@ class Job:
         self.opening: tuple[str, ...] = ()
         self.started = False  # a transaction began on a connection
         self.pool: Any = None  # the HostPool whose connection took it
+        self.remote_mta = ""  # the host of the last session it started on
         self.done = False
         self.resends = 0  # sent again after a reused connection closed unanswered
 
@@ -75,12 +77,14 @@ class Job:
         """The job starts on ``client``: its greeting and EHLO belong to the transcript."""
         self.started = True
         self.pool = client.owner
-        self.lines.append("<-- Connected to: " + self.hop.describe())
+        hop = self.hop
+        self.remote_mta = hop.host
+        self.lines.append("<-- Connected to: " + hop.describe())
         self.opening = client.opening_lines
 
     def finish(self, txn: Transaction, failure: str = "") -> None:
         """Outcomes from the transaction's replies (``failure``: why it stopped short)."""
-        results = txn.results(self.lines, failure)
+        results = txn.results(self.lines, failure, self.remote_mta)
         if any(r.kind != SENT for r in results):
             self.lines[len(self.lines) :] = [
                 *self.opening,
@@ -89,12 +93,16 @@ class Job:
             ]
         self.finish_with(results)
 
-    def finish_all(self, kind: str, reply: str, code: int = 0) -> None:
+    def finish_all(self, kind: str, reply: str, code: int = 0, status: str = "") -> None:
         """Every recipient gets the same outcome (DNS failure, no usable server, ...)."""
         if reply:
             self.lines.append("<-- " + reply)
+        remote = self.remote_mta
         self.finish_with(
-            [RecipientResult(a, kind, code, reply, self.lines) for a in self.recipients]
+            [
+                RecipientResult(a, kind, code, reply, self.lines, remote, status)
+                for a in self.recipients
+            ]
         )
 
     def finish_with(self, results: list[RecipientResult]) -> None:

@@ -33,13 +33,20 @@ def kind_of_code(code: int) -> str:
 
 @attrs.define(slots=True)
 class RecipientResult:
-    """One recipient's outcome; ``transcript`` is the session (shared by a transaction)."""
+    """One recipient's outcome; ``transcript`` is the session (shared by a transaction).
+
+    Failures also carry ``remote_mta`` (the server that answered, "" when none did)
+    and ``status`` (an RFC 3463 code when the engine knows better than the reply,
+    e.g. for DNS failures) for the DSN.
+    """
 
     address: str
     kind: str
     code: int = 0
     reply: str = ""
     transcript: Sequence[str] = ()
+    remote_mta: str = ""
+    status: str = ""
 
 
 @attrs.define
@@ -82,8 +89,14 @@ def apply_attempt(
     untried = [r.address for r in results if r.kind == UNTRIED]
     if not tried:
         # Engine stopping before anything went out: the message is due again at once.
+        # No recipient at all (nothing to try): it is done, not due again forever.
         envelope.retry_time = now
-        return AttemptSummary(tries=envelope.send_tries, untried=untried, counted=False)
+        return AttemptSummary(
+            tries=envelope.send_tries,
+            untried=untried,
+            done=not envelope.rcpt_to_send,
+            counted=False,
+        )
     tries = envelope.send_tries + 1
     envelope.send_tries = tries
     envelope.time_finished = now

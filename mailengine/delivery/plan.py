@@ -99,6 +99,15 @@ class HostHealth:
             return None
         return entry[1]
 
+    def __len__(self) -> int:
+        """Servers marked down (some perhaps expired but not yet forgotten)."""
+        return len(self._down)
+
+    def forget_expired(self, now: float) -> None:
+        """Drop entries whose time is up (servers never asked about again stay otherwise)."""
+        for key in [k for k, (until, _) in self._down.items() if until <= now]:
+            del self._down[key]
+
 
 def next_hop(
     hops: Sequence[Hop], start: int, now: float, health: HostHealth

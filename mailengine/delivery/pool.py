@@ -9,6 +9,7 @@ told through ``fail_over`` when a server cannot be reached.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 from collections import deque
 from collections.abc import Callable
@@ -19,15 +20,31 @@ from twisted.python.failure import Failure
 
 from mailengine.delivery.client import ClientSettings, OutboundClient, describe_failure
 from mailengine.delivery.job import Job
-from mailengine.delivery.outcome import HARD, UNTRIED, RecipientResult
+from mailengine.delivery.outcome import HARD, SENT, UNTRIED, RecipientResult
 from mailengine.delivery.plan import Hop, HostHealth
 from mailengine.delivery.slots import ConnectionSlots, wants_connection
 from mailengine.scheduler.caps import bandwidth_cap
 
 IDLE_SECONDS = 3.0  # an idle connection waits this long for more work, then QUITs
+SHORTAGE_SECONDS = 1.0  # no new connection this long after running out of descriptors
+KEPT_POOLS = 5000  # idle pools kept for their counters (the web admin's hosts)
 
 
 PoolKey = tuple[str, int, str]  # (address, port, name whose certificate must verify or "")
+
+
+def _untried(job: Job) -> None:
+    """Never offered to a server: no attempt counted, due again at once (engine stopping)."""
+    job.finish_with([RecipientResult(a, UNTRIED) for a in job.recipients])
+
+
+def _is_busy(pool: HostPool) -> bool:
+    return bool(pool.clients or pool.pending or pool.connecting)
+
+
+def is_descriptor_shortage(reason: Failure) -> bool:
+    """The socket could not even be made: this process (or the system) is out of files."""
+    return getattr(reason.value, "osError", None) in (errno.EMFILE, errno.ENFILE)
 
 
 class _Factory(protocol.ClientFactory):
@@ -72,6 +89,9 @@ class HostPool:
     # -- work in ---------------------------------------------------------
 
     def submit(self, job: Job) -> None:
+        if self.pools.stopping:
+            _untried(job)  # routed after the stop began (a late DNS answer, a fail-over)
+            return
         self.pending.append(job)
         self.serve()
 
@@ -86,6 +106,8 @@ class HostPool:
 
     def open_more(self) -> None:
         pools = self.pools
+        if pools.short_until and pools.is_short_of_descriptors():
+            return  # the jobs wait for a connection to free up, or for the pause to end
         per_host, total = pools.caps()
         while wants_connection(len(self.pending), self.connecting, len(self.idle)):
             if pools.slots.may_open(self.key, per_host_max=per_host, total_max=total):
@@ -125,7 +147,7 @@ class HostPool:
     def give(self, client: OutboundClient, job: Job) -> None:
         """Start ``job`` on ``client`` unless it is too big for the server or must wait."""
         transport: Any = client.transport
-        if transport is None or transport.disconnecting:
+        if client.is_closed or transport is None or transport.disconnecting:
             self.resend(job)  # closing already: another connection takes it
             return
         if client.size_limit and job.size > client.size_limit:
@@ -146,11 +168,12 @@ class HostPool:
         client.send(job)
 
     def _send_later(self, client: OutboundClient, job: Job) -> None:
+        if client.job is not job:
+            return  # its connection closed meanwhile and handed it back
         client.job = None
-        transport: Any = client.transport
-        if transport is None or transport.disconnecting:
-            self.pending.appendleft(job)
-            self.serve()
+        if self.pools.stopping:
+            _untried(job)
+            client.quit()
             return
         self.give(client, job)
 
@@ -182,6 +205,9 @@ class HostPool:
 
     def resend(self, job: Job) -> None:
         """Back to the front of the line (its connection went away unanswered)."""
+        if self.pools.stopping:
+            _untried(job)
+            return
         self.pending.appendleft(job)
         self.serve()
 
@@ -193,18 +219,26 @@ class HostPool:
             self.last_error = "STARTTLS failed; using plain text: " + reason
             return
         if self.verify_name and tls:
+            # The certificate fails this pool's domains only: the server is not down.
             reason = f"TLS required for this domain: certificate of {self.verify_name}: {reason}"
+            self._unreachable(reason, is_down=False)
+            return
         self._unreachable(reason)
 
     def connect_failed(self, reason: Failure) -> None:
         self.connecting -= 1
-        self._unreachable(describe_failure(reason))
+        if is_descriptor_shortage(reason):
+            # Our shortage, not the server's fault: its jobs wait here, it is not marked
+            # down, nothing fails over (every other server would fail the same way).
+            self.pools.short_of_descriptors(describe_failure(reason))
+        else:
+            self._unreachable(describe_failure(reason))
         self._closed()
 
-    def _unreachable(self, reason: str) -> None:
+    def _unreachable(self, reason: str, *, is_down: bool = True) -> None:
         self.last_error = reason
-        self.pools.health.mark_down(self.hop, self.pools.reactor.seconds(), reason)
-        self.pools.note_failure(reason)
+        if is_down:
+            self.pools.health.mark_down(self.hop, self.pools.reactor.seconds(), reason)
         if self.connecting or any(c.is_ready for c in self.clients):
             return  # other connections will serve the waiting jobs
         jobs, self.pending = list(self.pending), deque()
@@ -226,9 +260,9 @@ class HostPool:
 
     def count(self, results: list[RecipientResult]) -> None:
         for r in results:
-            if r.kind == "sent":
+            if r.kind == SENT:
                 self.sent += 1
-            else:
+            elif r.kind != UNTRIED:  # untried: the engine stopped, the server did nothing
                 self.failed += 1
                 self.last_error = r.reply or self.last_error
 
@@ -244,7 +278,7 @@ class Pools:
         fail_over: Callable[[Job, str], None],
         bandwidth_limit: Callable[[], int],
         outbound_ip: Callable[[], str],
-        note_failure: Callable[[str], None] = lambda reason: None,
+        on_descriptor_shortage: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.reactor = reactor
         self.settings = settings
@@ -252,7 +286,9 @@ class Pools:
         self.fail_over = fail_over
         self.bandwidth_limit = bandwidth_limit
         self.outbound_ip = outbound_ip
-        self.note_failure = note_failure
+        self.on_descriptor_shortage = on_descriptor_shortage
+        self.short_until = 0.0  # no dialling before this time (out of descriptors)
+        self._shortage_over: Any = None
         self.slots = ConnectionSlots()
         self.health = HostHealth()
         self.pools: dict[PoolKey, HostPool] = {}
@@ -270,9 +306,50 @@ class Pools:
         return pool
 
     def forget_if_unused(self, pool: HostPool) -> None:
-        busy = pool.clients or pool.pending or pool.connecting
-        if not busy and pool.sent == 0 and pool.failed == 0 and not pool.last_error:
+        if not _is_busy(pool) and pool.sent == 0 and pool.failed == 0 and not pool.last_error:
             self.pools.pop(pool.key, None)
+
+    def forget_idle(self, keep: int = KEPT_POOLS) -> int:
+        """Past ``keep`` pools, forget idle ones with the least traffic (their counters go),
+        so that mail to ever more servers does not grow memory without end."""
+        self.health.forget_expired(self.reactor.seconds())
+        excess = len(self.pools) - keep
+        if excess <= 0:
+            return 0
+        idle = sorted(
+            (p for p in self.pools.values() if not _is_busy(p)), key=lambda p: p.sent + p.failed
+        )[:excess]
+        for pool in idle:
+            del self.pools[pool.key]
+            self.idle_pools.discard(pool)
+        return len(idle)
+
+    # -- out of file descriptors ---------------------------------------------
+
+    def is_short_of_descriptors(self) -> bool:
+        return self.short_until > 0 and self.reactor.seconds() < self.short_until
+
+    def short_of_descriptors(self, reason: str) -> None:
+        """A dial failed for want of descriptors: pause dialling for a moment, then offer
+        the waiting jobs new connections again (told once per pause)."""
+        now = self.reactor.seconds()
+        if not self.is_short_of_descriptors():
+            self.on_descriptor_shortage(reason)
+        self.short_until = now + SHORTAGE_SECONDS
+        if self._shortage_over is None or not self._shortage_over.active():
+            self._shortage_over = self.reactor.callLater(SHORTAGE_SECONDS, self._dial_again)
+
+    def _dial_again(self) -> None:
+        self._shortage_over = None
+        if self.is_short_of_descriptors():  # failed again meanwhile: wait until then
+            delay = self.short_until - self.reactor.seconds()
+            self._shortage_over = self.reactor.callLater(delay, self._dial_again)
+            return
+        self.short_until = 0.0
+        if not self.stopping:
+            for pool in list(self.pools.values()):
+                if pool.pending:
+                    pool.open_more()
 
     def bind_address_for(self, address: str) -> tuple[str, int] | None:
         source = self.outbound_ip()
@@ -320,7 +397,7 @@ class Pools:
         for pool in list(self.pools.values()):
             jobs, pool.pending = list(pool.pending), deque()
             for job in jobs:
-                job.finish_with([RecipientResult(a, UNTRIED) for a in job.recipients])
+                _untried(job)
             for client in list(pool.idle):
                 client.quit()
             pool.idle.clear()

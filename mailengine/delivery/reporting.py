@@ -4,7 +4,6 @@ engine itself (manual §3, §4). Text comes from ``mailengine.reports``."""
 
 from __future__ import annotations
 
-import os
 import uuid
 
 from twisted.logger import Logger
@@ -38,7 +37,7 @@ class FailureReporting:
             if engine.config.logs.log_undeliverable:
                 self._append("hard-undeliverable.txt", [r.address for r in summary.hard])
                 self._append("soft-undeliverable.txt", [r.address for r in summary.soft_final])
-            if engine.config.queue.use_dsn and dsn.should_send_dsn(envelope):
+            if engine.config.queue.use_dsn and dsn.should_send_dsn(envelope, data):
                 self._send_dsn(envelope, summary, data, now)
         self._maybe_report(envelope, summary, now)
 
@@ -75,7 +74,7 @@ class FailureReporting:
             return
         if not delivery_report.is_report_due(reports.type, summary.tries, summary.done):
             return
-        reported = delivery_report.undelivered(summary, reports.domains)
+        reported = delivery_report.undelivered(summary, reports.domains, envelope)
         if not reported:
             return
         report_id = self.engine.ids.next_id()
@@ -118,13 +117,8 @@ class FailureReporting:
             time_created=engine.reactor.seconds(),
             other={"datasize": str(len(data))},
         )
+        log.info("{what} {id} to {to} queued", what=what, id=message_id, to=", ".join(to))
         d = engine.queue.accept_relay(envelope, data)
         d.addErrback(
             lambda f: log.failure("cannot queue a {what} ({id})", f, what=what, id=message_id)
         )
-
-
-def disk_usage(path: str) -> tuple[int, int]:
-    """(free bytes for unprivileged users, total bytes) of the file system of ``path``."""
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize

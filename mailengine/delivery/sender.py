@@ -20,14 +20,14 @@ from mailengine.delivery.job import Job
 from mailengine.delivery.outcome import HARD, SENT, SOFT, UNTRIED, RecipientResult, apply_attempt
 from mailengine.delivery.plan import count_hosts, group_by_domain, hops_for, next_hop
 from mailengine.delivery.pool import Pools
-from mailengine.delivery.reporting import FailureReporting, disk_usage
+from mailengine.delivery.reporting import FailureReporting
 from mailengine.delivery.status import DeliveryStatus, DomainStatus, HostStatus
 from mailengine.dns.answer import Destination, DNSFailure, Resolution
 from mailengine.engine import Engine
 from mailengine.policy.verp import encode_bounce_address
 from mailengine.queue.content import dot_stuff
 from mailengine.queue.live import QueuedMessage
-from mailengine.reports.notices import FD_WARNING, disk_space_is_low
+from mailengine.reports.notices import FD_WARNING, NoticeGate, disk_space_is_low
 from mailengine.scheduler.caps import hourly_message_cap
 
 log = Logger(namespace="mailengine.delivery")
@@ -35,6 +35,8 @@ log = Logger(namespace="mailengine.delivery")
 DRAIN_SECONDS = 20.0  # in-flight transactions get this long at a stop (service bound: 30)
 HOUSEKEEPING_SECONDS = 5.0  # paused/held re-checks, disk space, settings refresh
 DISK_CHECK_SECONDS = 60.0
+FD_WARNING_SECONDS = 60.0  # the out-of-descriptors warning is logged at most this often
+KEPT_DOMAIN_ERRORS = 10000  # last errors per destination domain, for the web admin
 
 
 class Attempt:
@@ -62,12 +64,14 @@ class DeliveryEngine(service.Service):
             fail_over=self._fail_over,
             bandwidth_limit=lambda: engine.config.smtp_out.max_bandwidth_bytes_per_minute,
             outbound_ip=lambda: engine.config.smtp_out.outbound_ip,
-            note_failure=self._note_connect_failure,
+            on_descriptor_shortage=self._out_of_descriptors,
         )
         self.reporting = FailureReporting(engine)
         self.attempts: dict[str, Attempt] = {}
         self.hourly = hourly_message_cap()
         self.held_by_rate_cap = False
+        self.rate_cap_notices = NoticeGate()
+        self.fd_warnings = NoticeGate(FD_WARNING_SECONDS)
         self._pump_call: IDelayedCall | None = None
         self._housekeeping: IDelayedCall | None = None
         self._last_disk_check = 0.0
@@ -86,7 +90,7 @@ class DeliveryEngine(service.Service):
         ensure_descriptors(config.smtp_out.max_connections, config.smtp_in.max_connections)
         config.subscribe(self._setting_changed)
         self.engine.queue.consumer = self
-        self._housekeeping = self.reactor.callLater(HOUSEKEEPING_SECONDS, self._housekeep)
+        self._housekeeping = self.reactor.callLater(0, self._housekeep)  # disk space at start
         self.messages_due()
 
     def stopService(self) -> None:
@@ -122,6 +126,10 @@ class DeliveryEngine(service.Service):
     def _housekeep(self) -> None:
         self._housekeeping = None
         self.refresh_settings()
+        self.pools.forget_idle()
+        if len(self._domain_errors) > KEPT_DOMAIN_ERRORS:  # the oldest half goes
+            for domain in list(self._domain_errors)[: KEPT_DOMAIN_ERRORS // 2]:
+                del self._domain_errors[domain]
         now = self.reactor.seconds()
         if now - self._last_disk_check >= DISK_CHECK_SECONDS:
             self._last_disk_check = now
@@ -132,10 +140,10 @@ class DeliveryEngine(service.Service):
 
     def _check_disk(self) -> None:
         try:
-            free, total = disk_usage(self.engine.store.root)
+            free = self.engine.store.free_bytes()
         except OSError:
             return
-        if disk_space_is_low(free, total):
+        if disk_space_is_low(free, self.engine.config.server.low_disk_space_mb):
             body = (
                 f"Only {free // (1024 * 1024)} MB are free on the file system of "
                 f"{self.engine.store.root}. Mail that cannot be written is refused or kept "
@@ -144,10 +152,11 @@ class DeliveryEngine(service.Service):
             log.warn("low free disk space under {root}", root=self.engine.store.root)
             self.reporting.admin_notice("disk", "low free disk space", body)
 
-    def _note_connect_failure(self, reason: str) -> None:
-        if "Too many open files" in reason:
-            log.warn("{warning}", warning=FD_WARNING)
-            self.reporting.admin_notice("descriptors", "out of file descriptors", FD_WARNING)
+    def _out_of_descriptors(self, reason: str) -> None:
+        """Manual §7's warning (at most once a minute) and the admin notice (once an hour)."""
+        if self.fd_warnings.may_send("descriptors", self.reactor.seconds()):
+            log.warn("{warning} ({reason})", warning=FD_WARNING, reason=reason)
+        self.reporting.admin_notice("descriptors", "out of file descriptors", FD_WARNING)
 
     # -- the send loop ---------------------------------------------------
 
@@ -202,8 +211,9 @@ class DeliveryEngine(service.Service):
             self.messages_due()  # there may be more
 
     def _hold_for_rate_cap(self, cap: int, now: float) -> None:
-        if not self.held_by_rate_cap:
-            self.held_by_rate_cap = True
+        self.held_by_rate_cap = True
+        # At the cap every message waits its turn: one notice an hour, not one each.
+        if self.rate_cap_notices.may_send("rate cap", now):
             log.info(
                 "Your mailing speed has reached {cap} messages per hour "
                 "([smtp_out] max_messages_per_hour); sending is held until the hour's "
@@ -241,13 +251,18 @@ class DeliveryEngine(service.Service):
 
     def _resolved(self, answer: Resolution, job: Job) -> None:
         if isinstance(answer, DNSFailure):
-            job.note(f"<-- DNS lookup failed for {job.domain}")
-            job.finish_all(HARD if answer.permanent else SOFT, answer.reason)
+            # RFC 3463: X.1.2 bad destination system; X.4.3 directory server failure.
+            if answer.permanent:
+                job.finish_all(HARD, answer.reason, status="5.1.2")
+            else:
+                job.finish_all(SOFT, answer.reason, status="4.4.3")
             return
         hops = self._hops(answer)
         if not hops:
             job.finish_all(
-                SOFT, f"every mail server of {job.domain} is in [smtp_out] reject_mail_servers"
+                SOFT,
+                f"every mail server of {job.domain} is in [smtp_out] reject_mail_servers",
+                status="4.4.4",  # unable to route
             )
             return
         job.hops = hops
@@ -261,7 +276,7 @@ class DeliveryEngine(service.Service):
         log.failure(
             "{id}: resolver error for {domain}", failure, id=job.message_id, domain=job.domain
         )
-        job.finish_all(SOFT, f"DNS lookup failed for {job.domain}: internal error")
+        job.finish_all(SOFT, f"DNS lookup failed for {job.domain}: internal error", status="4.4.3")
 
     def _hops(self, destination: Destination) -> tuple[Any, ...]:
         out = self.engine.config.smtp_out
@@ -290,7 +305,9 @@ class DeliveryEngine(service.Service):
             job.note(f"<-- Not connected (failed moments ago): {reason}")
         if index >= len(job.hops):
             last = skipped[-1][1] if skipped else "no server answered"
-            job.finish_all(SOFT, f"no mail server of {job.domain} could be reached: {last}")
+            job.finish_all(
+                SOFT, f"no mail server of {job.domain} could be reached: {last}", status="4.4.1"
+            )
             return
         job.hop_index = index
         hop = job.hops[index]
@@ -310,6 +327,7 @@ class DeliveryEngine(service.Service):
         attempt = self.attempts.get(job.message_id)
         for r in results:
             if r.kind != SENT and r.kind != UNTRIED:
+                self._domain_errors.pop(job.domain, None)  # the latest last (kept longest)
                 self._domain_errors[job.domain] = r.reply
         if job.pool is not None:
             job.pool.count(results)

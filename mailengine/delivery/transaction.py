@@ -141,11 +141,14 @@ class Transaction:
 
     # -- results -------------------------------------------------------------
 
-    def results(self, transcript: Sequence[str] = (), failure: str = "") -> list[RecipientResult]:
+    def results(
+        self, transcript: Sequence[str] = (), failure: str = "", remote_mta: str = ""
+    ) -> list[RecipientResult]:
         """Each recipient's outcome (call once DONE, or after the connection failed).
 
         Recipients without a reply that decides them get a soft outcome with
-        ``failure`` (timeout, lost connection) as the reason.
+        ``failure`` (timeout, lost connection) as the reason. Failures name
+        ``remote_mta``, the server of the session.
         """
         out = []
         mail = self.mail_reply
@@ -164,13 +167,14 @@ class Transaction:
                     else:
                         code, text = 0, b""
             if code == 0:
-                out.append(RecipientResult(address, SOFT, 0, failure, transcript))
+                out.append(RecipientResult(address, SOFT, 0, failure, transcript, remote_mta))
                 continue
             kind = kind_of_code(code)
-            reply = "" if kind == SENT else _reply_text(code, text)
-            out.append(
-                RecipientResult(address, kind, code, reply, () if kind == SENT else transcript)
-            )
+            if kind == SENT:
+                out.append(RecipientResult(address, SENT, code))
+            else:
+                reply = _reply_text(code, text)
+                out.append(RecipientResult(address, kind, code, reply, transcript, remote_mta))
         return out
 
 

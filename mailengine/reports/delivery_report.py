@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mailengine.delivery.outcome import AttemptSummary, RecipientResult
+from mailengine.delivery.outcome import HARD, AttemptSummary, RecipientResult
 from mailengine.queue.envelope import Envelope
 from mailengine.queue.timestamps import format_stamp
 from mailengine.reports.mail import finish, header_block, postmaster
@@ -35,12 +35,23 @@ def matches(address: str, patterns: Sequence[str]) -> bool:
     return any(p.lower() in low for p in patterns if p)
 
 
-def undelivered(summary: AttemptSummary, patterns: Sequence[str]) -> list[RecipientResult]:
-    return [
-        r
-        for r in (*summary.hard, *summary.soft_final, *summary.soft_retry)
-        if matches(r.address, patterns)
-    ]
+EARLIER = "failed in an earlier attempt"
+
+
+def undelivered(
+    summary: AttemptSummary, patterns: Sequence[str], envelope: Envelope
+) -> list[RecipientResult]:
+    """The addresses to report: this attempt's failures; after the last attempt also
+    those that failed in earlier ones (so an "l" report lists every undelivered one)."""
+    results = [*summary.hard, *summary.soft_final, *summary.soft_retry]
+    if summary.done:
+        now_failed = {r.address.lower() for r in summary.hard}
+        results += [
+            RecipientResult(a, HARD, reply=EARLIER)
+            for a in envelope.rcpt_failed
+            if a.lower() not in now_failed
+        ]
+    return [r for r in results if matches(r.address, patterns)]
 
 
 def _state(r: RecipientResult, summary: AttemptSummary, envelope: Envelope) -> str:
@@ -83,12 +94,15 @@ def build_report(
         "Undelivered addresses:",
     ]
     for r in reported:
-        lines.append(f"  {r.address}: {_state(r, summary, envelope)}: {r.reply}")
+        if r.reply == EARLIER:
+            lines.append(f"  {r.address}: {EARLIER}")
+        else:
+            lines.append(f"  {r.address}: {_state(r, summary, envelope)}: {r.reply}")
     lines.append("")
     lines.append("SMTP transactions:")
     seen: set[int] = set()
     for r in reported:
-        if id(r.transcript) in seen:
+        if id(r.transcript) in seen or r.reply == EARLIER:
             continue
         seen.add(id(r.transcript))
         lines.append("")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from email.parser import BytesHeaderParser
+from email.utils import formatdate
 
 from mailengine.delivery.outcome import HARD, RecipientResult
 from mailengine.queue.content import split_headers
@@ -20,17 +22,33 @@ MAX_COPY_BYTES = 100_000  # longer originals are cut in the reproduced copy
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
-def should_send_dsn(envelope: Envelope) -> bool:
-    """Never to the null sender (so never a bounce of a bounce, RFC 5321 §6.1)."""
+def should_send_dsn(envelope: Envelope, original: bytes = b"") -> bool:
+    """Never to the null sender nor for a bounce (RFC 5321 §6.1, RFC 3461 §6.2): not for
+    mail from MAILER-DAEMON, nor for a delivery status notification sent with a sender."""
     sender = envelope.mail_from.strip()
-    return bool(sender) and "@" in sender and not sender.lower().startswith("mailer-daemon@")
+    if not sender or "@" not in sender or sender.lower().startswith("mailer-daemon@"):
+        return False
+    return not is_delivery_status_notification(original)
+
+
+def is_delivery_status_notification(original: bytes) -> bool:
+    """Is the message itself a DSN (multipart/report; report-type=delivery-status)?"""
+    headers, _ = split_headers(original)
+    message = BytesHeaderParser().parsebytes(headers)
+    return (
+        message.get_content_type() == "multipart/report"
+        and str(message.get_param("report-type", "")).lower() == "delivery-status"
+    )
 
 
 def status_code(result: RecipientResult) -> str:
-    """The RFC 3463 status: from the reply when it has one, else by outcome."""
+    """The RFC 3463 status: from the reply when it has one, else the engine's, else by
+    outcome (4.4.7: delivery time expired, for soft failures after the last retry)."""
     match = _ENHANCED.search(result.reply)
     if match and match.group(1) in "45":
         return ".".join(match.groups())
+    if result.status:
+        return result.status
     return "5.0.0" if result.kind == HARD else "4.4.7"
 
 
@@ -46,6 +64,20 @@ def transcript_text(results: Sequence[RecipientResult]) -> str:
         lines.extend(r.transcript or [f"<-- {r.reply}"])
         lines.append("")
     return "\n".join(lines)
+
+
+def _recipient_fields(r: RecipientResult, last_attempt: str) -> str:
+    """RFC 3464 §2.3 fields of one recipient, in its order (extensions last);
+    Remote-MTA only when a session with a server took place."""
+    return (
+        f"Final-Recipient: rfc822; {r.address}\n"
+        "Action: failed\n"
+        f"Status: {status_code(r)}\n"
+        + (f"Remote-MTA: dns; {r.remote_mta}\n" if r.remote_mta else "")
+        + (f"Diagnostic-Code: smtp; {r.reply}\n" if r.code else "")
+        + f"Last-Attempt-Date: {last_attempt}\n"
+        + (f"X-MailEngine-Reason: {r.reply}\n" if not r.code and r.reply else "")
+    )
 
 
 def build_dsn(
@@ -73,15 +105,15 @@ def build_dsn(
         + copy.decode("utf-8", "replace").replace("\r\n", "\n")
         + cut
     )
-    per_recipient = "\n".join(
-        f"Final-Recipient: rfc822; {r.address}\n"
-        "Action: failed\n"
-        f"Status: {status_code(r)}\n"
-        + (f"Diagnostic-Code: smtp; {r.reply}\n" if r.code else "")
-        + (f"X-MailEngine-Reason: {r.reply}\n" if not r.code and r.reply else "")
-        for r in failures
+    delivery_status = (
+        f"Reporting-MTA: dns; {hostname}\n"
+        f"Arrival-Date: {formatdate(envelope.time_created, localtime=True)}\n"
+        f"X-MailEngine-Id: {envelope.message_id}\n\n"
     )
-    delivery_status = f"Reporting-MTA: dns; {hostname}\nX-MailEngine-Id: {envelope.message_id}\n\n"
+    last_attempt = envelope.time_finished if envelope.time_finished is not None else now
+    per_recipient = "\n".join(
+        _recipient_fields(r, formatdate(last_attempt, localtime=True)) for r in failures
+    )
     text = (
         header_block(
             sender=postmaster(hostname),

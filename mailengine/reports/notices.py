@@ -49,6 +49,6 @@ def undeliverable_lines(addresses: Iterable[str]) -> str:
     return "".join(f"{a}\n" for a in addresses)
 
 
-def disk_space_is_low(free_bytes: int, total_bytes: int) -> bool:
-    """Under 100 MB or under 2 % of the file system is free."""
-    return free_bytes < 100 * 1024 * 1024 or (total_bytes > 0 and free_bytes < total_bytes // 50)
+def disk_space_is_low(free_bytes: int, threshold_mb: int) -> bool:
+    """Less than ``threshold_mb`` MB free (``[server] low_disk_space_mb``; 0: never low)."""
+    return free_bytes < threshold_mb * 1024 * 1024

@@ -31,7 +31,8 @@ class TokenBucket:
     def _refill(self, limit: int, now: float) -> tuple[float, float]:
         capacity, rate = self._shape(limit)
         if self.stamp is None or limit != self.limit:
-            # New or changed cap: start full (a change of setting must not stall sending).
+            # A new cap starts full; a changed one keeps what was used (at most its new
+            # capacity) and refills at the new rate from now on.
             self.limit = limit
             self.tokens = capacity if self.stamp is None else min(self.tokens, capacity)
         else:

@@ -2,13 +2,16 @@
 
 import email
 import os
+import re
 import smtplib
 
 import pytest
 
 from mailengine.policy.verp import decode_bounce_address
+from mailengine.queue.inf import parse_inf
+from tests.dnsserver import DNSServerProcess
 from tests.harness import free_port, read_text, wait_for
-from tests.sinks import route
+from tests.sinks import SinkServer, route
 
 pytestmark = pytest.mark.system
 STOPPED = (0, -15, 143)  # SIGTERM: twistd re-raises the signal after a clean stop
@@ -122,6 +125,7 @@ def test_a_5xx_is_logged_undeliverable_and_a_dsn_with_transcript_goes_to_the_sen
     assert f"--> Attempting to connect to: mx.d6.test (127.0.1.7 {target.port})" in text
     assert "--> RCPT TO:<john@d6.test>" in text and "<-- 550 5.1.1 <john@d6.test>" in text
     assert "Content-Type: message/delivery-status" in text and "Status: 5.1.1" in text
+    assert "Remote-MTA: dns; mx.d6.test" in text and "Diagnostic-Code: smtp; 550 5.1.1" in text
     assert "A copy of your message is reproduced below:" in text
     assert "this is the message text" in text
     wait_for(
@@ -130,15 +134,23 @@ def test_a_5xx_is_logged_undeliverable_and_a_dsn_with_transcript_goes_to_the_sen
     )
 
 
-def test_test_mode_sessions_never_send_data(engine_factory, sinks):
+def test_test_mode_sessions_never_send_data_count_as_sent_and_use_mailq_test(engine_factory, sinks):
     sink = sinks("127.0.1.9")
-    engine = engine_factory({"dns": {"bypass": [route("d7.test", sink)]}}, test_mode=True)
+    engine = engine_factory(
+        {"dns": {"bypass": [route("d7.test", sink)]}, "queue": {"save_done": True}},
+        test_mode=True,
+    )
     send(engine, ["a@d7.test", "b@d7.test"], n=3)
     wait_for(lambda: len(sink.commands("RSET")) == 3, what="three RSETs")
     assert not sink.commands("DATA") and not sink.received()
     assert len(sink.commands("RCPT")) == 6
-    engine.wait_log("6 total)")
-    assert os.path.isdir(os.path.join(engine.root, "mailq-test"))
+    wait_for(lambda: re.search(r" sent \(\d+/h avg, 6 total\)", engine.console()), what="6 sent")
+    done = os.path.join(engine.root, "mailq-test", "done")
+    wait_for(lambda: len([n for n in os.listdir(done) if n.endswith(".inf")]) == 3, what="done/")
+    for name in [n for n in os.listdir(done) if n.endswith(".inf")]:
+        fields = parse_inf(read_text(os.path.join(done, name)))
+        assert fields["status"] == "done" and fields["rcptsent"] == "a@d7.test,b@d7.test"
+    assert not os.path.exists(os.path.join(engine.root, "mailq"))  # the real queue: untouched
 
 
 def test_verp_rewrites_mail_from_so_that_it_decodes_back_to_the_sender(engine_factory, sinks):
@@ -175,6 +187,7 @@ def test_the_hourly_cap_holds_the_rate_within_ten_percent(engine_factory, sinks)
     steady = sorted(sink.received(), key=lambda m: m.time)[40:]  # after the 2 s burst
     assert 18.0 <= arrival_rate(steady) <= 22.0
     engine.wait_log("Your mailing speed has reached 72000 messages per hour")
+    assert engine.console().count("Your mailing speed has reached") == 1  # not one a message
 
 
 def test_the_bandwidth_cap_holds_within_ten_percent(engine_factory, sinks):
@@ -260,10 +273,109 @@ def test_starttls_is_used_when_offered_and_a_domain_that_must_verify_fails_soft(
             "queue": {"retry_intervals_minutes": [0]},
         }
     )
-    send(engine, ["a@opportunistic.test"])
-    wait_for(lambda: sink.received(), what="the message over TLS")
-    assert [s.tls for s in sink.sessions if "STARTTLS" in s.commands] == [True]
     send(engine, ["b@strict.test"])
     soft = os.path.join(engine.root, "soft-undeliverable.txt")
     wait_for(lambda: read_text(soft) == "b@strict.test\n", what="the unverified domain to fail")
+    assert sink.received() == []  # never sent over an unverified (or plain) session
+    # The certificate was the strict domain's problem: the server is not "down" for others.
+    send(engine, ["a@opportunistic.test"])
+    wait_for(lambda: sink.received(), what="the message over TLS")
     assert [m.rcpts for m in sink.received()] == [["a@opportunistic.test"]]
+    assert sink.sessions[-1].tls and "STARTTLS" in sink.sessions[-1].commands
+
+
+def test_rejected_mail_servers_are_never_dialled_and_the_next_mx_gets_the_mail(
+    engine_factory, sinks
+):
+    own, primary = sinks("127.0.1.16"), sinks("127.0.1.17")
+    engine = engine_factory(
+        {
+            "dns": {
+                "bypass": [
+                    route("d13.test", own, "mx1.d13.test"),
+                    route("d13.test", primary, "mx2.d13.test"),
+                    route("d14.test", own),
+                ]
+            },
+            "smtp_out": {"reject_mail_servers": ["127.0.1.16"]},
+            "queue": {"retry_intervals_minutes": [0]},
+        }
+    )
+    send(engine, ["a@d13.test", "b@d14.test"])
+    wait_for(lambda: primary.received(), what="the second MX")
+    soft = os.path.join(engine.root, "soft-undeliverable.txt")
+    wait_for(lambda: read_text(soft) == "b@d14.test\n", what="d14.test, only at a rejected IP")
+    assert primary.received()[0].rcpts == ["a@d13.test"]
+    assert own.sessions == []  # never connected to
+
+
+def test_outbound_sessions_come_from_outbound_ip_and_greet_with_helo_text(engine_factory, sinks):
+    sink = sinks("127.0.1.18")
+    sink.ehlo_reply = (502, "5.5.1 EHLO not here")  # HELO fallback says it too
+    engine = engine_factory(
+        {
+            "dns": {"bypass": [route("d15.test", sink)]},
+            "smtp_out": {"outbound_ip": "127.0.0.77"},
+            "server": {"helo_text": "relay.me.test"},
+        }
+    )
+    send(engine, ["a@d15.test"])
+    wait_for(lambda: sink.received(), what="the message")
+    assert [s.peer for s in sink.sessions] == ["127.0.0.77"]
+    assert sink.commands("EHLO") == ["EHLO relay.me.test"]
+    assert sink.commands("HELO") == ["HELO relay.me.test"]
+
+
+MX_ZONE = """\
+d16.test       300 MX 10 mx1.d16.test
+d16.test       300 MX 20 mx2.d16.test
+mx1.d16.test   300 A  127.0.1.19
+mx2.d16.test   300 A  127.0.1.20
+test           300 SOA 60
+"""
+
+
+def test_mx_hosts_from_dns_are_dialled_on_remote_port_and_a_421_greeting_moves_on(
+    engine_factory, sinks, tmp_path
+):
+    first = sinks("127.0.1.19")
+    first.greeting = (421, "4.3.2 too busy")
+    zone = tmp_path / "zone.txt"
+    zone.write_text(MX_ZONE)
+    with SinkServer("127.0.1.20", first.port) as second, DNSServerProcess(str(zone)) as dns:
+        engine = engine_factory(
+            {"dns": {"servers": [dns.spec]}, "smtp_out": {"remote_port": first.port}}
+        )
+        send(engine, ["a@d16.test"])
+        wait_for(lambda: second.received(), what="the second MX")
+        assert second.received()[0].rcpts == ["a@d16.test"]
+        assert len(first.sessions) == 1 and first.commands() == []  # refused at the greeting
+
+
+def test_debug_settings_log_the_outbound_dialogue_and_the_send_loop(engine_factory, sinks):
+    sink = sinks("127.0.1.21")
+    engine = engine_factory(
+        {
+            "dns": {"bypass": [route("d17.test", sink)]},
+            "logs": {"debug_smtp_out": True, "debug_send_loop": True},
+        }
+    )
+    send(engine, ["a@d17.test"])
+    wait_for(lambda: sink.received(), what="the message")
+    engine.wait_log(f"127.0.1.21:{sink.port} --> RCPT TO:<a@d17.test>")
+    engine.wait_log(f"127.0.1.21:{sink.port} <-- 250 2.0.0 queued")
+    engine.wait_log("send loop: took 1 messages")
+    engine.wait_log(f"-> mx.d17.test (127.0.1.21:{sink.port})")
+
+
+def test_a_server_that_closes_after_a_few_messages_gets_the_rest_on_fresh_connections(
+    engine_factory, sinks
+):
+    sink = sinks("127.0.1.22")
+    sink.messages_per_session = 5  # then MAIL gets 421 and the session ends
+    engine = engine_factory(
+        {"dns": {"bypass": [route("d18.test", sink)]}, "smtp_out": {"max_connections_per_host": 1}}
+    )
+    send(engine, ["a@d18.test"], n=20)
+    wait_for(lambda: len(sink.received()) == 20, what="all 20, none deferred to a retry")
+    assert len(sink.sessions) >= 4 and len(set(subjects(sink))) == 20

@@ -3,6 +3,7 @@
 import os
 
 import pytest
+from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from mailengine.config.model import Config
@@ -131,3 +132,82 @@ def test_status_shows_hosts_domains_and_the_pause_switch(parts):
     [domain] = status.domains
     assert domain.domain == "later.test" and domain.queued_recipients == 1
     assert domain.last_error == "DNS timeout"
+
+
+class LateResolver:
+    """Answers only when the test says so."""
+
+    def __init__(self):
+        self.waiting = []
+
+    def resolve(self, domain):
+        d = defer.Deferred()
+        self.waiting.append(d)
+        return d
+
+
+def test_a_stop_while_dns_is_asked_ends_promptly_when_the_answer_comes_and_dials_nothing(parts):
+    engine, delivery, reactor = parts
+    resolver = engine.parts["resolver"] = LateResolver()
+    accept(engine, 1)
+    reactor.advance(0)
+    drained = []
+    delivery.drain(bound_seconds=20).addCallback(drained.append)
+    resolver.waiting[0].callback(Destination("d.test", (Target(10, "mx.d.test", ("192.0.2.1",)),)))
+    reactor.advance(0)
+    assert drained == [None] and reactor.tcpClients == []
+    env = engine.store.read_envelope("retry", "M1@h", now=reactor.seconds())
+    assert env.send_tries == 0 and env.rcpt_to_send == ["a@d.test"]
+
+
+def notices_to_admin(engine):
+    return [
+        m
+        for m in engine.queue.messages.values()
+        if m.envelope.mail_from == "" and m.envelope.rcpt_to_send == ["admin@me.test"]
+    ]
+
+
+def test_low_disk_space_is_told_at_start_and_again_only_after_an_hour(parts):
+    engine, delivery, reactor = parts
+    engine.config.override("smtp_out", "paused", True)  # the notices stay in the queue
+    engine.config.override("server", "admin_email", "admin@me.test")
+    engine.config.override("server", "low_disk_space_mb", 10**9)
+    reactor.advance(0)
+    assert len(notices_to_admin(engine)) == 1
+    for _ in range(59 * 12):  # checked every minute, still low, told once an hour
+        reactor.advance(5)
+    assert len(notices_to_admin(engine)) == 1
+    for _ in range(2 * 12):
+        reactor.advance(5)
+    assert len(notices_to_admin(engine)) == 2
+    engine.config.override("server", "low_disk_space_mb", 0)  # 0: never
+    for _ in range(61 * 12):
+        reactor.advance(5)
+    assert len(notices_to_admin(engine)) == 2
+
+
+def test_undeliverable_files_are_written_only_with_log_undeliverable(parts):
+    engine, delivery, reactor = parts
+    hard = engine.root_file("hard-undeliverable.txt")
+    engine.config.override("logs", "log_undeliverable", False)
+    accept(engine, 1, "y@nowhere.test")  # StaticResolver: does not exist
+    reactor.advance(0)
+    assert engine.counters.total_failed_hard == 1 and not os.path.exists(hard)
+    engine.config.override("logs", "log_undeliverable", True)
+    accept(engine, 2, "z@nowhere.test")
+    reactor.advance(0)
+    with open(hard, encoding="utf-8") as fh:
+        assert fh.read() == "z@nowhere.test\n"
+
+
+def test_a_message_left_without_recipients_is_finished_not_put_back_into_retry(parts):
+    engine, delivery, reactor = parts
+    env = Envelope(
+        message_id="E@h", mail_from="s@src.test", rcpt_to_send=[], time_created=reactor.seconds()
+    )
+    engine.queue.accept_relay(env, b"Subject: x\r\n\r\nhi\r\n")
+    for _ in range(3):
+        reactor.advance(0)
+    assert "E@h" not in engine.queue.messages and not delivery.attempts
+    assert os.listdir(engine.store.dir("retry")) == []  # not an .inf the scan must skip

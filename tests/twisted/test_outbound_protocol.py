@@ -54,13 +54,18 @@ class Wire:
             pool.submit(job)
         return pool
 
-    def connect(self, ehlo=EHLO_PIPELINING):
-        """Complete the next dialled connection up to the first transaction."""
+    def dialled(self):
+        """The next dialled connection, made but not greeted yet."""
         host, port, factory, timeout, bind = self.reactor.tcpClients[self.made]
         self.made += 1
         proto = factory.buildProtocol(None)
         transport = StringTransport()
         proto.makeConnection(transport)
+        return proto, transport
+
+    def connect(self, ehlo=EHLO_PIPELINING):
+        """Complete the next dialled connection up to the first transaction."""
+        proto, transport = self.dialled()
         proto.dataReceived(b"220 mx1 ESMTP\r\n")
         assert transport.value() == b"EHLO me.test\r\n"
         transport.clear()
@@ -134,10 +139,7 @@ def test_without_pipelining_each_command_waits_for_its_reply():
 def test_ehlo_refused_falls_back_to_helo():
     wire = Wire()
     wire.submit(wire.job())
-    host, port, factory, timeout, bind = wire.reactor.tcpClients[0]
-    proto = factory.buildProtocol(None)
-    t = StringTransport()
-    proto.makeConnection(t)
+    proto, t = wire.dialled()
     proto.dataReceived(b"220 old server\r\n502 what?\r\n")
     assert t.value() == b"EHLO me.test\r\nHELO me.test\r\n"
     t.clear()
@@ -197,10 +199,7 @@ def test_a_421_greeting_fails_the_waiting_jobs_over_to_the_next_server():
     wire = Wire()
     job = wire.job()
     wire.submit(job)
-    host, port, factory, timeout, bind = wire.reactor.tcpClients[0]
-    proto = factory.buildProtocol(None)
-    t = StringTransport()
-    proto.makeConnection(t)
+    proto, t = wire.dialled()
     proto.dataReceived(b"421 too busy\r\n")
     assert wire.failed_over == [(job, "421 too busy")]
     assert t.value() == b"QUIT\r\n"
@@ -312,3 +311,171 @@ def test_a_first_transaction_whose_connection_drops_is_a_soft_failure():
     proto, t = wire.connect()
     proto.connectionLost(Failure(ConnectionError("reset by peer")))
     assert wire.results["M1"][0][1] == SOFT
+
+
+def test_a_reused_connection_answered_421_before_the_transaction_sends_the_job_again_fresh():
+    wire = Wire(per_host=1)
+    wire.submit(wire.job(name="M1"))
+    proto, t = wire.connect()
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    job = wire.job(name="M2")
+    wire.submit(job)  # given to the idle connection at once
+    proto.dataReceived(b"421 4.7.0 too many messages on this connection\r\n")
+    assert t.disconnecting and "M2" not in wire.results
+    proto.connectionLost(Failure(ConnectionError("closed")))
+    second, t2 = wire.connect()
+    second.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    assert wire.results["M2"] == [("a@d.test", SENT, 250)]
+    assert (
+        "<-- 421 4.7.0 too many messages on this connection; sending again on a new connection"
+        in job.lines
+    )
+
+
+def test_a_421_on_a_fresh_connection_is_a_soft_failure_not_sent_again():
+    wire = Wire(per_host=1)
+    wire.submit(wire.job(name="M1"))
+    proto, t = wire.connect()
+    proto.dataReceived(b"421 4.3.2 shutting down\r\n")
+    proto.connectionLost(Failure(ConnectionError("closed")))
+    assert wire.results["M1"] == [("a@d.test", SOFT, 421)]
+    assert len(wire.reactor.tcpClients) == 1
+
+
+def test_a_job_waiting_for_bandwidth_on_a_connection_that_closes_goes_to_a_new_one_once():
+    wire = Wire(per_host=1, bandwidth=60)  # one byte a second
+    wire.submit(wire.job(name="M1"), wire.job(name="M2"))
+    proto, t = wire.connect()
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")  # M2 now waits
+    proto.connectionLost(Failure(ConnectionError("closed by the server")))
+    wire.reactor.advance(30)  # M1's bytes are paid: M2 may go
+    second, t2 = wire.connect()
+    assert t2.value().startswith(b"MAIL FROM:<s@x.test>")
+    second.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    assert wire.results["M2"] == [("a@d.test", SENT, 250)]
+    assert len(wire.reactor.tcpClients) == 2 and t.value().count(b"MAIL FROM") == 1
+
+
+def test_stopping_sends_nothing_again_and_opens_no_connection():
+    wire = Wire(per_host=1)
+    wire.submit(wire.job(name="M1"))
+    proto, t = wire.connect()
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    wire.submit(wire.job(name="M2"))  # on the reused connection
+    wire.pools.stop_taking()
+    proto.connectionLost(Failure(ConnectionError("reset by peer")))  # unanswered
+    wire.submit(wire.job(name="M3"))  # a late DNS answer routes another job here
+    assert wire.results["M2"] == wire.results["M3"] == [("a@d.test", UNTRIED, 0)]
+    assert len(wire.reactor.tcpClients) == 1
+
+
+def test_a_silent_greeting_times_out_and_fails_over():
+    wire = Wire()
+    job = wire.job()
+    wire.submit(job)
+    proto, t = wire.dialled()
+    wire.reactor.advance(29)
+    assert wire.failed_over == []
+    wire.reactor.advance(2)
+    assert wire.failed_over == [(job, "timeout waiting for a reply")]
+
+
+def test_a_write_that_resumes_in_time_is_not_aborted_and_one_that_does_not_is():
+    wire = Wire()
+    job = wire.job()
+    wire.submit(job)
+    proto, t = wire.connect()
+    proto.pauseProducing()
+    wire.reactor.advance(20)
+    proto.resumeProducing()  # the buffer drained: the write timer stops
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")  # the body goes out
+    proto.pauseProducing()
+    wire.reactor.advance(29)
+    assert "M1" not in wire.results and not t.disconnecting
+    wire.reactor.advance(2)
+    assert wire.results["M1"] == [("a@d.test", SOFT, 0)] and t.disconnecting
+    assert job.lines[-1] == "<-- timeout writing to the server"
+
+
+def test_running_out_of_descriptors_keeps_the_jobs_waiting_and_dials_again_a_moment_later():
+    from twisted.internet.error import ConnectBindError
+
+    from mailengine.delivery.pool import SHORTAGE_SECONDS
+
+    shortages = []
+    wire = Wire()
+    wire.pools.on_descriptor_shortage = shortages.append
+    job = wire.job()
+    pool = wire.submit(job)
+    for client in list(wire.reactor.tcpClients):
+        client[2].clientConnectionFailed(None, Failure(ConnectBindError(24, "Too many open files")))
+    assert wire.failed_over == [] and list(pool.pending) == [job]
+    assert wire.pools.health.down_reason(HOP, wire.reactor.seconds()) is None
+    assert shortages == ["Couldn't bind: 24: Too many open files."]
+    wire.submit(wire.job(name="M2"))  # no dialling while short
+    assert len(wire.reactor.tcpClients) == 1
+    wire.reactor.advance(SHORTAGE_SECONDS)
+    assert len(wire.reactor.tcpClients) == 3  # one for each waiting job
+    wire.made = 1
+    proto, t = wire.connect()
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    assert wire.results["M1"] == [("a@d.test", SENT, 250)]
+
+
+def test_a_domain_whose_certificate_must_verify_is_never_sent_in_plain_text():
+    wire = Wire()
+    job = wire.job()
+    wire.pools.pool_for(HOP, "mx1.d.test").submit(job)
+    proto, t = wire.dialled()
+    proto.dataReceived(b"220 mx1 ESMTP\r\n" + EHLO_PIPELINING)  # no STARTTLS offered
+    assert b"MAIL" not in t.value()
+    [(failed, reason)] = wire.failed_over
+    assert failed is job and "TLS required for this domain" in reason
+    # the server is not down for domains that need no certificate
+    assert wire.pools.health.down_reason(HOP, wire.reactor.seconds()) is None
+
+
+def test_a_refused_starttls_is_retried_in_plain_text_on_a_new_connection():
+    wire = Wire()
+    wire.submit(wire.job())
+    proto, t = wire.dialled()
+    proto.dataReceived(b"220 mx1 ESMTP\r\n250-mx1 hello\r\n250 STARTTLS\r\n")
+    assert t.value().endswith(b"STARTTLS\r\n")
+    proto.dataReceived(b"454 4.7.0 TLS not available right now\r\n")
+    proto.connectionLost(Failure(ConnectionError("closed")))
+    assert wire.failed_over == [] and len(wire.reactor.tcpClients) == 2
+    second, t2 = wire.dialled()
+    second.dataReceived(b"220 mx1 ESMTP\r\n250-mx1 hello\r\n250 STARTTLS\r\n")
+    assert b"STARTTLS" not in t2.value() and b"MAIL FROM:<s@x.test>" in t2.value()
+
+
+def test_past_the_bound_idle_pools_with_the_least_traffic_are_forgotten_busy_ones_never():
+    wire = Wire()
+    quiet, busy_hop = Hop("mx.q.test", "192.0.2.7", 25), Hop("mx.b.test", "192.0.2.8", 25)
+    wire.pools.pool_for(quiet).sent = 1
+    wire.pools.pool_for(Hop("mx.l.test", "192.0.2.9", 25)).sent = 50
+    job = Job("M9", "b.test", ["x@b.test"], "s@x.test", b"x\r\n", wire._done)
+    job.hops = (busy_hop,)
+    wire.pools.pool_for(busy_hop).submit(job)  # dialling: busy, with no traffic yet
+    assert wire.pools.forget_idle(keep=2) == 1
+    assert sorted(k[0] for k in wire.pools.pools) == ["192.0.2.8", "192.0.2.9"]
+    assert wire.pools.forget_idle(keep=0) == 1  # the busy one stays whatever the bound
+    assert list(wire.pools.pools) == [("192.0.2.8", 25, "")]
+
+
+class TCPTransport(StringTransport):
+    """A StringTransport with the TCP option the client sets."""
+
+    no_delay = False
+
+    def setTcpNoDelay(self, enabled):
+        self.no_delay = enabled
+
+
+def test_every_connection_turns_nagle_off_so_the_final_dot_is_not_held_back():
+    wire = Wire()
+    wire.submit(wire.job())
+    proto = wire.reactor.tcpClients[0][2].buildProtocol(None)
+    t = TCPTransport()
+    proto.makeConnection(t)
+    assert t.no_delay is True

@@ -1,9 +1,12 @@
 """Pure delivery decisions: grouping, targets, slots, outcomes -> .inf, retries, caps."""
 
+import resource
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailengine.delivery.descriptors import descriptors_needed, plan_limit
 from mailengine.delivery.outcome import (
     HARD,
     SENT,
@@ -85,6 +88,9 @@ def test_a_server_that_failed_moments_ago_is_skipped_until_its_time_is_up():
     assert next_hop([a, b], 0, NOW + 6, health) == (0, [])
     health.mark_down(b, NOW, "timeout")
     assert next_hop([a, b], 1, NOW + 1, health)[0] == 2  # none left
+    assert len(health) == 1  # a is forgotten once asked about after its time
+    health.forget_expired(NOW + 6)
+    assert len(health) == 0
 
 
 # -- connection slots ------------------------------------------------------------
@@ -183,6 +189,11 @@ def test_an_attempt_cut_short_before_anything_went_out_is_not_counted():
     assert env.retry_time == NOW and env.rcpt_to_send == ["a@d.test"] and env.log == []
 
 
+def test_a_message_without_recipients_is_done_rather_than_due_again():
+    summary = apply_attempt(envelope(), [], now=NOW, intervals_minutes=INTERVALS)
+    assert summary.done and not summary.counted
+
+
 def test_untried_recipients_beside_sent_ones_are_due_again_at_once():
     env = envelope("a@d.test", "b@e.test")
     apply_attempt(
@@ -265,5 +276,20 @@ def test_a_changed_cap_applies_at_once():
     bucket = TokenBucket(period_seconds=60, burst_seconds=1)
     bucket.take(60, 1, NOW)
     assert bucket.available(60, NOW) == 0
-    assert bucket.available(6000, NOW) >= 0  # re-shaped, not stuck on the old cap
+    assert bucket.available(6000, NOW) == 0  # what was used stays used...
+    assert bucket.available(6000, NOW + 0.1) >= 9  # ...but it refills at the new rate
     assert bucket.limit == 6000
+
+
+# -- open files -------------------------------------------------------------------
+
+
+def test_the_open_file_limit_is_raised_to_what_the_caps_need_or_the_warning_is_due():
+    infinity = resource.RLIM_INFINITY
+    assert descriptors_needed(500, 100) == 800
+    assert plan_limit(1024, 4096, 800) == (None, False)  # enough already
+    assert plan_limit(256, 4096, 800) == (800, False)  # raised within the hard limit
+    assert plan_limit(256, infinity, 800) == (800, False)
+    assert plan_limit(256, 512, 800) == (512, True)  # as far as allowed, and the warning
+    assert plan_limit(512, 512, 800) == (None, True)
+    assert plan_limit(infinity, infinity, 800) == (None, False)

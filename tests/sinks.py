@@ -276,11 +276,14 @@ class SinkServer:
 
 
 async def _read_data(reader: asyncio.StreamReader) -> list[bytes]:
-    """Lines up to the lone "." (still dot-stuffed)."""
+    """Lines up to the lone "." (still dot-stuffed). A connection closed before the "."
+    is no message (a real server discards it): ConnectionError."""
     lines = []
     while True:
         line = await reader.readline()
-        if not line or line == b".\r\n":
+        if not line:
+            raise ConnectionError("connection closed in the middle of DATA")
+        if line == b".\r\n":
             return lines
         lines.append(line)
 

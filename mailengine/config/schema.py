@@ -94,7 +94,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s(
         "smtp_in",
         "listen_ips",
-        k.IPList(zero_means="not allowed here"),
+        k.ListenList(),
         [],
         "TCP/IP",
         """Addresses to receive SMTP on; ranges like 10.0.0.1-10.0.0.9 expand to each
@@ -308,7 +308,7 @@ SETTINGS: tuple[Setting, ...] = (
         600,
         "Limits",
         """SMTP body timeout: how long to wait for the reply after the message body (the
-       end-of-data ".") . Minimum 5.""",
+       end-of-data "."). Minimum 5.""",
     ),
     _s(
         "smtp_out",
@@ -339,7 +339,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s(
         "smtp_out",
         "bounce_host",
-        k.Hostname(),
+        k.Hostname(blank="no rewriting"),
         "",
         "Logs",
         """When set, outbound MAIL FROM becomes mailengine-bounce-USER%DOMAIN@<bounce_host>
@@ -601,7 +601,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s(
         "web",
         "listen_ips",
-        k.IPList(zero_means="not allowed here"),
+        k.ListenList(),
         [],
         "Web admin",
         """Addresses the web admin listens on. Blank: every address.""",

@@ -74,7 +74,7 @@ def test_a_bad_config_lists_every_problem_and_does_not_start(tmp_path):
     out = (proc.stdout + proc.stderr).decode()
     assert proc.returncode != 0 and "Traceback" not in out
     assert "[smtp_in] timeout_seconds = 1" in out and "[smtp_in] port = 0" in out
-    assert "[web] prt is not a setting; did you mean port?" in out
+    assert "[web] prt = 80 is not a setting; did you mean port?" in out
     checked = run_cli("check-config", "--root", str(tmp_path))
     assert checked.returncode == 1 and b"3 problem(s)" in checked.stdout
 

@@ -90,6 +90,18 @@ SETTINGS: tuple[Setting, ...] = (
        few.""",
         live=False,
     ),
+    _s(
+        "server",
+        "stop_timeout_seconds",
+        k.Int(minimum=1, maximum=3600, unit="seconds"),
+        20,
+        "Limits",
+        """Graceful stop (SIGTERM, Ctrl-C, mailq/retry/shutdown.txt): how long SMTP
+       transactions in flight, received and sent, may take to finish. Then sending
+       connections are cut (those recipients are retried later) and every message held
+       in memory is written to mailq/retry/. Keep it well under your service manager's
+       stop timeout (systemd: TimeoutStopSec, 90 s by default).""",
+    ),
     # [smtp_in]
     _s(
         "smtp_in",

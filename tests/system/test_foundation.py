@@ -1,5 +1,6 @@
 """The real service through its entry points: twistd, the mailengine command, files."""
 
+import email
 import glob
 import os
 import re
@@ -149,6 +150,39 @@ def test_daemon_mode_writes_a_pid_file_and_stops_on_sigterm(tmp_path):
     assert "MailEngine 2.0.0 started" in log and "stopped;" in log
 
 
+def test_daemon_mode_with_a_busy_port_says_so_on_the_terminal_and_leaves_no_pid_file(tmp_path):
+    from tests.harness import write_config
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    write_config(
+        str(tmp_path / "config" / "mailengine.toml"),
+        {
+            "smtp_in": {"port": free_port(), "listen_ips": ["127.0.0.1"]},
+            "web": {"port": port, "listen_ips": ["127.0.0.1"]},
+        },
+    )
+    pidfile = tmp_path / "mailengine.pid"
+    try:
+        proc = subprocess.run(
+            [*TWISTD, f"--pidfile={pidfile}", "mailengine", "--root", str(tmp_path)],
+            env=subprocess_env(),
+            cwd=str(tmp_path),
+            timeout=30,  # the daemon's parent used to wait here for ever
+            check=False,
+            capture_output=True,
+        )
+    finally:
+        busy.close()
+    out = (proc.stdout + proc.stderr).decode()
+    assert proc.returncode != 0
+    assert f"cannot listen for the web admin on 127.0.0.1:{port} (Address already in use)" in out
+    assert "change [web] port (or listen_ips)" in out and "Traceback" not in out
+    assert not pidfile.exists()
+
+
 def test_version_gettcpip_and_help():
     assert run_cli("version").stdout.decode().strip() == "MailEngine 2.0.0"
     out = run_cli("gettcpip")
@@ -180,3 +214,68 @@ def test_passwd_sets_a_hashed_password(tmp_path):
 def test_repo_layout_has_no_init_in_the_twisted_plugin_dirs():
     assert not os.path.exists(os.path.join(REPO, "twisted", "__init__.py"))
     assert not os.path.exists(os.path.join(REPO, "twisted", "plugins", "__init__.py"))
+
+
+def _infs(directory):
+    found = {}
+    for path in glob.glob(os.path.join(directory, "*.inf")):
+        with open(path) as fh:
+            fields = dict(line.split("=", 1) for line in fh.read().splitlines() if "=" in line)
+        found[os.path.basename(path)[:-4]] = fields
+    return found
+
+
+@pytest.mark.parametrize("use_disk_for_relay", [True, False], ids=["journal", "memory"])
+def test_sigterm_with_a_stalled_receiver_writes_all_mail_held_in_memory_to_retry(
+    engine_factory, sinks, tmp_path, use_disk_for_relay
+):
+    from tests.sinks import route
+
+    stalled, fine = sinks("127.0.1.61"), sinks("127.0.1.62")
+    stalled.stall_on = "DATA-END"  # takes the message, never answers the final "."
+    settings = {
+        "dns": {"bypass": [route("stalled.test", stalled), route("fine.test", fine)]},
+        "smtp_out": {"max_connections_per_host": 2},
+        "queue": {"use_disk_for_relay": use_disk_for_relay, "retry_intervals_minutes": [0.02]},
+        "server": {"stop_timeout_seconds": 2},
+    }
+    engine = engine_factory(settings, root=tmp_path / "stalled")
+    with smtplib.SMTP("127.0.0.1", engine.smtp_port, timeout=10) as client:
+        for i in range(10):
+            client.sendmail(
+                "from@src.test",
+                ["x@stalled.test", "y@fine.test"],
+                f"Subject: m{i}\r\n\r\nhello\r\n".encode(),
+            )
+    wait_for(lambda: len(fine.received()) == 10, what="the fine half delivered")
+    wait_for(lambda: len(stalled.commands("DATA")) == 2, what="two transactions stalled")
+    working = os.path.join(engine.mailq, "working")
+    assert bool(glob.glob(os.path.join(working, "journal-*.log"))) == use_disk_for_relay
+    assert _infs(os.path.join(engine.mailq, "retry")) == {}  # all ten are held in memory
+
+    engine.proc.send_signal(signal.SIGTERM)
+    engine.wait_log("stopping: no new connections")
+    engine.proc.send_signal(signal.SIGTERM)  # a second one while stopping
+    assert engine.wait_exit(timeout=15) in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
+    console = engine.console()
+    assert "already stopping" in console and "Traceback" not in console, console
+    assert "stopped; 10 messages wait in retry/" in console
+    # The final stats lines cover the whole run: 10 received, the 10 fine recipients sent.
+    assert "10 recv [0 inbound, 10 relay]" in console and "10 total)" in console.split("sent")[-1]
+
+    waiting = _infs(os.path.join(engine.mailq, "retry"))
+    assert len(waiting) == 10 and os.listdir(working) == []  # journal segments gone too
+    for fields in waiting.values():
+        assert fields["rcpttosend"].rstrip(",") == "x@stalled.test"  # only what remains
+        assert fields["rcptsent"].rstrip(",") == "y@fine.test"
+
+    # Restarted with a receiver that answers: each message once to each recipient.
+    stalled.stall_on = ""
+    settings["queue"]["check_interval_seconds"] = 1
+    engine = engine_factory(settings, root=tmp_path / "stalled")
+    wait_for(lambda: len(stalled.received()) == 10, timeout=15, what="the stalled half")
+    wait_for(lambda: _infs(os.path.join(engine.mailq, "retry")) == {}, what="empty retry/")
+    assert sorted(m.rcpts[0] for m in stalled.received()) == ["x@stalled.test"] * 10
+    assert len(fine.received()) == 10
+    subjects = sorted(email.message_from_bytes(m.data)["Subject"] for m in stalled.received())
+    assert subjects == sorted(f"m{i}" for i in range(10))

@@ -90,7 +90,7 @@ priority_ips = ["0"]
 
 
 def test_a_setting_in_the_wrong_section_or_outside_any_names_where_it_belongs(tmp_path):
-    path = write(tmp_path, 'port = 2525\n[smtp_in]\npaused = true\nzzz = 1\n[web]\nprt = 80\n')
+    path = write(tmp_path, "port = 2525\n[smtp_in]\npaused = true\nzzz = 1\n[web]\nprt = 80\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.problems == [

@@ -8,6 +8,7 @@ import signal
 import smtplib
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -279,3 +280,52 @@ def test_sigterm_with_a_stalled_receiver_writes_all_mail_held_in_memory_to_retry
     assert len(fine.received()) == 10
     subjects = sorted(email.message_from_bytes(m.data)["Subject"] for m in stalled.received())
     assert subjects == sorted(f"m{i}" for i in range(10))
+
+
+def test_the_running_engine_removes_done_incoming_and_log_files_past_their_retention(
+    engine_factory, tmp_path
+):
+    from mailengine.queue.envelope import Envelope
+    from mailengine.queue.store import QueueStore
+
+    root = tmp_path / "retention"
+    store = QueueStore(str(root / "mailq"))
+    store.ensure_dirs()
+    two_minutes_ago = time.time() - 120
+
+    def put(dirname, message_id, old):
+        envelope = Envelope(message_id, "a@src.test", ["b@dst.test"], time_created=0)
+        store.write_message(dirname, envelope, b"Subject: x\r\n\r\nx\r\n")
+        if old:
+            for ext in (".dat", ".inf"):
+                os.utime(store.path(dirname, message_id, ext), (two_minutes_ago,) * 2)
+
+    put("done", "old-done@h", old=True)
+    put("done", "new-done@h", old=False)
+    put("incoming", "old-in@h", old=True)
+    os.makedirs(root / "log")
+    (root / "log" / "mailengine-2000-01-01.log").write_text("long ago\n")
+
+    def ids(dirname):
+        return sorted(i for i, _, _ in store.scan(dirname))
+
+    settings = {
+        "queue": {
+            "check_interval_seconds": 1,
+            "done_retention_minutes": 1,
+            "incoming_retention_minutes": 0,  # 0 = keep
+        }
+    }
+    engine = engine_factory(settings, root=root)
+    wait_for(lambda: ids("done") == ["new-done@h"], what="old done/ message removed")
+    engine.wait_log("removed 1 messages older than 1 minutes from done/")
+    assert ids("incoming") == ["old-in@h"]
+    assert os.listdir(root / "log") != [] and not (root / "log/mailengine-2000-01-01.log").exists()
+    assert run_cli("shutdown", "--root", str(root)).returncode == 0
+    assert engine.wait_exit(timeout=10) == 0
+
+    put("done", "old-done-2@h", old=True)
+    settings["queue"].update(done_retention_minutes=0, incoming_retention_minutes=1)
+    engine = engine_factory(settings, root=root)
+    wait_for(lambda: ids("incoming") == [], what="old incoming/ message removed")
+    assert ids("done") == ["new-done@h", "old-done-2@h"]

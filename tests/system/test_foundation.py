@@ -212,6 +212,27 @@ def test_passwd_sets_a_hashed_password(tmp_path):
     assert text.startswith("admin:scrypt$") and "s3cret" not in text
 
 
+def test_a_manual_style_plain_password_is_hashed_at_start_and_still_logs_in(engine_factory):
+    engine = engine_factory(start=False)
+    path = os.path.join(engine.root, "config", "password.txt")
+    with open(path, "w") as fh:
+        fh.write("# web admin\nadmin:opensesame\n")
+    engine.start()
+    assert f"{path}: plain-text password for admin replaced by a scrypt hash" in engine.console()
+    with open(path) as fh:
+        text = fh.read()
+    assert text.startswith("# web admin\nadmin:scrypt$") and "opensesame" not in text
+    assert os.stat(path).st_mode & 0o077 == 0  # private to the engine's user
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    base = f"http://127.0.0.1:{engine.web_port}/gui/admin"
+    page = opener.open(base + "/login", timeout=10).read().decode()
+    token = page.split('name="login_token" value="')[1].split('"')[0]
+    form = f"user=admin&password=opensesame&login_token={token}&next=/gui/admin".encode()
+    with opener.open(base + "/login", form, timeout=10) as reply:
+        assert reply.status == 200 and reply.url.endswith("/gui/admin")
+    engine.wait_log("web admin: admin logged in")
+
+
 def test_repo_layout_has_no_init_in_the_twisted_plugin_dirs():
     assert not os.path.exists(os.path.join(REPO, "twisted", "__init__.py"))
     assert not os.path.exists(os.path.join(REPO, "twisted", "plugins", "__init__.py"))

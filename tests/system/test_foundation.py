@@ -81,23 +81,40 @@ def test_a_bad_config_lists_every_problem_and_does_not_start(tmp_path):
     assert checked.returncode == 1 and b"3 problem(s)" in checked.stdout
 
 
-def test_a_message_written_by_mailengine_send_is_picked_up_by_the_next_scan(engine_factory):
+def test_a_message_written_by_mailengine_send_is_picked_up_by_the_next_scan_and_sent(
+    engine_factory, sinks
+):
+    from tests.sinks import route
+
+    sink = sinks("127.0.1.63")
     engine = engine_factory(
-        {"queue": {"check_interval_seconds": 1}, "logs": {"debug_program": True}}
+        {
+            "queue": {"check_interval_seconds": 1},
+            "logs": {"debug_program": True},
+            "dns": {"bypass": [route("dst.test", sink)]},
+        }
     )
+    engine.wait_log("retry scan: 0 new")  # started, and scanned an empty retry/
     result = run_cli(
         "send",
         "--root",
         engine.root,
         "--from",
         "me@example.test",
-        "you@example.test",
+        "you@dst.test",
+        "them@dst.test",
         input=b"Subject: hello\n\nbody\n",
     )
     assert result.returncode == 0, result.stderr
     message_id = result.stdout.decode().strip()
-    assert os.path.exists(os.path.join(engine.mailq, "retry", message_id + ".inf"))
     engine.wait_log("retry scan: 1 new")
+    wait_for(lambda: sink.received(), what="the message at the sink")
+    [message] = sink.received()
+    assert message.mail_from == "me@example.test"
+    assert message.rcpts == ["you@dst.test", "them@dst.test"]
+    assert message.data == b"Subject: hello\r\n\r\nbody\r\n"
+    retry = os.path.join(engine.mailq, "retry")
+    wait_for(lambda: not os.path.exists(os.path.join(retry, message_id + ".inf")), what="sent")
 
 
 def test_received_mail_is_counted_in_the_manuals_stats_line_in_console_and_log_file(engine_factory):

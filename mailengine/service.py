@@ -159,6 +159,7 @@ class EngineService(service.MultiService):
         self.listeners: list[Listener] = []
         self.ports: list[Any] = []
         self.stopped_by_shutdown_file = False
+        self.stopping = False
         self._logfiles: DailyLogFiles | None = None
         engine.parts["service"] = self  # the web admin's shutdown calls request_stop()
         QueueChecker(engine, self.request_stop).setServiceParent(self)
@@ -274,11 +275,16 @@ class EngineService(service.MultiService):
 
     def request_stop(self) -> None:
         """shutdown.txt or the web admin: stop the reactor (twistd runs stopService, exits 0)."""
+        if self.stopping:  # e.g. shutdown.txt found while a SIGTERM's stop is under way
+            log.info("already stopping")
+            return
         self.stopped_by_shutdown_file = True
+        self.stopping = True
         self.engine.reactor.callLater(0, self.engine.reactor.stop)
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
+        self.stopping = True
         engine = self.engine
         bound = engine.config.server.stop_timeout_seconds
         log.info(

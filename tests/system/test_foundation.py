@@ -315,9 +315,13 @@ def _infs(directory):
     return found
 
 
-@pytest.mark.parametrize("use_disk_for_relay", [True, False], ids=["journal", "memory"])
-def test_sigterm_with_a_stalled_receiver_writes_all_mail_held_in_memory_to_retry(
-    engine_factory, sinks, tmp_path, use_disk_for_relay
+@pytest.mark.parametrize(
+    ("use_disk_for_relay", "sig", "again"),
+    [(True, signal.SIGTERM, "signal"), (False, signal.SIGINT, "shutdown.txt")],
+    ids=["journal-sigterm-twice", "memory-ctrl-c-then-shutdown-file"],
+)
+def test_a_stop_with_a_stalled_receiver_writes_all_mail_held_in_memory_to_retry(
+    engine_factory, sinks, tmp_path, use_disk_for_relay, sig, again
 ):
     from tests.sinks import route
 
@@ -326,7 +330,11 @@ def test_sigterm_with_a_stalled_receiver_writes_all_mail_held_in_memory_to_retry
     settings = {
         "dns": {"bypass": [route("stalled.test", stalled), route("fine.test", fine)]},
         "smtp_out": {"max_connections_per_host": 2},
-        "queue": {"use_disk_for_relay": use_disk_for_relay, "retry_intervals_minutes": [0.02]},
+        "queue": {
+            "use_disk_for_relay": use_disk_for_relay,
+            "retry_intervals_minutes": [0.02],
+            "check_interval_seconds": 1,
+        },
         "server": {"stop_timeout_seconds": 2},
     }
     engine = engine_factory(settings, root=tmp_path / "stalled")
@@ -343,15 +351,20 @@ def test_sigterm_with_a_stalled_receiver_writes_all_mail_held_in_memory_to_retry
     assert bool(glob.glob(os.path.join(working, "journal-*.log"))) == use_disk_for_relay
     assert _infs(os.path.join(engine.mailq, "retry")) == {}  # all ten are held in memory
 
-    engine.proc.send_signal(signal.SIGTERM)
+    engine.proc.send_signal(sig)
     engine.wait_log("stopping: no new connections")
-    engine.proc.send_signal(signal.SIGTERM)  # a second one while stopping
-    assert engine.wait_exit(timeout=15) in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
+    if again == "signal":
+        engine.proc.send_signal(sig)
+    else:
+        with open(os.path.join(engine.mailq, "retry", "shutdown.txt"), "w"):
+            pass
+    assert engine.wait_exit(timeout=15) in (0, -sig, 128 + sig)
     console = engine.console()
     assert "already stopping" in console and "Traceback" not in console, console
     assert "stopped; 10 messages wait in retry/" in console
     # The final stats lines cover the whole run: 10 received, the 10 fine recipients sent.
-    assert "10 recv [0 inbound, 10 relay]" in console and "10 total)" in console.split("sent")[-1]
+    assert "10 recv [0 inbound, 10 relay]" in console
+    assert re.findall(r" sent \(\d+/h avg, (\d+) total\)", console)[-1] == "10"
 
     waiting = _infs(os.path.join(engine.mailq, "retry"))
     assert len(waiting) == 10 and os.listdir(working) == []  # journal segments gone too
@@ -361,7 +374,6 @@ def test_sigterm_with_a_stalled_receiver_writes_all_mail_held_in_memory_to_retry
 
     # Restarted with a receiver that answers: each message once to each recipient.
     stalled.stall_on = ""
-    settings["queue"]["check_interval_seconds"] = 1
     engine = engine_factory(settings, root=tmp_path / "stalled")
     wait_for(lambda: len(stalled.received()) == 10, timeout=15, what="the stalled half")
     wait_for(lambda: _infs(os.path.join(engine.mailq, "retry")) == {}, what="empty retry/")

@@ -118,6 +118,48 @@ def test_a_message_written_by_mailengine_send_is_picked_up_by_the_next_scan_and_
     wait_for(lambda: not os.path.exists(os.path.join(retry, message_id + ".inf")), what="sent")
 
 
+def test_damaged_queue_files_are_skipped_with_one_warning_and_left_in_place(engine_factory):
+    engine = engine_factory(
+        {"queue": {"check_interval_seconds": 1}, "logs": {"debug_program": True}}
+    )
+    retry = os.path.join(engine.mailq, "retry")
+    files = {
+        "bad@h.inf": "this is not key=value\nnonsense\n",
+        "bad@h.dat": "Subject: x\r\n\r\nx\r\n",
+        "lonely@h.inf": "mailfrom=a@b.test\nrcpttosend=c@d.test\n",
+    }
+    for name, text in files.items():
+        with open(os.path.join(retry, name), "w") as fh:
+            fh.write(text)
+    engine.wait_log("retry/bad@h.inf skipped and left in place: line 2 is not key=value")
+    engine.wait_log("retry/lonely@h.inf skipped and left in place: its .dat file is missing")
+    scans = engine.console().count("retry scan:")
+    wait_for(lambda: engine.console().count("retry scan:") >= scans + 2, what="two more scans")
+    assert engine.console().count("lonely@h.inf skipped") == 1  # once, not at every scan
+    assert "0 new, 0 known, 0 gone, 2 invalid" in engine.console()
+    assert sorted(os.listdir(retry)) == sorted(files)
+
+
+def test_mailengine_start_runs_the_engine_in_the_foreground(engine_factory):
+    engine = engine_factory({"queue": {"check_interval_seconds": 1}}, start=False)
+    with open(engine.log_path, "ab") as console:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mailengine.cli", "start", "--root", engine.root],
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            env=subprocess_env(),
+        )
+    try:
+        wait_for(lambda: port_open(engine.smtp_port), what="the engine started by the command")
+        assert run_cli("shutdown", "--root", engine.root).returncode == 0
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "MailEngine 2.0.0 started: listening on" in engine.console()
+
+
 def test_received_mail_is_counted_in_the_manuals_stats_line_in_console_and_log_file(engine_factory):
     engine = engine_factory(
         {"server": {"local_domains": ["@"]}, "logs": {"stats_interval_seconds": 1}}

@@ -40,8 +40,8 @@ def test_starts_answers_smtp_and_http_and_stops_on_shutdown_file(engine_factory)
     # No web admin password yet: the admin answers, saying how to set one.
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"http://127.0.0.1:{engine.web_port}/gui/admin", timeout=5)
-    assert refused.value.code == 403
-    assert b"mailengine passwd admin" in refused.value.read()
+    with refused.value as page:
+        assert page.code == 403 and b"mailengine passwd admin" in page.read()
     result = run_cli("shutdown", "--root", engine.root)
     assert result.returncode == 0, result.stderr
     assert engine.wait_exit(timeout=10) == 0
@@ -285,7 +285,8 @@ def test_a_manual_style_plain_password_is_hashed_at_start_and_still_logs_in(engi
     assert os.stat(path).st_mode & 0o077 == 0  # private to the engine's user
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
     base = f"http://127.0.0.1:{engine.web_port}/gui/admin"
-    page = opener.open(base + "/login", timeout=10).read().decode()
+    with opener.open(base + "/login", timeout=10) as login_page:
+        page = login_page.read().decode()
     token = page.split('name="login_token" value="')[1].split('"')[0]
     form = f"user=admin&password=opensesame&login_token={token}&next=/gui/admin".encode()
     with opener.open(base + "/login", form, timeout=10) as reply:
@@ -326,7 +327,8 @@ def test_the_installed_twistd_plugin_and_mailengine_script_run_the_engine(tmp_pa
                 assert s.recv(100).startswith(b"220 ")
             with pytest.raises(urllib.error.HTTPError) as no_password:
                 urllib.request.urlopen(f"http://127.0.0.1:{web_port}/gui/admin", timeout=5)
-            assert no_password.value.code == 403
+            with no_password.value as page:
+                assert page.code == 403 and b"mailengine passwd admin" in page.read()
             done = subprocess.run(
                 [mailengine, "shutdown", "--root", str(tmp_path)],
                 env=env,

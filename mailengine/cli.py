@@ -6,12 +6,14 @@ import argparse
 import fcntl
 import getpass
 import os
+import re
 import socket
 import struct
 import sys
 from collections.abc import Callable, Sequence
 
 from mailengine import __version__
+from mailengine.queue.envelope import MAX_PRIORITY
 
 COMMANDS_HELP = """\
 commands:
@@ -89,15 +91,36 @@ def cmd_shutdown(args: argparse.Namespace) -> int:
     return 0
 
 
+_HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
+
+
+def split_message(raw: bytes) -> tuple[bytes, bytes]:
+    """Standard input as (headers, body): split at the first blank line.
+
+    Without a blank line it is all headers when every line is a header field
+    (or its continuation), as in RFC 5322, and otherwise all body.
+    """
+    text = raw.replace(b"\r\n", b"\n")
+    headers, sep, body = text.partition(b"\n\n")
+    if sep:
+        return headers, body
+    lines = text.rstrip(b"\n").split(b"\n")
+    if lines[0] and all(_HEADER_LINE.match(ln) or ln[:1] in (b" ", b"\t") for ln in lines):
+        return text, b""
+    return b"", text
+
+
+def _priority(text: str) -> int:
+    if not text.isdigit() or int(text) > MAX_PRIORITY:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 0 to 99")
+    return int(text)
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     from mailengine.queue.enqueue import enqueue
 
-    raw = sys.stdin.buffer.read()
-    text = raw.replace(b"\r\n", b"\n")
-    headers, sep, body = text.partition(b"\n\n")
-    if not sep:
-        headers, body = b"", text
-    mailq = os.path.join(_root(args), "mailq")
+    headers, body = split_message(sys.stdin.buffer.read())
+    mailq = os.path.join(_root(args), "mailq-test" if args.test else "mailq")
     try:
         message_id = enqueue(
             mailq, args.sender, args.recipients, headers, body, priority=args.priority
@@ -222,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
         "queue the message on standard input (headers, blank line, body) into mailq/retry/",
     )
     p.add_argument("--from", dest="sender", default="", help="MAIL FROM (default: <>)")
-    p.add_argument("--priority", type=int, default=0, help="0 (highest) .. 99")
+    p.add_argument("--priority", type=_priority, default=0, help="0 (highest) .. 99")
+    p.add_argument("--test", action="store_true", help="into the test-mode queue (mailq-test/)")
     p.add_argument("recipients", nargs="+", metavar="RCPT")
     p = add("passwd", cmd_passwd, "set a password (web admin, or --smtp for SMTP AUTH)")
     p.add_argument("user")

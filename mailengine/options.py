@@ -31,9 +31,9 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
-        # Log lines as the manual prints them, unless the operator chose a logger.
+        # Log lines as the manual prints them, unless the operator chose a logger or syslog.
         parent = getattr(self, "parent", None)
-        if parent is not None and not parent.get("logger"):
+        if parent is not None and not parent.get("logger") and not parent.get("syslog"):
             from mailengine.observe import logfiles
 
             logfiles.console_target["logfile"] = parent.get("logfile") or ""

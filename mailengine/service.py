@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.internet.error import CannotListenError
@@ -32,10 +34,14 @@ from mailengine.queue.store import QueueStore
 log = Logger(namespace="mailengine")
 
 # Bounds of a graceful stop (manual §7: wait for it to finish to avoid lost or
-# duplicated mail; a stop must still never hang).
-INBOUND_DRAIN_SECONDS = 30.0
-DELIVERY_DRAIN_SECONDS = 30.0
+# duplicated mail; a stop must still never hang). SMTP transactions in flight get
+# [server] stop_timeout_seconds; the delivery engine cuts its connections then, and
+# gets this much longer to write them back. Writing what memory holds to retry/ is
+# bounded by the amount (about 0.12 ms per message measured on one disk, so a full
+# 500,000-message memory queue gets 560 s rather than being cut off half-written).
+DELIVERY_GRACE_SECONDS = 10.0
 QUEUE_DRAIN_SECONDS = 60.0
+QUEUE_DRAIN_SECONDS_PER_MESSAGE = 0.001
 
 
 class StartupError(SystemExit):
@@ -43,6 +49,23 @@ class StartupError(SystemExit):
 
     def __init__(self, message: str) -> None:
         super().__init__(f"mailengine: {message}")
+
+
+class DaemonStartupError(RuntimeError):
+    """The same reason inside twistd's daemon: twistd reports an Exception to the
+    waiting parent and removes the pid file; a SystemExit there leaves the parent
+    waiting for ever."""
+
+
+@attrs.frozen
+class Listener:
+    """One server to listen for: on ``port`` of every address (``""``: all)."""
+
+    what: str
+    setting: str
+    port: int
+    factory: Any
+    addresses: tuple[str, ...]
 
 
 def load_settings(root: str, config_path: str | None) -> Config:
@@ -88,18 +111,55 @@ def build_engine(root: str, config: Config, reactor: Any, *, test_mode: bool = F
     return engine
 
 
-def _listen_addresses(ranges: Any) -> list[str]:
-    return ranges.addresses() if ranges else [""]
+def _listen_addresses(ranges: Any) -> tuple[str, ...]:
+    return tuple(ranges.addresses()) if ranges else ("",)
+
+
+def _cannot_listen(listener: Listener, address: str, reason: str, config_path: str) -> str:
+    return (
+        f"cannot listen for {listener.what} on {address or '*'}:{listener.port} ({reason}); "
+        f"change {listener.setting} in {config_path}"
+    )
+
+
+def try_binding(listener: Listener, config_path: str) -> None:
+    """Bind (and close) each address as listenTCP will; StartupError names the setting.
+
+    Run before twistd daemonizes, so a busy or forbidden port is one line on the
+    operator's terminal rather than a daemon that dies out of sight.
+    """
+    for address in listener.addresses:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as listenTCP does
+            try:
+                probe.bind((address, listener.port))
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise StartupError(_cannot_listen(listener, address, reason, config_path)) from None
+
+
+def prepare_directories(engine: Engine) -> None:
+    """mailq/ (or mailq-test/) and log/, created before the start so a bad --root is one line."""
+    try:
+        engine.store.ensure_dirs()
+        os.makedirs(engine.log_dir, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"cannot create {exc.filename}: {exc.strerror}") from None
 
 
 class EngineService(service.MultiService):
     """Listeners, timers and parts; stops in order: stop accepting, drain, write to retry/."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, daemon: bool = False) -> None:
         super().__init__()
         self.engine = engine
+        self.daemon = daemon
+        self.quiet_repeated_signals = False  # makeService: a 2nd Ctrl-C only says "stopping"
+        self.listeners: list[Listener] = []
         self.ports: list[Any] = []
         self.stopped_by_shutdown_file = False
+        self.stopping = False
         self._logfiles: DailyLogFiles | None = None
         engine.parts["service"] = self  # the web admin's shutdown calls request_stop()
         QueueChecker(engine, self.request_stop).setServiceParent(self)
@@ -107,6 +167,8 @@ class EngineService(service.MultiService):
         preload = PreloadService(engine.parts["resolver"], engine.config, engine.reactor)
         preload.setServiceParent(self)
         self._add_delivery()
+        self._add_smtp()
+        self._add_web()
 
     def _add_delivery(self) -> None:
         from mailengine.delivery.sender import DeliveryEngine
@@ -115,31 +177,7 @@ class EngineService(service.MultiService):
         self.engine.parts["delivery"] = delivery
         delivery.setServiceParent(self)
 
-    # -- start ---------------------------------------------------------------
-
-    def privilegedStartService(self) -> None:
-        # Ports below 1024 need root: listen before twistd drops privileges.
-        self._listen_smtp()
-        self._listen_web()
-        super().privilegedStartService()
-
-    def _listen(
-        self, what: str, setting: str, port: int, factory: Any, addresses: list[str]
-    ) -> None:
-        reactor = self.engine.reactor
-        for address in addresses:
-            try:
-                self.ports.append(reactor.listenTCP(port, factory, backlog=1024, interface=address))
-            except CannotListenError as exc:
-                for p in self.ports:
-                    p.stopListening()
-                reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
-                raise StartupError(
-                    f"cannot listen for {what} on {address or '*'}:{port} ({reason}); "
-                    f"change {setting} in {self.engine.config.path}"
-                ) from None
-
-    def _listen_smtp(self) -> None:
+    def _add_smtp(self) -> None:
         smtp_in = self.engine.config.smtp_in
         if smtp_in.port == 1:  # manual: port 1 turns receiving off
             return
@@ -152,15 +190,17 @@ class EngineService(service.MultiService):
                 f"STARTTLS: {exc}; change [smtp_in] tls_certificate / tls_private_key"
             ) from None
         self.engine.parts["inbound"] = factory
-        self._listen(
-            "SMTP",
-            "[smtp_in] port (or listen_ips)",
-            smtp_in.port,
-            factory,
-            _listen_addresses(smtp_in.listen_ips),
+        self.listeners.append(
+            Listener(
+                "SMTP",
+                "[smtp_in] port (or listen_ips)",
+                smtp_in.port,
+                factory,
+                _listen_addresses(smtp_in.listen_ips),
+            )
         )
 
-    def _listen_web(self) -> None:
+    def _add_web(self) -> None:
         web = self.engine.config.web
         if web.port == 0 or web.allowed_ips.has_zero:
             return
@@ -168,13 +208,47 @@ class EngineService(service.MultiService):
 
         site = make_site(self.engine)
         self.engine.parts["web"] = site
-        self._listen(
-            "the web admin",
-            "[web] port (or listen_ips)",
-            web.port,
-            site,
-            _listen_addresses(web.listen_ips),
+        self.listeners.append(
+            Listener(
+                "the web admin",
+                "[web] port (or listen_ips)",
+                web.port,
+                site,
+                _listen_addresses(web.listen_ips),
+            )
         )
+
+    def check_listening(self) -> None:
+        """StartupError now if a port cannot be listened on (before twistd daemonizes)."""
+        for listener in self.listeners:
+            try_binding(listener, self.engine.config.path)
+
+    # -- start ---------------------------------------------------------------
+
+    def privilegedStartService(self) -> None:
+        # Ports below 1024 need root: listen before twistd drops privileges.
+        reactor = self.engine.reactor
+        for listener in self.listeners:
+            for address in listener.addresses:
+                try:
+                    port = reactor.listenTCP(
+                        listener.port, listener.factory, backlog=1024, interface=address
+                    )
+                except CannotListenError as exc:
+                    for p in self.ports:
+                        p.stopListening()
+                    reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
+                    raise self._startup_failure(
+                        _cannot_listen(listener, address, reason, self.engine.config.path)
+                    ) from None
+                self.ports.append(port)
+        super().privilegedStartService()
+
+    def _startup_failure(self, message: str) -> BaseException:
+        if self.daemon:
+            log.error("mailengine: {message}", message=message)
+            return DaemonStartupError(message)
+        return StartupError(message)
 
     def startService(self) -> None:
         engine = self.engine
@@ -201,32 +275,35 @@ class EngineService(service.MultiService):
 
     def request_stop(self) -> None:
         """shutdown.txt or the web admin: stop the reactor (twistd runs stopService, exits 0)."""
+        if self.stopping:  # e.g. shutdown.txt found while a SIGTERM's stop is under way
+            log.info("already stopping")
+            return
         self.stopped_by_shutdown_file = True
+        self.stopping = True
         self.engine.reactor.callLater(0, self.engine.reactor.stop)
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
+        self.stopping = True
         engine = self.engine
-        log.info("stopping: no new connections; finishing what is in flight")
+        bound = engine.config.server.stop_timeout_seconds
+        log.info(
+            "stopping: no new connections; SMTP transactions in flight get up to {s} s",
+            s=bound,
+        )
+        if self.quiet_repeated_signals:
+            self._say_stopping_on_signals(bound)
         yield defer.gatherResults(
             [defer.maybeDeferred(p.stopListening) for p in self.ports], consumeErrors=True
         )
         self.ports = []
-        reactor = engine.reactor
-        for name, bound in (
-            ("inbound", INBOUND_DRAIN_SECONDS),
-            ("delivery", DELIVERY_DRAIN_SECONDS),
-        ):
-            part = engine.parts.get(name)
-            if part is not None and hasattr(part, "drain"):
-                d = defer.maybeDeferred(part.drain)
-                d.addTimeout(bound, reactor)
-                try:
-                    yield d
-                except Exception:
-                    log.warn("{name} did not finish within {s} s", name=name, s=bound)
+        # Received and sent transactions finish side by side, so the bound is one bound.
+        yield defer.gatherResults(
+            [self._in_flight("inbound", bound), self._in_flight("delivery", bound)]
+        )
+        held = sum(n for where, n in engine.queue.counts().items() if where != "retry")
         d = engine.queue.drain()
-        d.addTimeout(QUEUE_DRAIN_SECONDS, reactor)
+        d.addTimeout(QUEUE_DRAIN_SECONDS + held * QUEUE_DRAIN_SECONDS_PER_MESSAGE, engine.reactor)
         try:
             yield d
         except Exception:
@@ -237,6 +314,50 @@ class EngineService(service.MultiService):
             globalLogPublisher.removeObserver(self._logfiles)
             self._logfiles.close()
 
+    def _in_flight(self, name: str, bound: float) -> defer.Deferred:
+        """The part's drain, bounded; fires (never fails) when it is over."""
+        part = self.engine.parts.get(name)
+        if part is None or not hasattr(part, "drain"):
+            return defer.succeed(None)
+        if name == "delivery":  # it cuts its own connections at the bound, then writes back
+            d = defer.maybeDeferred(part.drain, bound)
+            limit = bound + DELIVERY_GRACE_SECONDS
+        else:
+            d = defer.maybeDeferred(part.drain)
+            limit = bound
+        d.addTimeout(limit, self.engine.reactor)
+
+        def late(failure: Any) -> None:
+            if name == "inbound":
+                log.warn(
+                    "{n} SMTP sessions still open after {s} s are closed; their mail was "
+                    "not acknowledged, so their senders keep it",
+                    n=len(getattr(part, "sessions", ())),
+                    s=bound,
+                )
+            else:
+                log.failure("{name} did not finish within {s} s", failure, name=name, s=limit)
+
+        return d.addErrback(late)
+
+    def _say_stopping_on_signals(self, bound: float) -> None:
+        """A second Ctrl-C or SIGTERM while stopping: a log line, not twistd's traceback."""
+        reactor = self.engine.reactor
+
+        def again(signum: int, frame: Any) -> None:
+            reactor.callFromThread(
+                log.info,
+                "already stopping: transactions in flight get up to {s} s, then mail held "
+                "in memory is written to retry/",
+                s=bound,
+            )
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                signal.signal(sig, again)
+            except ValueError:  # not the main thread
+                pass
+
 
 def makeService(options: Any) -> service.IService:
     from twisted.internet import reactor
@@ -246,4 +367,10 @@ def makeService(options: Any) -> service.IService:
         raise StartupError(f"--root {root} is not a directory")
     config = load_settings(root, options.get("config"))
     engine = build_engine(root, config, reactor, test_mode=bool(options.get("test")))
-    return EngineService(engine)
+    # Everything that can refuse the start does so here, before twistd daemonizes.
+    prepare_directories(engine)
+    twistd = getattr(options, "parent", None) or {}
+    engine_service = EngineService(engine, daemon=not twistd.get("nodaemon", True))
+    engine_service.quiet_repeated_signals = True
+    engine_service.check_listening()
+    return engine_service

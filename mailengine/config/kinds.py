@@ -10,7 +10,12 @@ from typing import Any
 import attrs
 
 from mailengine.dns.bypass import BypassError, parse_bypass_line
-from mailengine.policy.ipranges import IPRangeError, parse_ip_ranges
+from mailengine.policy.ipranges import (
+    MAX_EXPANDED_ADDRESSES,
+    IPRangeError,
+    iter_bad_entries,
+    parse_ip_ranges,
+)
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
@@ -125,8 +130,10 @@ class Text(Kind):
 
 @attrs.frozen
 class Hostname(Text):
+    blank: str = "the default"  # what "" means
+
     def allowed(self) -> str:
-        return 'a host name like mailer.example.com, or "" for the default'
+        return f'a host name like mailer.example.com, or "" for {self.blank}'
 
     def accepts(self, text: str) -> bool:
         return _is_hostname(text) or _is_ip(text)
@@ -200,20 +207,41 @@ class IntervalList(Kind):
 
 @attrs.frozen
 class IPList(Kind):
-    zero_means: str = "everyone"
+    zero_means: str = "everyone"  # "": the manual's "0" is not allowed in this list
 
     def allowed(self) -> str:
-        return (
-            "a list of IP addresses, ranges like 10.0.0.1-10.0.0.9, CIDR like 10.0.0.0/24, "
-            f'or "0" ({self.zero_means})'
-        )
+        text = "a list of IP addresses, ranges like 10.0.0.1-10.0.0.9, CIDR like 10.0.0.0/24"
+        return f'{text}, or "0" ({self.zero_means})' if self.zero_means else text
 
     def parse(self, raw: Any) -> Any:
         entries = [str(e) for e in self._list(raw)]
+        bad = list(iter_bad_entries(entries))  # every bad entry at once
+        if bad:
+            raise Invalid("; ".join(bad))
+        ranges = parse_ip_ranges(entries)
+        if ranges.has_zero and not self.zero_means:
+            raise Invalid(f'"0" has no meaning here; must be {self.allowed()}')
+        return ranges
+
+
+@attrs.frozen
+class ListenList(IPList):
+    """Addresses to listen on: each address of a range or CIDR gets its own socket."""
+
+    zero_means: str = ""
+
+    def allowed(self) -> str:
+        return f"{super().allowed()} ({MAX_EXPANDED_ADDRESSES} addresses at most)"
+
+    def parse(self, raw: Any) -> Any:
+        ranges = super().parse(raw)
         try:
-            return parse_ip_ranges(entries)
-        except IPRangeError as exc:
-            raise Invalid(str(exc)) from None
+            count = len(ranges.addresses())
+        except IPRangeError:
+            count = MAX_EXPANDED_ADDRESSES + 1
+        if count > MAX_EXPANDED_ADDRESSES:
+            raise Invalid(f"names too many addresses to listen on; must be {self.allowed()}")
+        return ranges
 
 
 @attrs.frozen

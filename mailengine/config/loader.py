@@ -21,16 +21,39 @@ class ConfigError(Exception):
 
 
 def describe_error(path: str, setting: Setting, raw: Any, why: str) -> str:
-    try:
-        shown = toml_literal(raw)
-    except TypeError:
-        shown = repr(raw)
-    return f"{path}: [{setting.section}] {setting.key} = {shown}: {why}"
+    return f"{path}: [{setting.section}] {setting.key} = {_shown(raw)}: {why}"
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f"; did you mean {close[0]}?" if close else ""
+
+
+def _shown(value: Any) -> str:
+    try:
+        return toml_literal(value)
+    except TypeError:
+        return repr(value)
+
+
+def _unknown_key(path: str, section: str | None, key: str, value: Any) -> str:
+    """``[web] prt = 80 is not a setting; did you mean port?`` (or the section's list)."""
+    where = f"[{section}] {key}" if section else f"{key} (outside any [section])"
+    own = [s.key for s in SETTINGS if s.section == section]
+    hint = _did_you_mean(key, own)
+    if not hint:
+        # The right name in the wrong section: name the section it belongs to.
+        elsewhere = [f"[{s.section}] {s.key}" for s in SETTINGS if s.key == key]
+        elsewhere = elsewhere or [
+            f"[{s.section}] {s.key}"
+            for s in SETTINGS
+            if difflib.get_close_matches(key, [s.key], n=1, cutoff=0.8)
+        ]
+        if elsewhere:
+            hint = f"; did you mean {' or '.join(elsewhere[:3])}?"
+        elif own:
+            hint = f" (settings of [{section}]: {', '.join(own)})"
+    return f"{path}: {where} = {_shown(value)} is not a setting{hint}"
 
 
 def validate(document: dict[str, Any], path: str) -> tuple[dict, dict, list[str]]:
@@ -39,22 +62,23 @@ def validate(document: dict[str, Any], path: str) -> tuple[dict, dict, list[str]
     raw: dict[tuple[str, str], Any] = {}
     for name, table in document.items():
         if name not in SECTIONS:
+            if not isinstance(table, dict):
+                problems.append(_unknown_key(path, None, name, table))
+                continue
             problems.append(
                 f"{path}: [{name}] is not a section{_did_you_mean(name, list(SECTIONS))}"
                 f" (sections: {', '.join(SECTIONS)})"
             )
             continue
         if not isinstance(table, dict):
-            problems.append(f"{path}: {name} must be a table [{name}]")
+            problems.append(
+                f"{path}: {name} = {_shown(table)}: {name} is a section; write [{name}] "
+                "and its settings below it"
+            )
             continue
-        keys = [s.key for s in SETTINGS if s.section == name]
         for key, value in table.items():
             if (name, key) not in BY_NAME:
-                others = [f"{s.section}.{s.key}" for s in SETTINGS]
-                hint = _did_you_mean(key, keys) or _did_you_mean(
-                    key, [o.split(".")[1] for o in others]
-                )
-                problems.append(f"{path}: [{name}] {key} is not a setting{hint}")
+                problems.append(_unknown_key(path, name, key, value))
                 continue
             raw[(name, key)] = value
     parsed: dict[tuple[str, str], Any] = {}

@@ -55,6 +55,9 @@ class PasswordFile:
     users: dict[str, str] = attrs.field(factory=dict)
     extra: dict[str, list[str]] = attrs.field(factory=dict)  # fields after the hash
     warnings: list[str] = attrs.field(factory=list)
+    # The file's lines as read, a user's line replaced by its name: comments, blank
+    # lines and lines we could not read survive a rewrite where the operator put them.
+    layout: list[str | tuple[str]] = attrs.field(factory=list)
 
     def verify(self, user: str, secret: str) -> bool:
         stored = self.users.get(user)
@@ -85,12 +88,16 @@ def load_password_file(
     plain = []
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
+            result.layout.append(line)
             continue
         user, sep, rest = line.partition(":")
         user = user.strip()
         if not sep or not user:
             result.warnings.append(f"{path}:{number}: not a user:password line, ignored")
+            result.layout.append(line)
             continue
+        if user not in result.users:
+            result.layout.append((user,))
         stored, *extra = rest.split(":") if is_hashed(rest.split(":")[0]) else [rest]
         if not is_hashed(stored):
             plain.append(user)
@@ -100,23 +107,47 @@ def load_password_file(
         result.users[user] = stored
         result.extra[user] = extra
     if plain and rewrite_plain:
-        result.warnings.append(
-            f"{path}: plain-text password for {', '.join(plain)} replaced by a scrypt hash"
-        )
-        _write(result)
+        try:
+            _write(result)
+        except OSError as exc:
+            result.warnings.append(
+                f"{path}: plain-text password for {', '.join(plain)} accepted, but the file "
+                f"cannot be rewritten with a hash ({exc.strerror}); fix its permissions"
+            )
+        else:
+            result.warnings.append(
+                f"{path}: plain-text password for {', '.join(plain)} replaced by a scrypt hash"
+            )
     return result
 
 
 def _write(pw: PasswordFile) -> None:
+    """Replace the file atomically, private to its owner, every other line kept in place."""
+    out: list[str] = []
+    written: set[str] = set()
+    for entry in pw.layout:
+        if isinstance(entry, str):
+            out.append(entry)
+        elif entry[0] in pw.users:
+            out.append(_line(pw, entry[0]))
+            written.add(entry[0])
+    out.extend(_line(pw, user) for user in pw.users if user not in written)
     tmp = f"{pw.path}.tmp{os.getpid()}"
     old_umask = os.umask(0o077)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
-            for user, stored in pw.users.items():
-                fh.write(":".join([user, stored, *pw.extra.get(user, [])]) + "\n")
+            fh.write("".join(line + "\n" for line in out))
         os.replace(tmp, pw.path)
+    except OSError:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     finally:
         os.umask(old_umask)
+
+
+def _line(pw: PasswordFile, user: str) -> str:
+    return ":".join([user, pw.users[user], *pw.extra.get(user, [])])
 
 
 def set_password(path: str, user: str, secret: str, extra: list[str] | None = None) -> None:

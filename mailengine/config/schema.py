@@ -102,11 +102,23 @@ SETTINGS: tuple[Setting, ...] = (
        few.""",
         live=False,
     ),
+    _s(
+        "server",
+        "stop_timeout_seconds",
+        k.Int(minimum=1, maximum=3600, unit="seconds"),
+        20,
+        "Limits",
+        """Graceful stop (SIGTERM, Ctrl-C, mailq/retry/shutdown.txt): how long SMTP
+       transactions in flight, received and sent, may take to finish. Then sending
+       connections are cut (those recipients are retried later) and every message held
+       in memory is written to mailq/retry/. Keep it well under your service manager's
+       stop timeout (systemd: TimeoutStopSec, 90 s by default).""",
+    ),
     # [smtp_in]
     _s(
         "smtp_in",
         "listen_ips",
-        k.IPList(zero_means="not allowed here"),
+        k.ListenList(),
         [],
         "TCP/IP",
         """Addresses to receive SMTP on; ranges like 10.0.0.1-10.0.0.9 expand to each
@@ -320,7 +332,7 @@ SETTINGS: tuple[Setting, ...] = (
         600,
         "Limits",
         """SMTP body timeout: how long to wait for the reply after the message body (the
-       end-of-data ".") . Minimum 5.""",
+       end-of-data "."). Minimum 5.""",
     ),
     _s(
         "smtp_out",
@@ -351,7 +363,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s(
         "smtp_out",
         "bounce_host",
-        k.Hostname(),
+        k.Hostname(blank="no rewriting"),
         "",
         "Logs",
         """When set, outbound MAIL FROM becomes mailengine-bounce-USER%DOMAIN@<bounce_host>
@@ -613,7 +625,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s(
         "web",
         "listen_ips",
-        k.IPList(zero_means="not allowed here"),
+        k.ListenList(),
         [],
         "Web admin",
         """Addresses the web admin listens on. Blank: every address.""",

@@ -54,6 +54,7 @@ class DailyLogFiles:
         self.directory = directory
         self._retention_days = retention_days
         self._day = ""
+        self._days = 0  # the retention the files were last pruned with
         self._file: IO[str] | None = None
 
     def __call__(self, event: dict[str, Any]) -> None:
@@ -64,6 +65,8 @@ class DailyLogFiles:
         day = _local_day(event.get("log_time") or 0.0)
         if day != self._day or self._file is None:
             self._open(day, days)
+        elif days != self._days:  # retention_days changed while running
+            self._prune(day, days)
         try:
             assert self._file is not None
             self._file.write(format_lines(event))
@@ -80,7 +83,14 @@ class DailyLogFiles:
             buffering=1,
         )
         self._day = day
-        self.prune(day, days)
+        self._prune(day, days)
+
+    def _prune(self, today: str, days: int) -> None:
+        self._days = days
+        try:
+            self.prune(today, days)
+        except OSError:
+            pass  # a file that cannot be removed now is tried again tomorrow
 
     def prune(self, today: str, days: int) -> list[str]:
         """Remove daily files more than ``days`` days older than ``today``."""

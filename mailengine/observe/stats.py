@@ -26,6 +26,7 @@ class StatsReporter(service.Service):
         super().stopService()
         if self._call is not None and self._call.active():
             self._call.cancel()
+        self.tick()  # the last interval too, so the totals cover the whole run
 
     def _schedule(self) -> None:
         interval = self.engine.config.logs.stats_interval_seconds
@@ -57,5 +58,6 @@ class StatsReporter(service.Service):
             if logs.log_queue_size:
                 out.append(statslines.queue_size_line(self.engine.queue.memory_count))
             if logs.log_queue_memory:
-                out.append(statslines.queue_memory_line(self.engine.queue.memory_bytes // 1024))
+                kilobytes = -(-self.engine.queue.memory_bytes // 1024)  # any data shows as >= 1
+                out.append(statslines.queue_memory_line(kilobytes))
         return out

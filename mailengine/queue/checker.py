@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from twisted.application import service
+from twisted.internet import defer, threads
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
@@ -17,11 +19,21 @@ log = Logger(namespace="mailengine.queue")
 class QueueChecker(service.Service):
     """Runs the periodic queue check; ``request_stop`` is called when shutdown.txt appears."""
 
-    def __init__(self, engine: Engine, request_stop: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        request_stop: Callable[[], None],
+        run_in_thread: Callable[[Callable[[], Any]], defer.Deferred] | None = None,
+    ) -> None:
         self.engine = engine
         self.request_stop = request_stop
         self._call: IDelayedCall | None = None
+        self._sweeping: defer.Deferred | None = None
         self.checks = 0
+        reactor = engine.reactor
+        self._run_in_thread = run_in_thread or (
+            lambda fn: threads.deferToThreadPool(reactor, reactor.getThreadPool(), fn)
+        )
 
     def startService(self) -> None:
         super().startService()
@@ -63,19 +75,49 @@ class QueueChecker(service.Service):
             interval = engine.config.queue.check_interval_seconds
             self._call = engine.reactor.callLater(interval, self.check)
 
-    def sweep_retention(self) -> None:
+    def sweep_retention(self) -> defer.Deferred:
+        """Delete done/ and incoming/ messages older than their retention (0 = keep).
+
+        The listing runs in a worker thread: done/ may hold hundreds of thousands
+        of files, and the reactor keeps serving SMTP meanwhile. One sweep at a time.
+        """
+        if self._sweeping is not None:
+            return self._sweeping
         q = self.engine.config.queue
         now = self.engine.reactor.seconds()
-        for dirname, minutes in (
-            ("done", q.done_retention_minutes),
-            ("incoming", q.incoming_retention_minutes),
-        ):
-            if minutes > 0:
-                removed = self.engine.store.remove_older_than(dirname, now - minutes * 60)
-                if removed and self.engine.config.logs.debug_program:
+        due = [
+            (dirname, minutes)
+            for dirname, minutes in (
+                ("done", q.done_retention_minutes),
+                ("incoming", q.incoming_retention_minutes),
+            )
+            if minutes > 0
+        ]
+        if not due:
+            return defer.succeed({})
+        store = self.engine.store
+
+        def sweep() -> dict[str, int]:
+            return {d: store.remove_older_than(d, now - minutes * 60) for d, minutes in due}
+
+        def report(removed: dict[str, int]) -> dict[str, int]:
+            self._sweeping = None
+            for dirname, minutes in due:
+                if removed.get(dirname):
                     log.info(
                         "removed {n} messages older than {m} minutes from {d}/",
-                        n=removed,
+                        n=removed[dirname],
                         m=minutes,
                         d=dirname,
                     )
+            return removed
+
+        def failed(failure: Any) -> dict[str, int]:
+            self._sweeping = None
+            log.failure("removing old messages from done/ and incoming/ failed", failure)
+            return {}
+
+        d = self._run_in_thread(sweep).addCallbacks(report, failed)
+        if not d.called:
+            self._sweeping = d
+        return d

@@ -48,7 +48,7 @@ def test_all_errors_are_reported_at_once_with_file_key_value_and_what_is_allowed
 [smtp_in]
 timeout_seconds = 3
 max_message_size_bytes = 100
-relay_ips = ["10.0.0.300"]
+relay_ips = ["10.0.0.300", "10.0.0.9-10.0.0.1"]
 relay_ip = ["1.2.3.4"]
 [queue]
 max_memory_kb = 5
@@ -65,7 +65,8 @@ x = 1
     assert f"{path}: [smtp_in] timeout_seconds = 3: must be a whole number ≥ 5" in text
     assert "max_message_size_bytes = 100: must be 0, or a whole number ≥ 1024" in text
     assert "'10.0.0.300' is not an IP address" in text
-    assert "[smtp_in] relay_ip is not a setting; did you mean relay_ips?" in text
+    assert "'10.0.0.9-10.0.0.1': range ends before it starts" in text  # every bad entry
+    assert '[smtp_in] relay_ip = ["1.2.3.4"] is not a setting; did you mean relay_ips?' in text
     assert "max_memory_kb = 5: must be a whole number ≥ 1000" in text
     assert "retry_intervals_minutes = [30, 0]" in text
     assert "[smtpout] is not a section; did you mean smtp_out?" in text
@@ -86,6 +87,34 @@ priority_ips = ["0"]
     assert "10.0.0.5" in relay and "192.168.1.15" in relay and "172.31.255.1" in relay
     assert "192.168.1.21" not in relay and "10.0.0.6" not in relay
     assert config.smtp_in.priority_ips.has_zero
+
+
+def test_a_setting_in_the_wrong_section_or_outside_any_names_where_it_belongs(tmp_path):
+    path = write(tmp_path, "port = 2525\n[smtp_in]\npaused = true\nzzz = 1\n[web]\nprt = 80\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [
+        f"{path}: port (outside any [section]) = 2525 is not a setting; "
+        "did you mean [smtp_in] port or [web] port?",
+        f"{path}: [smtp_in] paused = true is not a setting; did you mean [smtp_out] paused?",
+        f"{path}: [smtp_in] zzz = 1 is not a setting (settings of [smtp_in]: listen_ips, port, "
+        "relay_ips, relay_domains, reject_mail_from, priority_ips, max_connections, "
+        "max_connections_per_ip, timeout_seconds, max_message_size_bytes, tls_certificate, "
+        "tls_private_key, auth_mechanisms, allow_plain_auth_without_tls)",
+        f"{path}: [web] prt = 80 is not a setting; did you mean port?",
+    ]
+
+
+@pytest.mark.parametrize("section", ["smtp_in", "web"])
+def test_listen_addresses_refuse_zero_and_ranges_too_large_to_listen_on(tmp_path, section):
+    path = write(tmp_path, f'[{section}]\nlisten_ips = ["0"]\n')
+    with pytest.raises(ConfigError, match='listen_ips = \\["0"\\]: "0" has no meaning here'):
+        load_config(path)
+    path = write(tmp_path, f'[{section}]\nlisten_ips = ["10.0.0.0/8"]\n')
+    with pytest.raises(ConfigError, match="too many addresses to listen on"):
+        load_config(path)
+    path = write(tmp_path, f'[{section}]\nlisten_ips = ["127.0.0.5-127.0.0.6", "127.0.1.0/30"]\n')
+    assert len(load_config(path).get(section, "listen_ips").addresses()) == 6
 
 
 def test_never_retry_is_written_as_a_single_zero(tmp_path):

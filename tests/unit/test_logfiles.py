@@ -35,3 +35,15 @@ def test_retention_zero_writes_no_files(tmp_path):
     files = DailyLogFiles(str(tmp_path), lambda: 0)
     files(event("hello", parse_stamp("2001/01/24 10:00:00")))
     assert os.listdir(tmp_path) == []
+
+
+def test_a_shorter_retention_set_while_running_prunes_at_the_next_line(tmp_path):
+    days = {"n": 10}
+    files = DailyLogFiles(str(tmp_path), lambda: days["n"])
+    (tmp_path / "mailengine-2001-01-20.log").write_text("old\n")
+    files(event("hello", parse_stamp("2001/01/24 10:00:00")))
+    assert (tmp_path / "mailengine-2001-01-20.log").exists()
+    days["n"] = 2
+    files(event("again", parse_stamp("2001/01/24 10:00:05")))
+    files.close()
+    assert sorted(os.listdir(tmp_path)) == ["mailengine-2001-01-24.log"]

@@ -1,0 +1,88 @@
+"""The periodic queue check on a fake clock: shutdown.txt, the retry/ scan, retention."""
+
+import os
+
+import attrs
+import pytest
+from twisted.internet import task
+
+from mailengine.config.model import Config
+from mailengine.queue.checker import QueueChecker
+from mailengine.queue.envelope import Envelope
+from mailengine.queue.store import QueueStore
+from tests.twisted.test_live_queue import SyncThreads
+
+NOW = 1_000_000_000
+
+
+class ScanCounter:
+    def __init__(self):
+        self.scans = 0
+
+    def scan_retry(self):
+        self.scans += 1
+
+
+@attrs.define
+class FakeEngine:
+    store: QueueStore
+    config: Config
+    reactor: task.Clock
+    queue: ScanCounter
+
+
+@pytest.fixture
+def rig(tmp_path):
+    store = QueueStore(str(tmp_path / "mailq"))
+    store.ensure_dirs()
+    clock = task.Clock()
+    clock.advance(NOW)
+    engine = FakeEngine(store, Config.defaults(), clock, ScanCounter())
+    threads = SyncThreads(hold=True)
+    stops = []
+    checker = QueueChecker(engine, lambda: stops.append(clock.seconds()), run_in_thread=threads)
+    return engine, checker, threads, stops
+
+
+def put(store, dirname, message_id, age_seconds):
+    store.write_message(dirname, Envelope(message_id, "a@b.test", ["c@d.test"], 0), b"x\r\n")
+    for ext in (".dat", ".inf"):
+        os.utime(store.path(dirname, message_id, ext), (NOW - age_seconds,) * 2)
+
+
+def ids(store, dirname):
+    return sorted(i for i, _, _ in store.scan(dirname))
+
+
+def test_retention_sweeps_run_in_a_worker_thread_one_at_a_time(rig):
+    engine, checker, threads, _ = rig
+    engine.config.override("queue", "done_retention_minutes", 1)
+    engine.config.override("queue", "incoming_retention_minutes", 0)  # keep
+    put(engine.store, "done", "old@h", 61)
+    put(engine.store, "done", "new@h", 59)
+    put(engine.store, "incoming", "old@h", 3600)
+    first = checker.sweep_retention()
+    assert checker.sweep_retention() is first  # a second check while it runs waits for it
+    assert len(threads.waiting) == 1
+    assert ids(engine.store, "done") == ["new@h", "old@h"]  # nothing ran in the reactor
+    threads.release()
+    assert first.result == {"done": 1}
+    assert ids(engine.store, "done") == ["new@h"]
+    assert ids(engine.store, "incoming") == ["old@h"]
+
+
+def test_shutdown_file_stops_the_engine_without_a_scan_and_checks_follow_the_live_interval(rig):
+    engine, checker, threads, stops = rig
+    checker.startService()
+    assert engine.queue.scans == 1 and checker.checks == 1
+    engine.config.override("queue", "check_interval_seconds", 5)
+    engine.reactor.advance(600)  # the interval the first check was scheduled with
+    assert engine.queue.scans == 2
+    engine.reactor.advance(5)
+    assert engine.queue.scans == 3
+    open(os.path.join(engine.store.dir("retry"), "shutdown.txt"), "w").close()
+    engine.reactor.advance(5)
+    assert stops == [NOW + 610] and engine.queue.scans == 3
+    assert not os.path.exists(os.path.join(engine.store.dir("retry"), "shutdown.txt"))
+    checker.stopService()
+    assert engine.reactor.getDelayedCalls() == []

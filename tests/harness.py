@@ -96,7 +96,13 @@ class EngineProcess:
             # needs DNS points this at tests.dnsserver; nothing answers on UDP port 1.
             "dns": {"servers": ["127.0.0.1:1"]},
         }
-        for section, values in (settings or {}).items():
+        given = settings or {}
+        # Ports picked here may be taken by someone else before the engine binds them
+        # (tests run in parallel on this machine); start() then picks new ones.
+        self._own_ports = "port" not in given.get("smtp_in", {}) and "port" not in given.get(
+            "web", {}
+        )
+        for section, values in given.items():
             base.setdefault(section, {}).update(values)
         self.settings = base
         self.config_path = os.path.join(self.root, "config", "mailengine.toml")
@@ -118,8 +124,26 @@ class EngineProcess:
             argv, stdout=self._log, stderr=subprocess.STDOUT, env=subprocess_env(), cwd=self.root
         )
         if wait:
-            wait_for(self._ready, what=f"engine to start (log: {self.log_path})")
+            try:
+                wait_for(self._ready, what=f"engine to start (log: {self.log_path})")
+            except AssertionError:
+                if not (self._own_ports and "cannot listen" in self.console()):
+                    raise
+                if getattr(self, "_port_retries", 0) >= 3:
+                    raise
+                self._port_retries = getattr(self, "_port_retries", 0) + 1
+                self._log.close()
+                self._repick_ports()
+                return self.start(wait)
         return self
+
+    def _repick_ports(self) -> None:
+        self.smtp_port = free_port()
+        self.settings["smtp_in"]["port"] = self.smtp_port
+        if self.web_port:
+            self.web_port = free_port()
+            self.settings["web"]["port"] = self.web_port
+        write_config(self.config_path, self.settings)
 
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:

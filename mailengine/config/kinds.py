@@ -129,6 +129,19 @@ class Text(Kind):
 
 
 @attrs.frozen
+class Token(Text):
+    """A shared secret: blank (none) or long enough not to be guessed."""
+
+    minimum: int = 16
+
+    def allowed(self) -> str:
+        return f'"" or a string of at least {self.minimum} characters without spaces'
+
+    def accepts(self, text: str) -> bool:
+        return len(text) >= self.minimum and not any(c.isspace() for c in text)
+
+
+@attrs.frozen
 class Hostname(Text):
     blank: str = "the default"  # what "" means
 

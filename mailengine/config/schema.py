@@ -643,12 +643,13 @@ SETTINGS: tuple[Setting, ...] = (
     _s(
         "web",
         "api_token",
-        k.Text(),
+        k.Token(),
         "",
         "Web admin",
         """Bearer token for the JSON API under /api/ (header "Authorization: Bearer ...");
        it works even before a web admin password is set (the pages do not). The web admin
-       never shows it. Blank: the API takes only a logged-in session.""",
+       never shows it. Blank: the API takes only a logged-in session. Make one with
+       `python3 -c "import secrets; print(secrets.token_urlsafe(32))"`.""",
     ),
 )
 

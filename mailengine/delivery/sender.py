@@ -117,6 +117,14 @@ class DeliveryEngine(service.Service):
         self.refresh_settings()
         if section == "smtp_out" and key == "paused" and not value:
             log.info("sending resumed")
+        if (section, key) in (("smtp_out", "max_connections"), ("smtp_in", "max_connections")):
+            config = self.engine.config
+            ensure_descriptors(config.smtp_out.max_connections, config.smtp_in.max_connections)
+        # A pull waiting for the hourly cap's window is re-planned with the new settings
+        # (a lowered or removed cap, a resume) instead of after the old wait.
+        if self._pump_call is not None and self._pump_call.active():
+            self._pump_call.cancel()
+        self._pump_call = None
         self.messages_due()
 
     def _connection_caps(self) -> tuple[int, int]:
@@ -325,10 +333,12 @@ class DeliveryEngine(service.Service):
 
     def _job_finished(self, job: Job, results: list[RecipientResult]) -> None:
         attempt = self.attempts.get(job.message_id)
-        for r in results:
-            if r.kind != SENT and r.kind != UNTRIED:
-                self._domain_errors.pop(job.domain, None)  # the latest last (kept longest)
-                self._domain_errors[job.domain] = r.reply
+        failures = [r for r in results if r.kind != SENT and r.kind != UNTRIED]
+        if failures:
+            self._domain_errors.pop(job.domain, None)  # the latest last (kept longest)
+            self._domain_errors[job.domain] = failures[-1].reply
+        elif results and all(r.kind == SENT for r in results):
+            self._domain_errors.pop(job.domain, None)  # it works again: no stale error
         if job.pool is not None:
             job.pool.count(results)
         if attempt is None:

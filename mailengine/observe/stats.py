@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.application import service
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -20,7 +22,18 @@ class StatsReporter(service.Service):
     def startService(self) -> None:
         super().startService()
         self.engine.counters.interval_start = self.engine.reactor.seconds()
+        self.engine.config.subscribe(self._setting_changed)
         self._schedule()
+
+    def _setting_changed(self, section: str, key: str, value: Any) -> None:
+        # A new interval counts from now, not after the old (maybe long) wait.
+        call = self._call
+        if (
+            (section, key) == ("logs", "stats_interval_seconds")
+            and call is not None
+            and call.active()
+        ):
+            call.reset(value or 10)
 
     def stopService(self) -> None:
         super().stopService()

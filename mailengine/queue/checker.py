@@ -50,7 +50,21 @@ class QueueChecker(service.Service):
         moved = store.recover_working()
         if moved:
             log.info("moved {n} messages left in working/ to retry/", n=len(moved))
+        leftovers = store.remove_stale_temp_files(self.engine.reactor.seconds() - 3600)
+        if leftovers:
+            log.info("removed {n} half-written temporary files left by a crash", n=leftovers)
+        self.engine.config.subscribe(self._setting_changed)
         self.check()
+
+    def _setting_changed(self, section: str, key: str, value: Any) -> None:
+        # A new interval counts from now, not after the old (maybe long) wait.
+        call = self._call
+        if (
+            (section, key) == ("queue", "check_interval_seconds")
+            and call is not None
+            and call.active()
+        ):
+            call.reset(value)
 
     def stopService(self) -> None:
         super().stopService()

@@ -241,6 +241,23 @@ class QueueStore:
                 repaired.append(message_id)
         return repaired
 
+    def remove_stale_temp_files(self, older_than: float) -> int:
+        """Remove ``.ID.*.tmp`` files a crash left behind (older than ``older_than``: a
+        writer in another process may be busy with a young one right now)."""
+        removed = 0
+        for dirname in DIRS:
+            with os.scandir(self.dir(dirname)) as entries:
+                for entry in entries:
+                    if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+                        continue
+                    try:
+                        if entry.stat().st_mtime < older_than:
+                            os.unlink(entry.path)
+                            removed += 1
+                    except FileNotFoundError:
+                        continue
+        return removed
+
     def take_shutdown_request(self) -> bool:
         """True (and the file is removed) when retry/shutdown.txt exists."""
         try:

@@ -12,7 +12,7 @@ from tests.harness import run_cli, wait_for
 from tests.sinks import route
 
 pytestmark = pytest.mark.system
-TOKEN = "queue-test-token"
+TOKEN = "queue-test-token-0123456789"
 
 
 @pytest.fixture

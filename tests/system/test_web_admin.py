@@ -11,7 +11,7 @@ from mailengine.config.passwords import set_password
 from tests.harness import run_cli, wait_for
 
 pytestmark = pytest.mark.system
-TOKEN = "web-test-token"
+TOKEN = "web-test-token-0123456789"
 
 
 @pytest.fixture

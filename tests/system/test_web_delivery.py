@@ -14,7 +14,7 @@ from tests.harness import wait_for
 from tests.sinks import route
 
 pytestmark = pytest.mark.system
-TOKEN = "delivery-test-token"
+TOKEN = "delivery-test-token-0123456789"
 
 
 def call(engine, path, method="GET", body=None):

@@ -211,3 +211,34 @@ def test_a_message_left_without_recipients_is_finished_not_put_back_into_retry(p
         reactor.advance(0)
     assert "E@h" not in engine.queue.messages and not delivery.attempts
     assert os.listdir(engine.store.dir("retry")) == []  # not an .inf the scan must skip
+
+
+def test_lifting_the_hourly_cap_while_it_holds_sending_sends_at_once(parts):
+    engine, delivery, reactor = parts
+    engine.config.apply("smtp_out", "max_messages_per_hour", 1)
+    accept(engine, 1)
+    accept(engine, 2)
+    reactor.advance(0)
+    assert delivery.held_by_rate_cap and len(delivery.attempts) == 1
+    engine.config.apply("smtp_out", "max_messages_per_hour", 0)  # the web admin lifts it
+    reactor.advance(0)
+    assert not delivery.held_by_rate_cap and len(delivery.attempts) == 2
+
+
+def test_a_domain_that_works_again_shows_no_stale_last_error(parts):
+    engine, delivery, reactor = parts
+    accept(engine, 1)
+    reactor.advance(0)
+    proto, t = talk(reactor)
+    proto.dataReceived(b"250 ok\r\n451 4.7.1 greylisted\r\n554 5.5.1 no recipients\r\n")
+    [domain] = delivery.status(reactor.seconds()).domains  # M1 waits in retry/
+    assert domain.domain == "d.test" and "greylisted" in domain.last_error
+    accept(engine, 2)
+    reactor.advance(0)
+    assert t.value().endswith(
+        b"DATA\r\nRSET\r\nMAIL FROM:<s@src.test>\r\nRCPT TO:<a@d.test>\r\nDATA\r\n"
+    )
+    proto.dataReceived(b"250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    assert engine.counters.total_sent == 1
+    [domain] = delivery.status(reactor.seconds()).domains
+    assert domain.last_error == ""

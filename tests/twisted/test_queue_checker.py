@@ -86,3 +86,25 @@ def test_shutdown_file_stops_the_engine_without_a_scan_and_checks_follow_the_liv
     assert not os.path.exists(os.path.join(engine.store.dir("retry"), "shutdown.txt"))
     checker.stopService()
     assert engine.reactor.getDelayedCalls() == []
+
+
+def test_a_shorter_check_interval_set_at_run_time_counts_from_the_change(rig):
+    engine, checker, threads, stops = rig
+    checker.startService()
+    engine.reactor.advance(100)
+    engine.config.apply("queue", "check_interval_seconds", 5)  # the web admin's edit
+    engine.reactor.advance(5)
+    assert engine.queue.scans == 2  # not after the old 600 s wait
+    checker.stopService()
+
+
+def test_temporary_files_left_by_a_crash_are_removed_at_start_but_young_ones_stay(rig):
+    engine, checker, threads, stops = rig
+    retry = engine.store.dir("retry")
+    for name, age in ((".old@h.dat.tmp", 7200), (".young@h.dat.tmp", 10)):
+        path = os.path.join(retry, name)
+        open(path, "w").close()
+        os.utime(path, (NOW - age,) * 2)
+    checker.startService()
+    assert os.listdir(retry) == [".young@h.dat.tmp"]
+    checker.stopService()

@@ -84,3 +84,13 @@ def test_an_interval_of_zero_turns_the_lines_off(rig):
     engine.counters.delivered(3)
     engine.reactor.advance(10)
     assert lines == []
+
+
+def test_a_shorter_stats_interval_set_at_run_time_counts_from_the_change(rig):
+    engine, _, lines = rig
+    engine.config.apply("logs", "stats_interval_seconds", 600)
+    engine.reactor.advance(5)
+    engine.counters.received("inbound", 3)
+    engine.config.apply("logs", "stats_interval_seconds", 2)  # the web admin's edit
+    engine.reactor.advance(2)
+    assert lines and lines[0].startswith("3 recv [3 inbound, 0 relay]")

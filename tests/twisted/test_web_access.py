@@ -74,10 +74,15 @@ def test_every_api_call_needs_a_login_or_the_token(admin, method, path):
 
 
 def test_the_api_token_opens_the_api_and_a_wrong_one_does_not(admin):
-    change_setting(admin.engine.config, "web", "api_token", "tok-123")
-    good = {"Authorization": ["Bearer tok-123"]}
+    change_setting(admin.engine.config, "web", "api_token", "tok-123-long-enough-token")
+    good = {"Authorization": ["Bearer tok-123-long-enough-token"]}
     assert admin.get("/api/status", headers=good).code == 200
-    assert admin.get("/api/status", headers={"Authorization": ["Bearer tok-124"]}).code == 401
+    assert (
+        admin.get(
+            "/api/status", headers={"Authorization": ["Bearer tok-124-long-enough-token"]}
+        ).code
+        == 401
+    )
     r = admin.post("/api/control/pause", headers=good)  # no CSRF needed: not a cookie
     assert r.code == 200 and r.json() == {"paused": True}
     assert admin.get("/gui/admin", headers=good).code == 302  # the token is for /api/ only
@@ -120,12 +125,12 @@ def test_with_no_password_set_the_configured_api_token_still_opens_the_api_only(
     # The token is a credential the operator put in the file: automation that only uses
     # the API needs no human password. Pages stay closed until a password is set.
     engine, clock = make_engine(str(tmp_path), password=False)
-    change_setting(engine.config, "web", "api_token", "tok-123")
+    change_setting(engine.config, "web", "api_token", "tok-123-long-enough-token")
     admin = Browser(engine, clock)
-    good = {"Authorization": ["Bearer tok-123"]}
+    good = {"Authorization": ["Bearer tok-123-long-enough-token"]}
     assert admin.get("/api/status", headers=good).code == 200
     assert admin.post("/api/control/pause", headers=good).json() == {"paused": True}
-    r = admin.get("/api/status", headers={"Authorization": ["Bearer tok-124"]})
+    r = admin.get("/api/status", headers={"Authorization": ["Bearer tok-124-long-enough-token"]})
     assert r.code == 403 and "mailengine passwd admin" in r.json()["error"]
     assert admin.get("/api/status").code == 403
     r = admin.get("/gui/admin", headers=good)

@@ -201,3 +201,10 @@ bounce_host = "bounce.example.com"
     assert len(lines) == 3
     assert "check_interval_seconds = 3600 is longer than the shortest retry interval" in lines[0]
     assert advice(Config.defaults()) == []
+
+
+def test_an_api_token_must_be_long_enough_to_be_a_secret(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, '[web]\napi_token = "x"\n'))
+    assert "at least 16 characters" in info.value.problems[0]
+    assert load_config(write(tmp_path, '[web]\napi_token = "%s"\n' % ("k" * 16))).web.api_token

@@ -14,10 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 
 from mailengine.config.model import Config
 from mailengine.config.passwords import PasswordFile, load_password_file
+
+log = Logger(namespace="mailengine.web")
 
 SESSION_COOKIE = b"mailengine_session"
 LOGIN_COOKIE = b"mailengine_login"  # double-submit token of the login form
@@ -169,6 +172,8 @@ class PasswordSource:
             return self._file
         if stamp != self._stamp:
             self._file = load_password_file(self.path)
+            for warning in self._file.warnings:  # e.g. a plain password just hashed
+                log.warn("{warning}", warning=warning)
             self._stamp = stamp
         return self._file
 

@@ -361,9 +361,10 @@ def test_a_higher_total_connection_cap_set_through_the_api_opens_connections_at_
 
 
 class SilentAfterData:
-    """An SMTP server that answers up to 354 and then stops reading (a blocked write)."""
+    """An SMTP server that answers up to 354 and then stops reading (a blocked write);
+    with ``resume_after`` it reads the body that many seconds later and answers 250."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, resume_after: float | None = None) -> None:
         import threading
 
         self.listener = socket.socket()
@@ -371,7 +372,8 @@ class SilentAfterData:
         self.listener.bind((host, 0))
         self.listener.listen(8)
         self.host, self.port = host, self.listener.getsockname()[1]
-        self.blocked = threading.Event()
+        self.resume_after = resume_after
+        self.blocked, self.taken, self.closed = (threading.Event() for _ in range(3))
         self.conns: list[socket.socket] = []
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -387,12 +389,23 @@ class SilentAfterData:
                         if verb == b"DATA":
                             conn.sendall(b"354 go ahead\r\n")
                             self.blocked.set()
+                            self._resume(conn, lines)
                             break
                         conn.sendall(b"221 bye\r\n" if verb == b"QUIT" else b"250 ok\r\n")
         except OSError:
             pass
 
+    def _resume(self, conn: socket.socket, lines: Any) -> None:
+        if self.resume_after is None or self.closed.wait(self.resume_after):
+            return
+        for line in lines:
+            if line == b".\r\n":
+                self.taken.set()
+                conn.sendall(b"250 queued\r\n")
+                return
+
     def close(self) -> None:
+        self.closed.set()
         for s in [self.listener, *self.conns]:
             s.close()
 
@@ -442,6 +455,33 @@ def test_the_four_outbound_timeouts_changed_through_the_api_end_stuck_sessions(
         filler.close()
         blackhole.close()
         silent.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="[smtp_out] body_timeout_seconds is the wait for the reply after the end of "
+    "data (manual), but its timer starts with the first byte of the body "
+    "(delivery/client.py _on_reply, BODY: setTimeout(body_timeout)), so a transfer that "
+    "takes longer is cut off",
+)
+def test_the_body_timeout_counts_from_the_end_of_the_data_not_from_its_first_byte(
+    engine_factory,
+):
+    slow = SilentAfterData("127.0.3.25", resume_after=6)  # reads the body 6 s late
+    try:
+        engine = start_engine(
+            engine_factory,
+            {
+                "dns": {"bypass": [f"slow.test,mx.slow.test,MX,127.0.3.25:{slow.port}"]},
+                "queue": {"retry_intervals_minutes": [0]},
+            },
+        )
+        set_live(engine, "smtp_out", "body_timeout_seconds", 5)
+        send(engine, ["a@slow.test"], body=(b"x" * 998 + b"\r\n") * 5000)  # past kernel buffers
+        wait_for(lambda: slow.taken.is_set() or undeliverable(engine, "soft"), timeout=20)
+        assert slow.taken.is_set() and undeliverable(engine, "soft") == []
+    finally:
+        slow.close()
 
 
 def test_an_hourly_cap_set_through_the_api_holds_sending(engine_factory, sinks):

@@ -357,7 +357,7 @@ def test_a_higher_total_connection_cap_set_through_the_api_opens_connections_at_
         send(engine, [f"x@c{i}.test"])
     wait_for(lambda: sum(len(s.sessions) for s in stalled) == 1, what="one session")
     set_live(engine, "smtp_out", "max_connections", 10)
-    wait_for(lambda: all(s.sessions for s in stalled), timeout=3, what="a session at every host")
+    wait_for(lambda: all(s.sessions for s in stalled), timeout=2, what="a session at every host")
 
 
 class SilentAfterData:
@@ -509,7 +509,7 @@ def test_lifting_the_hourly_cap_through_the_api_sends_held_mail_at_once(engine_f
     send(engine, ["a@rate.test"], n=3)
     engine.wait_log("Your mailing speed has reached 1 messages per hour")
     set_live(engine, "smtp_out", "max_messages_per_hour", 0)
-    wait_for(lambda: len(sink.received()) == 3, timeout=3, what="the held messages")
+    wait_for(lambda: len(sink.received()) == 3, timeout=2, what="the held messages")
 
 
 def test_a_bandwidth_cap_set_through_the_api_holds_sending(engine_factory, sinks):
@@ -543,7 +543,7 @@ def test_lifting_the_bandwidth_cap_through_the_api_sends_held_mail_at_once(engin
         send(engine, ["a@bw.test"], n=3)
         wait_for(sink.received, what="the first message")
         set_live(engine, "smtp_out", "max_bandwidth_bytes_per_minute", 0)
-        wait_for(lambda: len(sink.received()) == 3, timeout=3, what="the held messages")
+        wait_for(lambda: len(sink.received()) == 3, timeout=2, what="the held messages")
     finally:
         engine.kill()  # a graceful stop would wait out its 30 s bound (see the report)
 

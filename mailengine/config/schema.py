@@ -97,9 +97,9 @@ SETTINGS: tuple[Setting, ...] = (
         k.Int(minimum=1, maximum=10000),
         500,
         "Limits",
-        """Largest size of the worker thread pool used for blocking disk work (queue fsyncs,
-       retry/ scans). The original used one thread per connection; an event loop needs
-       few.""",
+        """Largest size of the worker thread pool for blocking work: queue writes and
+       fsyncs, password checks (SMTP AUTH, web login), the web admin's queue and log pages.
+       The original used one thread per connection; an event loop needs few.""",
         live=False,
     ),
     _s(
@@ -508,7 +508,8 @@ SETTINGS: tuple[Setting, ...] = (
         k.Int(minimum=0, unit="days"),
         10,
         "Logs",
-        """Days daily log files under log/ are kept. 0: no log files.""",
+        """Days daily log files under log/ are kept (older ones are removed at start and
+       when a new day's file opens). 0: no log files.""",
     ),
     _s(
         "logs",

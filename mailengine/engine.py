@@ -29,7 +29,7 @@ class Engine:
     counters: Counters
     committer: GroupCommit
     ids: MessageIdFactory
-    hostname: str
+    hostname: str  # the machine's name (``[server] helo_text`` overrides it: ``name``)
     test_mode: bool = False
     recent_failures: RecentFailures = attrs.field(factory=RecentFailures)
     # Filled in by service.py as the parts exist:
@@ -38,6 +38,12 @@ class Engine:
     #   "delivery" - the delivery engine; drain() -> Deferred, status() (delivery.status)
     #   "web"      - the admin Site
     parts: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The name this engine gives peers (greeting, EHLO, Received, DSNs), read at use
+        time so a changed ``[server] helo_text`` applies at once."""
+        return self.config.server.helo_text or self.hostname
 
     @property
     def config_dir(self) -> str:

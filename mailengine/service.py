@@ -93,8 +93,9 @@ def build_engine(root: str, config: Config, reactor: Any, *, test_mode: bool = F
 
     committer = GroupCommit(run_in_thread, store.sync_all)
     queue = LiveQueue(store, config, reactor, committer, counters)
-    hostname = config.server.helo_text or socket.gethostname()
-    ids = MessageIdFactory(os.getpid(), reactor.seconds(), hostname)
+    hostname = socket.gethostname()
+    # Ids keep the name of the start: they must stay unique, not follow renames.
+    ids = MessageIdFactory(os.getpid(), reactor.seconds(), config.server.helo_text or hostname)
     engine = Engine(
         root=root,
         config=config,

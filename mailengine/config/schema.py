@@ -74,12 +74,10 @@ SETTINGS: tuple[Setting, ...] = (
         k.Hostname(),
         "",
         "TCP/IP",
-        """Name sent in EHLO/HELO on outbound connections and shown in the SMTP greeting.
-       Blank: the host name of the machine's primary IP address. An invalid name may get
-       outbound mail refused by anti-spam filters. A change reaches outbound EHLO at once;
-       the greeting, Received lines and message ids keep the old name until a
-       restart.""",
-        live=False,
+        """Name sent in EHLO/HELO on outbound connections and shown in the SMTP greeting,
+       Received lines and DSNs. Blank: the host name of the machine's primary IP address.
+       An invalid name may get outbound mail refused by anti-spam filters. A change applies
+       to the next session; message ids keep the name of the start.""",
     ),
     _s(
         "server",

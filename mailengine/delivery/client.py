@@ -242,9 +242,14 @@ class OutboundClient(ESMTPClient):
             self._write(b"\r\n".join(txn.pending_lines) + b"\r\n")
         elif action is BODY:
             self.body_sent = True
-            self.setTimeout(self.settings.body_timeout)
+            self.setTimeout(None)  # while the body goes out, the write timeout watches
             transport: Any = self.transport
             transport.writeSequence((job.body, b".\r\n"))  # stored stuffed, ends in CRLF
+            if self._write_call is None:
+                # All of it is on its way: the manual's body timeout is the wait for the
+                # reply after the end of the data, so it starts now (or, for a body the
+                # transport had to hold back, when it has drained: resumeProducing).
+                self.setTimeout(self.settings.body_timeout)
         elif action is END_EMPTY:
             self._write(b".\r\n")
         elif action is DONE:
@@ -306,9 +311,12 @@ class OutboundClient(ESMTPClient):
             self._write_call = self.callLater(self.settings.write_timeout, self._write_timed_out)
 
     def resumeProducing(self) -> None:
+        was_held = self._write_call is not None
         if self._write_call is not None and self._write_call.active():
             self._write_call.cancel()
         self._write_call = None
+        if was_held and self.body_sent and self.txn is not None:
+            self.setTimeout(self.settings.body_timeout)  # the body has drained
 
     def stopProducing(self) -> None:
         self.resumeProducing()

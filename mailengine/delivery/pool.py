@@ -162,12 +162,14 @@ class HostPool:
         wait = self.pools.bandwidth_wait(job.size)
         if wait > 0:
             client.job = job  # busy while it waits
-            self.pools.reactor.callLater(wait, self._send_later, client, job)
+            call = self.pools.reactor.callLater(wait, self._send_later, client, job)
+            self.pools.bandwidth_waits[call] = None
             return
         job.on_connection(client)
         client.send(job)
 
     def _send_later(self, client: OutboundClient, job: Job) -> None:
+        self.pools.forget_finished_waits()
         if client.job is not job:
             return  # its connection closed meanwhile and handed it back
         client.job = None
@@ -293,6 +295,7 @@ class Pools:
         self.health = HostHealth()
         self.pools: dict[PoolKey, HostPool] = {}
         self.idle_pools: set[HostPool] = set()
+        self.bandwidth_waits: dict[Any, None] = {}  # sends held back by the bandwidth cap
         self.bandwidth = bandwidth_cap()
         self.stopping = False
         # RFC 7435 opportunistic TLS: encrypt, check nothing.
@@ -367,6 +370,25 @@ class Pools:
         if wait <= 0:
             self.bandwidth.take(limit, size, now)
         return wait
+
+    def forget_finished_waits(self) -> None:
+        for call in [c for c in self.bandwidth_waits if not c.active()]:
+            del self.bandwidth_waits[call]
+
+    def caps_changed(self) -> None:
+        """Connection or bandwidth caps were edited at run time: act on them now.
+
+        Hosts with waiting jobs may open the new slots, and sends held back by the
+        old bandwidth cap are planned again with the new one.
+        """
+        for pool in list(self.pools.values()):
+            if pool.pending:
+                pool.open_more()
+        self.slot_wanted()
+        waits, self.bandwidth_waits = list(self.bandwidth_waits), {}
+        for call in waits:
+            if call.active():
+                call.reset(0)
 
     def slot_wanted(self) -> None:
         """A slot may be free: offer it to the hosts waiting for one."""

@@ -59,7 +59,7 @@ class FailureReporting:
             envelope,
             summary.final_failures,
             data,
-            hostname=engine.hostname,
+            hostname=engine.name,
             now=now,
             dsn_id=dsn_id,
             boundary=uuid.uuid4().hex,
@@ -83,7 +83,7 @@ class FailureReporting:
             summary,
             reported,
             to=reports.recipients,
-            hostname=self.engine.hostname,
+            hostname=self.engine.name,
             now=now,
             report_id=report_id,
         )
@@ -101,7 +101,7 @@ class FailureReporting:
             to=to,
             subject=subject,
             body=body,
-            hostname=engine.hostname,
+            hostname=engine.name,
             now=now,
             notice_id=notice_id,
         )

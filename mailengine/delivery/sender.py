@@ -78,6 +78,7 @@ class DeliveryEngine(service.Service):
         self._hops_cache: dict[int, tuple[Destination, int, Any, tuple[Any, ...]]] = {}
         self._domain_errors: dict[str, str] = {}
         self.stopping = False
+        self._resolving: set[Job] = set()  # jobs whose domain is being looked up
         self._drained: defer.Deferred[None] | None = None
         self._stop_writes: list[defer.Deferred[Any]] = []
         self.refresh_settings()
@@ -106,7 +107,7 @@ class DeliveryEngine(service.Service):
         """Copy the live settings connections read on every transaction."""
         config, s = self.engine.config, self.settings
         out = config.smtp_out
-        s.identity = (config.server.helo_text or self.engine.hostname).encode()
+        s.identity = self.engine.name.encode()
         s.read_timeout = out.read_timeout_seconds
         s.write_timeout = out.write_timeout_seconds
         s.body_timeout = out.body_timeout_seconds
@@ -120,6 +121,12 @@ class DeliveryEngine(service.Service):
         if (section, key) in (("smtp_out", "max_connections"), ("smtp_in", "max_connections")):
             config = self.engine.config
             ensure_descriptors(config.smtp_out.max_connections, config.smtp_in.max_connections)
+        if section == "smtp_out" and key in (
+            "max_connections",
+            "max_connections_per_host",
+            "max_bandwidth_bytes_per_minute",
+        ):
+            self.pools.caps_changed()
         # A pull waiting for the hourly cap's window is re-planned with the new settings
         # (a lowered or removed cap, a resume) instead of after the old wait.
         if self._pump_call is not None and self._pump_call.active():
@@ -253,11 +260,19 @@ class DeliveryEngine(service.Service):
             if not domain:
                 job.finish_all(HARD, "550 5.1.3 address has no domain", 550)
                 continue
+            self._resolving.add(job)
             d = self.resolver.resolve(domain)
+            d.addBoth(self._answered, job)
             d.addCallback(self._resolved, job)
             d.addErrback(self._resolve_error, job)
 
+    def _answered(self, result: Any, job: Job) -> Any:
+        self._resolving.discard(job)
+        return result
+
     def _resolved(self, answer: Resolution, job: Job) -> None:
+        if job.done:
+            return  # ended untried by a stop while its lookup was out
         if isinstance(answer, DNSFailure):
             # RFC 3463: X.1.2 bad destination system; X.4.3 directory server failure.
             if answer.permanent:
@@ -399,6 +414,10 @@ class DeliveryEngine(service.Service):
             self._pump_call.cancel()
         self._pump_call = None
         self.pools.stop_taking()
+        # A lookup can take 14 s to time out; nothing was tried yet, so end at once.
+        for job in list(self._resolving):
+            job.finish_with([RecipientResult(a, UNTRIED) for a in job.recipients])
+        self._resolving.clear()
         if not self.attempts:
             return defer.DeferredList(self._stop_writes).addCallback(lambda _: None)
         self._drained = defer.Deferred()

@@ -273,7 +273,7 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
             helo=clean_helo(helo) if helo else "",
             peer_ip=self.peer_ip,
             local_ip=self.local_ip,
-            local_hostname=self.engine.hostname,
+            local_hostname=self.engine.name,
             protocol=with_protocol(
                 esmtp=self._esmtp, tls=self.startedTLS, authenticated=self.authenticated
             ),

@@ -133,7 +133,7 @@ class InboundFactory(protocol.ServerFactory):
             return RefusedSession(self.host, refusal.value)
         session = InboundESMTP(self, peer_ip, dict(self.challengers), self.tls)
         session.factory = self
-        session.host = self.host
+        session.host = self.engine.name.encode("ascii", "replace")  # helo_text is live
         session.portal = self.portal
         session.timeout = self.engine.config.smtp_in.timeout_seconds
         self.sessions.add(session)

@@ -112,7 +112,7 @@ class WebAdmin:
             title,
             body,
             active=active,
-            hostname=self.engine.hostname,
+            hostname=self.engine.name,
             user=identity.user if isinstance(identity, Identity) else "",
             csrf=identity.csrf if isinstance(identity, Identity) else "",
         )

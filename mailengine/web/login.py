@@ -73,7 +73,7 @@ def login_form(
     body = el(
         "section",
         el("h1", "MailEngine"),
-        el("p", admin.engine.hostname, class_="muted"),
+        el("p", admin.engine.name, class_="muted"),
         form,
         class_="card narrow",
     )

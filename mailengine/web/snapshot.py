@@ -282,7 +282,7 @@ def take_snapshot(
     return Snapshot(
         now=now,
         started=c.started,
-        hostname=engine.hostname,
+        hostname=engine.name,
         version=__version__,
         test_mode=engine.test_mode,
         paused=bool(engine.config.smtp_out.paused),

@@ -45,9 +45,11 @@ def test_the_settings_page_shows_every_setting_grouped_with_help_and_default(adm
         assert f'id="row-{s.name}"' in page, s.name
     assert page.count("applies after restart") >= sum(not s.live for s in SETTINGS)
     assert "Default: </b>81" in page  # [web] port
-    # The inbound greeting keeps the start-up name: a new HELO text needs a restart.
+    # A new HELO text names the engine from the next session on: no restart.
     helo = re.search(r'id="row-server.helo_text".*?class="setting-help"', page, re.S)
-    assert helo and "applies after restart" in helo.group(0)
+    assert helo and "applies after restart" not in helo.group(0)
+    port = re.search(r'id="row-smtp_in.port".*?class="setting-help"', page, re.S)
+    assert port and "applies after restart" in port.group(0)
     for group in ("Basic", "TCP/IP", "Permissions", "Queue", "Logs", "Limits", "Web admin"):
         assert f"<h2>{group}</h2>" in page
 

@@ -100,6 +100,8 @@ ADDITIONS = {
     ("smtp_out", "tls_verify_domains"): "outbound issue: TLS",
     ("web", "listen_ips"): "web issue: where the admin listens",
     ("web", "api_token"): "web issue: JSON API",
+    ("server", "low_disk_space_mb"): "outbound issue: the low-disk admin notice's threshold",
+    ("server", "stop_timeout_seconds"): "foundation issue: the bound of a graceful stop",
 }
 
 
@@ -293,7 +295,9 @@ PROOFS: dict[str, tuple[str, ...]] = {
         S + "test_dns_settings_changed_through_the_api_apply_to_the_next_lookup",
     ),
     "queue.check_interval_seconds": (
-        "system/test_foundation.py::test_a_message_written_by_mailengine_send_is_picked_up_by_the_next_scan",
+        "system/test_foundation.py::"
+        "test_a_message_written_by_mailengine_send_is_picked_up_by_the_next_scan_and_sent",
+        S + "test_a_shorter_check_interval_set_through_the_api_applies_to_the_next_scan",
     ),
     "queue.retry_intervals_minutes": (
         S + "test_retry_intervals_changed_through_the_api_time_the_next_retries",
@@ -368,6 +372,16 @@ PROOFS: dict[str, tuple[str, ...]] = {
     ),
     "web.api_token": (
         S + "test_allowed_ips_and_api_token_changed_through_the_api_apply_to_the_next_request",
+    ),
+    "server.low_disk_space_mb": (
+        "system/test_delivery_reports.py::"
+        "test_low_free_disk_space_is_mailed_to_the_admin_through_the_engine",
+        "twisted/test_delivery_engine.py::"
+        "test_low_disk_space_is_told_at_start_and_again_only_after_an_hour",
+    ),
+    "server.stop_timeout_seconds": (
+        "system/test_foundation.py::"
+        "test_a_stop_with_a_stalled_receiver_writes_all_mail_held_in_memory_to_retry",
     ),
 }
 

@@ -22,6 +22,7 @@ from mailengine.config.passwords import load_password_file
 from mailengine.dns.preload import PreloadService
 from mailengine.dns.resolver import MailResolver
 from mailengine.engine import Engine
+from mailengine.observe.acceptwatch import AcceptFailureWatch
 from mailengine.observe.counters import Counters
 from mailengine.observe.logfiles import DailyLogFiles
 from mailengine.observe.stats import StatsReporter
@@ -255,6 +256,8 @@ class EngineService(service.MultiService):
         engine = self.engine
         self._logfiles = DailyLogFiles(engine.log_dir, lambda: engine.config.logs.retention_days)
         globalLogPublisher.addObserver(self._logfiles)
+        self._accept_watch = AcceptFailureWatch(engine.parts["delivery"].out_of_descriptors)
+        globalLogPublisher.addObserver(self._accept_watch)
         os.makedirs(engine.log_dir, exist_ok=True)
         for name in ("password.txt",):
             pw = load_password_file(os.path.join(engine.config_dir, name))
@@ -311,6 +314,7 @@ class EngineService(service.MultiService):
             log.failure("writing messages in memory to retry/ did not finish")
         yield defer.maybeDeferred(super().stopService)
         log.info("stopped; {n} messages wait in retry/", n=engine.store.count("retry"))
+        globalLogPublisher.removeObserver(self._accept_watch)
         if self._logfiles is not None:
             globalLogPublisher.removeObserver(self._logfiles)
             self._logfiles.close()

@@ -64,7 +64,7 @@ class DeliveryEngine(service.Service):
             fail_over=self._fail_over,
             bandwidth_limit=lambda: engine.config.smtp_out.max_bandwidth_bytes_per_minute,
             outbound_ip=lambda: engine.config.smtp_out.outbound_ip,
-            on_descriptor_shortage=self._out_of_descriptors,
+            on_descriptor_shortage=self.out_of_descriptors,
         )
         self.reporting = FailureReporting(engine)
         self.attempts: dict[str, Attempt] = {}
@@ -167,7 +167,7 @@ class DeliveryEngine(service.Service):
             log.warn("low free disk space under {root}", root=self.engine.store.root)
             self.reporting.admin_notice("disk", "low free disk space", body)
 
-    def _out_of_descriptors(self, reason: str) -> None:
+    def out_of_descriptors(self, reason: str) -> None:
         """Manual §7's warning (at most once a minute) and the admin notice (once an hour)."""
         if self.fd_warnings.may_send("descriptors", self.reactor.seconds()):
             log.warn("{warning} ({reason})", warning=FD_WARNING, reason=reason)

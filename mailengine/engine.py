@@ -6,7 +6,6 @@ import os
 from typing import Any
 
 import attrs
-from twisted.internet.interfaces import IReactorCore, IReactorTCP, IReactorTime
 
 from mailengine.config.model import Config
 from mailengine.observe.counters import Counters
@@ -56,6 +55,3 @@ class Engine:
     def root_file(self, name: str) -> str:
         """Files the manual keeps in the MailEngine directory (hard-bounces.txt, ...)."""
         return os.path.join(self.root, name)
-
-
-__all__ = ["Engine", "IReactorCore", "IReactorTCP", "IReactorTime"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from mailengine.dns.bypass import BypassError, parse_bypass_line
+from mailengine.dns.bypass import BypassError, parse_bypass_line, split_address
 from mailengine.policy.ipranges import (
     MAX_EXPANDED_ADDRESSES,
     IPRangeError,
@@ -330,17 +330,8 @@ class SubsetList(Kind):
 
 def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
     """``ip``, ``ip:port`` or ``[v6]:port`` -> (ip, port); ValueError when malformed."""
-    text = text.strip()
-    host, port = text, default_port
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(text)
-            port = int(rest[1:])
-    elif text.count(":") == 1:
-        host, _, p = text.partition(":")
-        port = int(p)
+    host, port_text = split_address(text)
+    port = int(port_text) if port_text is not None else default_port
     ipaddress.ip_address(host)
     if not 0 < port < 65536:
         raise ValueError(text)

@@ -75,7 +75,6 @@ class DeliveryEngine(service.Service):
         self._pump_call: IDelayedCall | None = None
         self._housekeeping: IDelayedCall | None = None
         self._last_disk_check = 0.0
-        self._hops_cache: dict[int, tuple[Destination, int, Any, tuple[Any, ...]]] = {}
         self._domain_errors: dict[str, str] = {}
         self.stopping = False
         self._resolving: set[Job] = set()  # jobs whose domain is being looked up
@@ -302,22 +301,12 @@ class DeliveryEngine(service.Service):
         job.finish_all(SOFT, f"DNS lookup failed for {job.domain}: internal error", status="4.4.3")
 
     def _hops(self, destination: Destination) -> tuple[Any, ...]:
+        # Every resolve returns a fresh Destination (equal preferences reshuffled), so
+        # the hops are worked out per job: a few targets, no cache to keep.
         out = self.engine.config.smtp_out
         rejected = out.reject_mail_servers
-        cached = self._hops_cache.get(id(destination))
-        if (
-            cached
-            and cached[0] is destination
-            and cached[1] == out.remote_port
-            and cached[2] is rejected
-        ):
-            return cached[3]
         is_rejected = (lambda ip: ip in rejected) if rejected else (lambda ip: False)
-        hops = hops_for(destination, out.remote_port, is_rejected)
-        if len(self._hops_cache) > 10000:
-            self._hops_cache.clear()
-        self._hops_cache[id(destination)] = (destination, out.remote_port, rejected, hops)
-        return hops
+        return hops_for(destination, out.remote_port, is_rejected)
 
     def _route(self, job: Job) -> None:
         """Send the job to its next usable server, or end it soft when none is left."""

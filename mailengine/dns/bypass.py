@@ -23,6 +23,26 @@ class BypassEntry:
     port: int | None  # None: MX -> the configured remote port; NS -> 53
 
 
+def split_address(text: str) -> tuple[str, str | None]:
+    """``ip``, ``ip:port``, ``[v6]`` or ``[v6]:port`` -> (address, port text or None).
+
+    Only the shape is checked (ValueError for text after ``]`` that is no port);
+    callers validate the address and the port with their own messages.
+    """
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if not rest:
+            return host, None
+        if not rest.startswith(":"):
+            raise ValueError(text)
+        return host, rest[1:]
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, port
+    return text, None
+
+
 def parse_bypass_line(line: str) -> BypassEntry:
     parts = [p.strip() for p in line.split(",")]
     if len(parts) != 4:
@@ -37,19 +57,15 @@ def parse_bypass_line(line: str) -> BypassEntry:
         raise BypassError(f"{line!r}: bad host name")
     if kind not in ("MX", "NS"):
         raise BypassError(f"{line!r}: type must be MX or NS, not {parts[2]!r}")
+    try:
+        ip, port_text = split_address(address)
+    except ValueError:
+        raise BypassError(f"{line!r}: bad port") from None
     port: int | None = None
-    ip = address
-    if address.startswith("["):
-        ip, _, rest = address[1:].partition("]")
-        if rest:
-            if not rest.startswith(":") or not rest[1:].isdigit():
-                raise BypassError(f"{line!r}: bad port")
-            port = int(rest[1:])
-    elif address.count(":") == 1:
-        ip, _, p = address.partition(":")
-        if not p.isdigit():
-            raise BypassError(f"{line!r}: bad port {p!r}")
-        port = int(p)
+    if port_text is not None:
+        if not port_text.isdigit():
+            raise BypassError(f"{line!r}: bad port {port_text!r}")
+        port = int(port_text)
     try:
         ipaddress.ip_address(ip)
     except ValueError:

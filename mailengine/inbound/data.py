@@ -16,7 +16,7 @@ Rules (RFC 5321 §4.1.1.4, §4.5.2), tested in tests/unit/test_inbound_data.py:
 
 from __future__ import annotations
 
-from mailengine.queue.content import to_canonical
+from mailengine.queue.content import dot_unstuff, to_canonical
 
 CRLF = b"\r\n"
 END = b"\r\n.\r\n"
@@ -90,13 +90,4 @@ class DataReader:
 
     def content(self) -> bytes:
         """Canonical content: dot-unstuffed, every line ending in CRLF, never stuffed."""
-        return to_canonical(unstuff(self.raw()))
-
-
-def unstuff(raw: bytes) -> bytes:
-    """Remove the leading "." of every line that starts after a CRLF (and of the first)."""
-    if raw[:1] == b".":
-        raw = raw[1:]
-    if b"\r\n." in raw:
-        raw = raw.replace(b"\r\n.", b"\r\n")
-    return raw
+        return to_canonical(dot_unstuff(self.raw()))

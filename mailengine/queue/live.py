@@ -220,7 +220,7 @@ class LiveQueue:
     def _write_retry(self, msg: QueuedMessage, data: bytes, durable: bool) -> defer.Deferred:
         envelope = msg.envelope
         inf_bytes = envelope.to_inf().encode()
-        write = self._put_work("retry", envelope.message_id, "new", data, inf_bytes)
+        write = self.put_work("retry", envelope.message_id, "new", data, inf_bytes)
 
         def written(inode: int) -> str:
             msg.inode = inode
@@ -425,7 +425,7 @@ class LiveQueue:
         msg.location = "moving"
         durable = location == "journal" or self.config.queue.use_disk_for_relay
 
-        write = self._put_work("retry", envelope.message_id, location, data, inf_bytes)
+        write = self.put_work("retry", envelope.message_id, location, data, inf_bytes)
 
         def written(inode: int) -> None:
             # Known by inode: a later rewrite by `mailengine queue` (a new file) is re-read.
@@ -448,7 +448,7 @@ class LiveQueue:
         if self.config.queue.save_done:
             envelope.status = "done"
             inf_bytes = envelope.to_inf().encode()
-            write = self._put_work("done", envelope.message_id, location, data, inf_bytes)
+            write = self.put_work("done", envelope.message_id, location, data, inf_bytes)
         elif location == "working":
             write = partial(self.store.delete, "working", envelope.message_id)
         else:
@@ -457,7 +457,7 @@ class LiveQueue:
             self._log_failure, envelope.message_id, "finishing"
         )
 
-    def _put_work(
+    def put_work(
         self, dirname: str, message_id: str, location: str, data: bytes | None, inf_bytes: bytes
     ) -> Callable[[], int]:
         """Work that puts a message into ``dirname`` (a rename from working/, else new

@@ -163,19 +163,14 @@ class MemoryMessages:
         return ActionResult(message_id, "delete", True, "deleted from memory", MEMORY, count)
 
     async def _hold(self, msg: QueuedMessage) -> ActionResult:
-        queue, store = self.engine.queue, self.engine.store
+        queue = self.engine.queue
         message_id, source, data = msg.message_id, msg.location, msg.data
         assert data is not None
         envelope = with_note(msg.envelope, self.now(), "held by the operator")
         inf = envelope.to_inf().encode()
 
-        def put() -> None:
-            if source == "working":  # its files are there: move them (manual §5: renames)
-                store.replace_inf("working", message_id, inf)
-                store.move(message_id, "working", "hold")
-            else:
-                store.write_data_and_inf("hold", message_id, data, inf)
-
+        # Its files in working/ are moved (manual §5: renames); otherwise written anew.
+        put = queue.put_work("hold", message_id, source, data, inf)
         queue.schedule.remove(message_id)  # the sender cannot take it meanwhile
         msg.location = HOLDING  # nor a pause, a stop or the journal write it elsewhere
         try:

@@ -5,7 +5,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailengine.inbound.data import DataReader, unstuff
+from mailengine.inbound.data import DataReader
 from mailengine.inbound.received import (
     clean_helo,
     prepend_received,
@@ -13,6 +13,7 @@ from mailengine.inbound.received import (
     with_protocol,
 )
 from mailengine.inbound.replies import check_mail_parameters, format_reply, with_enhanced_code
+from mailengine.queue.content import dot_unstuff as unstuff
 
 
 def reference(stream: bytes) -> tuple[int, bytes] | None:

@@ -20,7 +20,14 @@ import attrs
 from mailengine.queue.envelope import Envelope, parse_envelope
 from mailengine.queue.inf import InfError, decode_inf, is_valid_message_id
 from mailengine.queue.shape import DomainShape, domain_of, queue_shape
-from mailengine.queue.store import DIRS, BadMessageId, QueueStore
+from mailengine.queue.store import (
+    DIRS,
+    MAX_INF_BYTES,
+    BadMessageId,
+    QueueStore,
+    open_regular,
+    read_regular,
+)
 
 CLAIM = ".inf-claimed"
 ACTIONS = ("delete", "retry-now", "hold", "release")
@@ -250,15 +257,14 @@ class QueueActions:
             return None
         entry = self.read_entry(dirname, message_id, now)
         try:
-            with open(self.store.path(dirname, message_id, ".inf"), "rb") as fh:
-                inf_text = fh.read().decode("utf-8", "replace")
-        except OSError:
+            inf_text = self.store.read_inf(dirname, message_id).decode("utf-8", "replace")
+        except (InfError, OSError):
             inf_text = ""
         return MessageDetail(entry, inf_text, self.read_headers(dirname, message_id))
 
     def read_headers(self, dirname: str, message_id: str) -> str:
         try:
-            with open(self.store.path(dirname, message_id, ".dat"), "rb") as fh:
+            with os.fdopen(open_regular(self.store.path(dirname, message_id, ".dat")), "rb") as fh:
                 head = fh.read(HEADER_LIMIT_BYTES)
         except OSError:
             return ""
@@ -358,8 +364,7 @@ class QueueActions:
         return claimed
 
     def _read_claimed(self, claimed: str, message_id: str, now: float) -> Envelope:
-        with open(claimed, "rb") as fh:
-            text = decode_inf(fh.read())
+        text = decode_inf(read_regular(claimed, MAX_INF_BYTES))
         return parse_envelope(text, message_id, now=now, require_recipients=False)
 
     def _put(

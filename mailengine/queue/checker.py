@@ -81,13 +81,18 @@ class QueueChecker(service.Service):
                 log.info("retry/shutdown.txt found: shutting down")
                 self.request_stop()
                 return
-            engine.queue.scan_retry()
+            self.scan_retry()
             self.sweep_retention()
         except Exception:
             log.failure("queue check failed")
         if self.running:
             interval = engine.config.queue.check_interval_seconds
             self._call = engine.reactor.callLater(interval, self.check)
+
+    def scan_retry(self) -> defer.Deferred:
+        """Index retry/ in worker threads (one pass at a time; SMTP goes on meanwhile)."""
+        d = self.engine.queue.scan_retry_in_background(self._run_in_thread)
+        return d.addErrback(lambda f: log.failure("scanning retry/ failed", f))
 
     def sweep_retention(self) -> defer.Deferred:
         """Delete done/ and incoming/ messages older than their retention (0 = keep).

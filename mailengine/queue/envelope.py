@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import attrs
@@ -30,6 +31,10 @@ MANAGED_KEYS = {
     *ADDRESS_KEYS,
 }
 MAX_PRIORITY = 99
+# Numbers in ASCII digits only: int() would also take "1_000", " 7" or Arabic-Indic digits.
+_NUMBER = re.compile(r"^-?[0-9]{1,18}$")
+# An address goes on the wire inside <...>: no white space, brackets, commas or controls.
+_ADDRESS = re.compile(r"^[^\s<>,\x00-\x1f\x7f]+@[^\s<>,@\x00-\x1f\x7f]+$")
 
 
 @attrs.define(eq=False)
@@ -90,10 +95,29 @@ def _int(fields: Mapping[str, str], key: str, default: int) -> int:
     value = fields.get(key, "").strip()
     if not value:
         return default
-    try:
-        return int(value)
-    except ValueError:
-        raise inf.InfError(f"{key}={value!r} is not a whole number") from None
+    if not _NUMBER.match(value):
+        raise inf.InfError(f"{key}={value!r} is not a whole number")
+    return int(value)
+
+
+def is_valid_address(address: str) -> bool:
+    """``local@domain`` that can go between ``<`` and ``>`` on the wire unchanged."""
+    return bool(_ADDRESS.match(address))
+
+
+def _addresses(fields: Mapping[str, str], key: str) -> list[str]:
+    found = inf.parse_address_list(fields.get(key, ""))
+    for address in found:
+        if not is_valid_address(address):
+            raise inf.InfError(f"{key}= holds {address[:80]!r}, which is not an address")
+    return found
+
+
+def _sender(fields: Mapping[str, str]) -> str:
+    sender = fields["mailfrom"].strip().strip("<>")
+    if sender and not is_valid_address(sender):
+        raise inf.InfError(f"mailfrom={sender[:80]!r} is not an address (or empty)")
+    return sender
 
 
 def envelope_from_fields(
@@ -106,9 +130,7 @@ def envelope_from_fields(
     """
     if "mailfrom" not in fields:
         raise inf.InfError("no mailfrom= line")
-    recipients = {
-        attr: inf.parse_address_list(fields.get(key, "")) for key, attr in ADDRESS_KEYS.items()
-    }
+    recipients = {attr: _addresses(fields, key) for key, attr in ADDRESS_KEYS.items()}
     if require_recipients and not recipients["rcpt_to_send"]:
         raise inf.InfError("rcpttosend= names no recipient")
     try:
@@ -118,11 +140,12 @@ def envelope_from_fields(
     except ValueError as exc:
         raise inf.InfError(str(exc)) from None
     priority = min(max(_int(fields, "priority", 0), 0), MAX_PRIORITY)
+    _int(fields, "datasize", 0)  # only checked: a number or absent
     log = [entry for entry in fields.get("log", "").split("|") if entry.strip()]
     other = {k: v for k, v in fields.items() if k not in MANAGED_KEYS}
     return Envelope(
         message_id=message_id,
-        mail_from=fields["mailfrom"].strip().strip("<>"),
+        mail_from=_sender(fields),
         time_created=created,
         priority=priority,
         send_tries=_int(fields, "sendtries", 0),

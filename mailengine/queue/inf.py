@@ -26,10 +26,28 @@ def decode_inf(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
+# C0 controls, DEL and C1 controls; a tab is ordinary white space in a value.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
 def parse_inf(text: str) -> dict[str, str]:
-    """``key=value`` lines -> dict with lowercase keys, in file order."""
+    """``key=value`` lines -> dict with lowercase keys, in file order.
+
+    Lines end in LF (a CR before it is dropped: files from Windows writers).
+    Nothing else ends a line: ``str.splitlines`` would also split at a CR,
+    VT, FF or U+2028 inside a value and let the rest pose as a second key
+    (``mailfrom=`` smuggled into a recipient). A control character anywhere
+    (NUL, a lone CR, ...) makes the file invalid: it would reach the wire.
+    """
     fields: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    lines = text.split("\n")
+    for number, raw_line in enumerate(lines, 1):
+        line = raw_line[:-1] if raw_line.endswith("\r") else raw_line
+        bad = _CONTROL.search(line)
+        if bad:
+            raise InfError(
+                f"line {number} holds the control character {bad.group()!r}: {line[:60]!r}"
+            )
         if not line.strip():
             continue
         key, sep, value = line.partition("=")
@@ -40,8 +58,8 @@ def parse_inf(text: str) -> dict[str, str]:
 
 
 def clean_value(value: str) -> str:
-    """A value can hold neither a newline nor (in the log) the entry separator."""
-    return value.replace("\r", " ").replace("\n", " ")
+    """A value can hold no control character (a newline would start a new key)."""
+    return _CONTROL.sub(" ", value)
 
 
 def format_inf(fields: Mapping[str, str]) -> str:

@@ -24,6 +24,7 @@ from mailengine.queue.content import to_canonical
 from mailengine.queue.envelope import Envelope
 from mailengine.queue.inf import InfError
 from mailengine.queue.journal import ReceiptJournal
+from mailengine.queue.scanner import RetryScanner, ScanReport
 from mailengine.queue.store import QueueStore
 from mailengine.scheduler.schedule import Schedule, has_memory_room
 
@@ -43,6 +44,7 @@ class QueuedMessage:
     inode: int = 0  # of retry/ID.inf when indexed by a scan; 0 when we wrote it
     size: int = 0
     segment: Any = None  # the receipt journal segment holding it (location "journal")
+    epoch: int = 0  # the retry/ scan pass during which it was last indexed
 
     @property
     def message_id(self) -> str:
@@ -53,14 +55,6 @@ class Consumer(Protocol):
     """The sender: told when messages are due; it pulls them with ``take_due``."""
 
     def messages_due(self) -> None: ...
-
-
-@attrs.define
-class ScanReport:
-    new: int = 0
-    removed: int = 0
-    invalid: int = 0
-    known: int = 0
 
 
 class LiveQueue:
@@ -86,13 +80,13 @@ class LiveQueue:
         self.memory_count = 0
         self.memory_bytes = 0
         self.consumer: Consumer | None = None
-        self._bad: dict[str, int] = {}  # id -> inode of an .inf already warned about
         self._wake: IDelayedCall | None = None
         self._stopping = False
         self.journal = ReceiptJournal(store.dir("working"), self._now)
         committer.sync_journal = self.journal.sync
         self._journal_tick: IDelayedCall | None = None
         config.subscribe(self._setting_changed)
+        self.scanner = RetryScanner(self)
 
     # -- memory accounting -------------------------------------------------
 
@@ -233,6 +227,7 @@ class LiveQueue:
 
     def _index_retry(self, msg: QueuedMessage) -> None:
         msg.location = "retry"
+        msg.epoch = max(msg.epoch, self.scanner.epoch)
         msg.data = None
         self.messages[msg.message_id] = msg
         due = msg.envelope.retry_time if msg.envelope.retry_time is not None else self._now()
@@ -277,56 +272,60 @@ class LiveQueue:
             )
         return len(spilled)
 
-    # -- the retry/ scan ---------------------------------------------------
+    # -- the retry/ scan (queue/scanner.py reads; the index lives here) ----
+
+    def now(self) -> float:
+        return self._now()
 
     def scan_retry(self) -> ScanReport:
-        """Index files in retry/ that other programs (or a restart) put there."""
-        now = self._now()
-        report = ScanReport()
-        seen = set()
-        for message_id, inode, _ in self.store.scan("retry"):
-            seen.add(message_id)
-            known = self.messages.get(message_id)
-            if known is not None:
-                if known.location != "retry":
-                    continue  # ours, in flight: the file is being written or moved
-                if known.inode in (0, inode):
-                    known.inode = inode
-                    report.known += 1
-                    continue
-                self.schedule.remove(message_id)  # replaced by another program: re-read
-                del self.messages[message_id]
-            if self._bad.get(message_id) == inode:
-                report.invalid += 1
-                continue
-            try:
-                envelope = self.store.read_envelope("retry", message_id, now=now)
-            except FileNotFoundError:
-                continue
-            except (InfError, OSError) as exc:
-                self._bad[message_id] = inode
-                report.invalid += 1
-                log.warn("retry/{id}.inf skipped and left in place: {why}", id=message_id, why=exc)
-                continue
-            self._bad.pop(message_id, None)
-            msg = QueuedMessage(envelope, None, "retry", inode=inode, size=envelope.received_size)
-            self._index_retry(msg)
-            report.new += 1
-        for message_id, msg in list(self.messages.items()):
-            if msg.location == "retry" and msg.inode and message_id not in seen:
-                self.forget(message_id)  # removed or held by the operator
-                report.removed += 1
-        for message_id in [m for m in self._bad if m not in seen]:
-            del self._bad[message_id]
-        if self.config.logs.debug_program:
-            log.info(
-                "retry scan: {new} new, {known} known, {removed} gone, {invalid} invalid",
-                new=report.new,
-                known=report.known,
-                removed=report.removed,
-                invalid=report.invalid,
-            )
-        return report
+        """Index files in retry/ that other programs (or a restart) put there (inline)."""
+        return self.scanner.scan()
+
+    def scan_retry_in_background(self, run_in_thread: Any) -> defer.Deferred:
+        """The same, listing and reading in worker threads (the periodic check)."""
+        return self.scanner.scan_in_background(run_in_thread)
+
+    def retry_state(self, message_id: str, inode: int) -> str:
+        """What a listed ``retry/ID.inf`` is to the index: "known", "busy" (ours, being
+        written or moved) or "unknown" (new, or replaced by another program: re-read)."""
+        known = self.messages.get(message_id)
+        if known is None:
+            return "unknown"
+        if known.location != "retry":
+            return "busy"
+        if known.inode in (0, inode):
+            known.inode = inode
+            return "known"
+        return "unknown"
+
+    def index_found(self, envelope: Envelope, inode: int, epoch: int) -> bool:
+        """Index a message read from retry/ by a scan; False when it is ours meanwhile."""
+        message_id = envelope.message_id
+        known = self.messages.get(message_id)
+        if known is not None:
+            if known.location != "retry" or known.inode in (0, inode):
+                return False
+            self.schedule.remove(message_id)  # replaced by another program
+            del self.messages[message_id]
+        msg = QueuedMessage(envelope, None, "retry", inode=inode, size=envelope.received_size)
+        msg.epoch = epoch
+        self._index_retry(msg)
+        return True
+
+    def forget_unseen(self, seen: set[str], epoch: int) -> int:
+        """After a scan pass: forget retry/ messages whose files are gone (removed or held
+        by the operator). Those indexed during the pass (epoch) were not listed by it."""
+        gone = [
+            message_id
+            for message_id, msg in self.messages.items()
+            if msg.location == "retry"
+            and msg.inode
+            and msg.epoch < epoch
+            and message_id not in seen
+        ]
+        for message_id in gone:
+            self.forget(message_id)
+        return len(gone)
 
     def forget(self, message_id: str) -> QueuedMessage | None:
         """Stop tracking a message (its files were removed or moved by someone else)."""
@@ -405,6 +404,7 @@ class LiveQueue:
             except OSError:
                 pass
             self.forget(message_id)
+            self.scanner.mark_bad(message_id, self.store.inode("retry", message_id))
             return False
         msg.envelope = envelope
         msg.size = len(data)

@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import stat
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,55 @@ from mailengine.queue.inf import InfError, decode_inf, is_valid_message_id
 
 DIRS = ("incoming", "retry", "working", "done", "hold")
 SHUTDOWN_FILE = "shutdown.txt"
+# An .inf is a few hundred bytes plus one log entry per attempt; anything near
+# this is not one (and must not be read into memory whole).
+MAX_INF_BYTES = 1024 * 1024
+# No-follow: a symlinked .dat must not mail its target. Non-blocking: opening a
+# FIFO for reading would wait for a writer for ever (the reactor with it).
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class NotARegularFile(OSError):
+    """A queue file that is a symlink, FIFO, device or directory: never read."""
+
+
+def open_regular(path: str) -> int:
+    """A descriptor for ``path`` when it is a regular file (not through a symlink).
+
+    FileNotFoundError when it is gone; NotARegularFile for anything else.
+    """
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
+            raise NotARegularFile(f"{os.path.basename(path)} is a symbolic link") from None
+        if exc.errno == errno.ENXIO:  # a socket
+            raise NotARegularFile(f"{os.path.basename(path)} is not a regular file") from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(f"{os.path.basename(path)} is not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(path: str, limit: int | None = None) -> bytes:
+    """The bytes of a regular file (see ``open_regular``); InfError past ``limit`` bytes."""
+    fd = open_regular(path)
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            fd = -1  # the file object owns it now
+            data = fh.read() if limit is None else fh.read(limit + 1)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if limit is not None and len(data) > limit:
+        raise InfError(f"{os.path.basename(path)} is over {limit} bytes")
+    return data
 
 
 class BadMessageId(ValueError):
@@ -153,19 +203,33 @@ class QueueStore:
     # -- reading -----------------------------------------------------------
 
     def read_data(self, dirname: str, message_id: str) -> bytes:
-        with open(self.path(dirname, message_id, ".dat"), "rb") as fh:
-            return fh.read()
+        """``ID.dat``'s bytes; NotARegularFile for a symlink, FIFO or the like."""
+        return read_regular(self.path(dirname, message_id, ".dat"))
+
+    def read_inf(self, dirname: str, message_id: str) -> bytes:
+        """``ID.inf``'s bytes; InfError when it is no regular file or far too big."""
+        try:
+            return read_regular(self.path(dirname, message_id, ".inf"), MAX_INF_BYTES)
+        except NotARegularFile as exc:
+            raise InfError(str(exc)) from None
+
+    def check_data_file(self, dirname: str, message_id: str) -> None:
+        """InfError unless ``ID.dat`` is a regular file (lstat: a symlink is not)."""
+        try:
+            mode = os.lstat(self.path(dirname, message_id, ".dat")).st_mode
+        except FileNotFoundError:
+            raise InfError("its .dat file is missing") from None
+        if not stat.S_ISREG(mode):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+            raise InfError(f"its .dat file is {kind}")
 
     def read_envelope(
         self, dirname: str, message_id: str, *, now: float, require_recipients: bool = True
     ) -> Envelope:
-        """Parse ``ID.inf``; InfError when invalid or when its ``.dat`` is missing."""
-        path = self.path(dirname, message_id, ".inf")
-        with open(path, "rb") as fh:
-            raw = fh.read()
-        text = decode_inf(raw)
-        if not os.path.exists(self.path(dirname, message_id, ".dat")):
-            raise InfError("its .dat file is missing")
+        """Parse ``ID.inf``; InfError when invalid, or when its ``.dat`` is missing or
+        is no regular file. Safe on files of any kind dropped by anyone (issue 9)."""
+        text = decode_inf(self.read_inf(dirname, message_id))
+        self.check_data_file(dirname, message_id)
         return parse_envelope(text, message_id, now=now, require_recipients=require_recipients)
 
     def scan(self, dirname: str) -> Iterator[tuple[str, int, float]]:

@@ -5,7 +5,11 @@ The manual writes wall-clock local time; epoch seconds are the internal form.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+
+_STAMP = re.compile(r"^[0-9]{4}/[0-9]{2}/[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")
+_RETRY = re.compile(r"^[0-9]{8,14}$")
 
 
 def _local(epoch: float) -> datetime:
@@ -31,7 +35,7 @@ def _from_local_fields(y: int, mo: int, d: int, h: int, mi: int, s: int) -> floa
 def parse_stamp(text: str) -> float:
     """Parse ``YYYY/MM/DD HH:MM:SS``; ValueError when malformed."""
     text = text.strip()
-    if len(text) != 19 or text[4] != "/" or text[7] != "/" or text[10] != " ":
+    if not _STAMP.match(text):
         raise ValueError(f"not YYYY/MM/DD HH:MM:SS: {text!r}")
     return _from_local_fields(
         int(text[0:4]),
@@ -46,7 +50,7 @@ def parse_stamp(text: str) -> float:
 def parse_retry(text: str) -> float:
     """Parse ``YYYYMMDDHHMMSS`` (short values are padded with zeros, as the manual says)."""
     text = text.strip()
-    if not text.isdigit() or len(text) > 14 or len(text) < 8:
+    if not _RETRY.match(text):  # ASCII digits (str.isdigit takes any script's)
         raise ValueError(f"not YYYYMMDDHHMMSS: {text!r}")
     text = text.ljust(14, "0")
     return _from_local_fields(

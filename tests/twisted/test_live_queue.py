@@ -43,6 +43,10 @@ class Consumer:
 
 @pytest.fixture
 def parts(tmp_path):
+    return make_parts(tmp_path)
+
+
+def make_parts(tmp_path):
     store = QueueStore(str(tmp_path / "mailq"))
     store.ensure_dirs()
     clock = task.Clock()

@@ -19,8 +19,9 @@ class ScanCounter:
     def __init__(self):
         self.scans = 0
 
-    def scan_retry(self):
+    def scan_retry_in_background(self, run_in_thread):
         self.scans += 1
+        return run_in_thread(lambda: None)
 
 
 @attrs.define

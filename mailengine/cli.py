@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=COMMANDS_HELP,
     )
+    # add_help=False keeps argparse's own usage text out; -h/--help give ours.
+    parser.add_argument("-h", "--help", action="store_true", dest="show_help")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(
@@ -264,9 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        return cmd_help(args)
-    return int(args.func(args))
+    try:
+        if args.show_help or not getattr(args, "func", None):
+            code = cmd_help(args)
+        else:
+            code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+    except BrokenPipeError:
+        # `mailengine queue list | head`: the reader has what it wanted. Point stdout
+        # at /dev/null so the exit's flush cannot fail again, and exit as a program
+        # killed by SIGPIPE would (128 + 13), without a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    return code
 
 
 if __name__ == "__main__":

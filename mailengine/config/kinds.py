@@ -24,6 +24,22 @@ class Invalid(ValueError):
     """A value that the kind does not allow; the text says what is allowed."""
 
 
+# The manual's way to write retry intervals: "30,120,240,480,960" (§6).
+_COMMA_NUMBERS = re.compile(r"^\s*\d+(?:\.\d+)?(?:\s*,\s*\d+(?:\.\d+)?)*\s*,?\s*$")
+
+
+def _quoted_number(raw: Any, allowed: str) -> Invalid:
+    """One rule for a number written as a string: refused, saying how to write it.
+
+    TOML tells 81 from "81"; accepting the string in some places and not in others
+    left operators guessing. Only the manual's comma form of retry intervals (a
+    string there, as the manual writes it) is accepted.
+    """
+    text = str(raw).strip()
+    hint = f"; write {text} without quotes" if re.fullmatch(r"-?\d+(?:\.\d+)?", text) else ""
+    return Invalid(f"must be {allowed}, not the string {raw!r}{hint}")
+
+
 def _is_hostname(text: str) -> bool:
     name = text.rstrip(".").lower()
     if not name or len(name) > 253:
@@ -84,6 +100,8 @@ class Int(Kind):
         return span
 
     def parse(self, raw: Any) -> int:
+        if isinstance(raw, str):
+            raise _quoted_number(raw, self.allowed())
         if isinstance(raw, bool) or not isinstance(raw, int):
             if isinstance(raw, float) and raw.is_integer():
                 raw = int(raw)
@@ -194,20 +212,24 @@ class IntervalList(Kind):
     """Retry intervals in minutes; fractions allowed; ``[0]`` means never retry."""
 
     def allowed(self) -> str:
-        return "a list of minutes > 0 like [30, 120, 240], or [0] to never retry"
+        return (
+            'a list of minutes > 0 like [30, 120, 240] (or the manual\'s "30,120,240"), '
+            "or [0] to never retry"
+        )
 
     def parse(self, raw: Any) -> tuple[float, ...]:
         if isinstance(raw, int | float) and not isinstance(raw, bool):
             raw = [raw]
         if isinstance(raw, str):
-            try:
-                raw = [float(p) for p in raw.split(",") if p.strip()]
-            except ValueError:
-                raise Invalid(f"must be {self.allowed()}") from None
+            if not _COMMA_NUMBERS.match(raw):
+                raise Invalid(f"must be {self.allowed()}, not {raw!r}")
+            raw = [float(p) for p in raw.split(",") if p.strip()]
         if not isinstance(raw, list) or not raw:
             raise Invalid(f"must be {self.allowed()}")
         values: list[float] = []
         for item in raw:
+            if isinstance(item, str):
+                raise _quoted_number(item, self.allowed())
             if isinstance(item, bool) or not isinstance(item, int | float) or item < 0:
                 raise Invalid(f"must be {self.allowed()}")
             values.append(float(item))

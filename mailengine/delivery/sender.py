@@ -42,12 +42,18 @@ KEPT_DOMAIN_ERRORS = 10000  # last errors per destination domain, for the web ad
 class Attempt:
     """One send attempt of one message: its jobs and their recipients' results."""
 
-    __slots__ = ("message", "results", "waiting")
+    __slots__ = ("jobs", "message", "results", "waiting")
 
     def __init__(self, message: QueuedMessage) -> None:
         self.message = message
         self.results: list[RecipientResult] = []
         self.waiting = 0
+        self.jobs: list[Job] = []
+
+    @property
+    def is_on_a_connection(self) -> bool:
+        """A job of it is in a transaction now (not waiting for DNS or a connection)."""
+        return any(job.started and not job.done for job in self.jobs)
 
 
 class DeliveryEngine(service.Service):
@@ -255,6 +261,7 @@ class DeliveryEngine(service.Service):
             return
         for domain, recipients in groups:
             job = Job(message.message_id, domain, recipients, sender, body, self._job_finished)
+            attempt.jobs.append(job)
             job.note("--> Sending email to: " + ", ".join(recipients))
             if not domain:
                 job.finish_all(HARD, "550 5.1.3 address has no domain", 550)

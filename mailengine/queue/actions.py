@@ -158,7 +158,8 @@ class QueueEntry:
     envelope: Envelope | None = None
     error: str = ""
     size: int = 0
-    is_being_sent: bool = False  # in memory and taken by the delivery engine
+    is_being_sent: bool = False  # in memory, taken by the delivery engine, on a connection
+    is_waiting_to_send: bool = False  # taken, still waiting for DNS or a connection
 
     @property
     def recipients(self) -> list[str]:

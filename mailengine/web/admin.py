@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -33,7 +35,24 @@ CSP = (
     b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     b"img-src 'self' data:; frame-ancestors 'none'; form-action 'self'"
 )
-PASSWD_HINT = "mailengine passwd admin"  # noqa: S105 - a command, not a password
+PASSWD_ARGS = "passwd admin"  # noqa: S105 - a command, not a password
+
+
+def mailengine_command(executable: str = sys.executable) -> str:
+    """How to run ``mailengine`` on this machine, as an operator can paste it.
+
+    pip puts the script beside the engine's Python (``.venv/bin/mailengine``), which
+    is often not on PATH: the bare name only when PATH finds that very script.
+    """
+    script = os.path.join(os.path.dirname(executable), "mailengine")
+    if not os.access(script, os.X_OK):
+        return f"{executable} -m mailengine.cli"
+    found = shutil.which("mailengine")
+    if found and os.path.realpath(found) == os.path.realpath(script):
+        return "mailengine"
+    return script
+
+
 # Settings whose value is a secret: never shown, returned by the API or logged.
 SECRET_SETTINGS = frozenset({("web", "api_token")})
 MASK = "********"
@@ -138,7 +157,7 @@ class WebAdmin:
         path = request.path
         if is_api(path):
             if reason == "no password is set":
-                reason = f"no web admin password is set; run: {PASSWD_HINT}"
+                reason = f"no web admin password is set; run: {self.passwd_command()}"
             return self.json(request, {"error": reason}, code)
         if path == b"/metrics":
             request.setResponseCode(code)
@@ -168,7 +187,7 @@ class WebAdmin:
             where = "" if os.getcwd() == engine.root else f" --root {engine.root}"
         else:
             where = f" --config {engine.config.path}"
-        return PASSWD_HINT + where
+        return f"{mailengine_command()} {PASSWD_ARGS}{where}"
 
     def no_password_page(self, request: Any) -> bytes:
         path = self.access.passwords.path

@@ -50,6 +50,7 @@ def entry_json(entry: QueueEntry, now: float) -> dict[str, Any]:
         "dir": entry.dirname,
         "size": entry.size,
         "being_sent": entry.is_being_sent or entry.dirname == "working",
+        "waiting_for_connection": entry.is_waiting_to_send,
     }
     if env is None:
         data["error"] = entry.error

@@ -131,6 +131,14 @@ def oldest_tile(s: Snapshot) -> Html:
     )
 
 
+def moved_period(s: Snapshot) -> str:
+    """What the traffic numbers cover: the counts live in memory, so after a restart
+    they start again from 0 and must not pass for the last hour's (issue 12 item 7)."""
+    if s.uptime_seconds >= 3600:
+        return "Last hour"
+    return f"Since start ({age(s.uptime_seconds)} ago)"
+
+
 def tiles(s: Snapshot) -> Html:
     """Big numbers in two groups: what moved in the last hour, and what is waiting now."""
     h = s.last_hour
@@ -202,7 +210,7 @@ def tiles(s: Snapshot) -> Html:
         "div",
         el(
             "div",
-            el("div", "Last hour", class_="group-title"),
+            el("div", moved_period(s), class_="group-title"),
             el("div", last_hour, class_="tiles four"),
             class_="tilegroup",
         ),
@@ -284,11 +292,13 @@ def stats_card(s: Snapshot) -> Html:
             )
             for iv in moved[-8:][::-1]
         ],
-        "Nothing moved in the last hour.",
+        "Nothing moved in the last hour."
+        if s.uptime_seconds >= 3600
+        else "Nothing moved since the start.",
     )
     return el(
         "section",
-        el("h2", "Last hour, as the stats line prints it"),
+        el("h2", f"{moved_period(s)}, as the stats line prints it"),
         el(
             "div",
             el("div", el("pre", "\n".join(lines), class_="statsline"), totals),

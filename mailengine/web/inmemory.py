@@ -37,6 +37,11 @@ BEING_SENT = (
     "being sent now: the delivery engine has taken it for an attempt; if the attempt "
     "does not deliver it, it returns to retry/, where it can be held or deleted"
 )
+WAITING_TO_SEND = (
+    "taken for an attempt, waiting for a connection: the delivery engine sends it as "
+    "soon as a connection to its destination is free; if the attempt does not deliver "
+    "it, it returns to retry/, where it can be held or deleted"
+)
 BUSY = "the engine is writing it to disk right now; try again in a moment"
 
 
@@ -77,8 +82,18 @@ class MemoryMessages:
         """Taken by the delivery engine: known to the queue but no longer scheduled."""
         return msg.message_id not in self.engine.queue.schedule
 
+    def is_on_a_connection(self, msg: QueuedMessage) -> bool:
+        """Taken and in a transaction now; taken messages may also wait for a connection."""
+        delivery = self.engine.parts.get("delivery")
+        if delivery is None:
+            return True  # whoever took it (a test) did not say: assume the worst
+        attempt = delivery.attempts.get(msg.message_id)
+        return attempt is not None and bool(attempt.is_on_a_connection)
+
     def entry(self, msg: QueuedMessage) -> QueueEntry:
         env = msg.envelope
+        taken = self.is_being_sent(msg)
+        sending = taken and self.is_on_a_connection(msg)
         return QueueEntry(
             msg.message_id,
             MEMORY,
@@ -86,7 +101,8 @@ class MemoryMessages:
             env,
             "",
             msg.size,
-            is_being_sent=self.is_being_sent(msg),
+            is_being_sent=sending,
+            is_waiting_to_send=taken and not sending,
         )
 
     def entries(self, which: QueueFilter) -> list[QueueEntry]:
@@ -127,7 +143,8 @@ class MemoryMessages:
         if not is_in_memory(msg):
             return None
         if self.is_being_sent(msg):
-            return ActionResult(message_id, action, False, BEING_SENT, MEMORY)
+            why = BEING_SENT if self.is_on_a_connection(msg) else WAITING_TO_SEND
+            return ActionResult(message_id, action, False, why, MEMORY)
         if action == "delete":
             return self._delete(msg, domain)
         if action == "hold":

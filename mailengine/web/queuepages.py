@@ -21,7 +21,7 @@ from mailengine.queue.shape import format_age as age
 from mailengine.queue.store import BadMessageId
 from mailengine.web.admin import Routes, WebAdmin
 from mailengine.web.auth import identity_of
-from mailengine.web.inmemory import BEING_SENT, MEMORY
+from mailengine.web.inmemory import BEING_SENT, MEMORY, WAITING_TO_SEND
 from mailengine.web.login import arg
 from mailengine.web.render import (
     NONE,
@@ -72,7 +72,8 @@ def dir_actions(dirname: str) -> list[str]:
 
 def actions_for(entry: QueueEntry) -> list[str]:
     """None while the message is being sent; otherwise those of its directory."""
-    return [] if entry.is_being_sent else dir_actions(entry.dirname)
+    taken = entry.is_being_sent or entry.is_waiting_to_send
+    return [] if taken else dir_actions(entry.dirname)
 
 
 def message_link(message_id: str) -> Html:
@@ -89,6 +90,8 @@ def next_attempt(entry: QueueEntry, now: float) -> str:
     env = entry.envelope
     if entry.is_being_sent or entry.dirname == "working":
         return "being sent now"
+    if entry.is_waiting_to_send:
+        return "waiting for a connection"
     if entry.dirname == MEMORY:
         return "due: waits for the sender"
     if env is None or entry.dirname not in ("retry", "hold"):
@@ -263,7 +266,9 @@ def detail_body(detail: MessageDetail, now: float, csrf: str) -> Html:
         )
         for a in actions_for(entry)
     ]
-    if entry.is_being_sent or entry.dirname == "working":
+    if entry.is_waiting_to_send:
+        why = WAITING_TO_SEND[:1].upper() + WAITING_TO_SEND[1:] + "."
+    elif entry.is_being_sent or entry.dirname == "working":
         why = BEING_SENT[:1].upper() + BEING_SENT[1:] + "."
     else:
         why = f"No actions while a message is in {entry.dirname}/."
@@ -336,7 +341,7 @@ def add_routes(app: Routes, admin: WebAdmin) -> None:
                 num(count(s.recipients), big=True),
                 num(count(s.messages)),
                 num(age(s.oldest_seconds)),
-                [num(count(b) if b else "·") for b in s.buckets],
+                *(num(count(b) if b else "·") for b in s.buckets),
             )
             for s in shapes[:500]
         ]

@@ -1,10 +1,13 @@
 """Who gets into the web admin: addresses, the password, sessions, CSRF, the API token."""
 
+import os
 import re
+import sys
 
 import pytest
 
 from mailengine.config.persist import change_setting
+from mailengine.web.admin import mailengine_command
 from tests.twisted.web_harness import PASSWORD, Browser, make_engine
 
 PAGES = [
@@ -232,3 +235,23 @@ def test_pages_carry_the_csrf_token_for_their_forms(admin):
     page = admin.get("/gui/admin/controls")
     tokens = set(re.findall(r'name="csrf" value="([^"]+)"', page.text))
     assert tokens == {admin.csrf}
+
+
+def test_the_password_hint_is_a_command_that_runs_here(tmp_path, monkeypatch):
+    engine, clock = make_engine(str(tmp_path), password=False)
+    page = Browser(engine, clock).get("/gui/admin").text
+    command = re.search(r'<pre class="command">(.*?)</pre>', page, re.S).group(1)
+    program = command.split(" passwd admin")[0]
+    # The script beside the engine's Python (not on PATH in a fresh venv), or -m.
+    assert os.access(program, os.X_OK) or program == f"{sys.executable} -m mailengine.cli"
+    bindir = tmp_path / "venv" / "bin"
+    bindir.mkdir(parents=True)
+    python = str(bindir / "python")
+    assert mailengine_command(python) == f"{python} -m mailengine.cli"
+    script = bindir / "mailengine"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert mailengine_command(python) == str(script)  # README: .venv/bin/mailengine
+    monkeypatch.setenv("PATH", str(bindir))
+    assert mailengine_command(python) == "mailengine"

@@ -218,3 +218,35 @@ def test_mail_in_memory_is_paged_oldest_first_and_searched(admin):
     assert "51-60 of 60" in admin.get("/gui/admin/queue?dir=memory&page=1").text
     found = admin.get("/api/queue?dir=memory&domain=x.test&limit=5").json()
     assert found["total"] == 30 and [m["id"] for m in found["messages"]][:2] == ["M01@h", "M03@h"]
+
+
+def test_a_taken_message_waiting_for_a_connection_is_not_labelled_being_sent(admin):
+    engine = admin.engine
+
+    class Job:
+        def __init__(self, started):
+            self.started, self.done = started, False
+
+    class Attempt:  # the delivery engine's view of a taken message (delivery/sender.py)
+        def __init__(self, started):
+            self.jobs = [Job(started)]
+
+        @property
+        def is_on_a_connection(self):
+            return any(j.started and not j.done for j in self.jobs)
+
+    class Delivery:
+        attempts = {"Q1@h": Attempt(False), "Q2@h": Attempt(True)}
+
+    engine.parts["delivery"] = Delivery()
+    relay(engine, "Q1@h", "a@x.test")
+    relay(engine, "Q2@h", "b@x.test")
+    engine.queue.take_due(2)
+    listing = admin.get("/gui/admin/queue?dir=memory").text
+    assert listing.count("being sent now") == 1 and listing.count("waiting for a connection") == 1
+    r = api_act(admin, "Q1@h", "hold")
+    assert r.code == 409 and r.json()["text"].startswith("taken for an attempt, waiting")
+    page = admin.get("/gui/admin/queue/message/Q1@h").text
+    assert "Taken for an attempt, waiting for a connection" in page and ">Hold<" not in page
+    Delivery.attempts["Q1@h"].jobs[0].started = True  # a connection took it
+    assert "being sent now" in admin.get("/gui/admin/queue/message/Q1@h").text

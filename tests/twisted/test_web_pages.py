@@ -482,3 +482,30 @@ def test_the_logs_page_tails_todays_log_and_offers_the_report_files(admin):
     assert "attachment" in r.header("content-disposition")
     assert admin.get("/gui/admin/logs/file/password.txt").code == 404
     assert admin.get("/gui/admin/logs/file/soft-bounces.txt").code == 404  # not there yet
+
+
+def test_the_queue_summary_page_puts_each_count_under_its_own_age_column(admin):
+    engine = admin.engine
+    queue_file(engine, "retry", "A@h", ["a@x.test", "b@x.test"], age=7200)  # 80-160 min
+    page = admin.get("/gui/admin/queue/summary").text
+    table = re.search(r"<table.*?</table>", page, re.S).group(0)
+    headers = re.findall(r"<th[^>]*>(.*?)</th>", table, re.S)
+    row = re.search(r"<tr>(?:(?!</tr>).)*x\.test.*?</tr>", table, re.S).group(0)
+    assert "<td><td" not in row  # no list of cells nested inside one cell
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+    assert len(cells) == len(headers)
+    counted = {h: c for h, c in zip(headers[4:], cells[4:], strict=True) if c != "·"}
+    assert counted == {"&lt;160m": "2"}  # 120 minutes old: between 80 and 160
+
+
+def test_traffic_counts_are_labelled_since_start_until_the_engine_ran_an_hour(admin):
+    # The counts live in memory: after a restart they are not the last hour's.
+    engine, clock = admin.engine, admin.clock
+    page = admin.get("/gui/admin").text
+    assert "Since start (" in page and ">Last hour<" not in page
+    assert "Last hour, as the stats line prints it" not in page
+    fill_traffic(engine, clock)  # 30 minutes
+    clock.advance(3600)
+    admin.login()  # the session timed out meanwhile
+    page = admin.get("/gui/admin").text
+    assert ">Last hour<" in page and "Since start (" not in page

@@ -208,3 +208,36 @@ def test_an_api_token_must_be_long_enough_to_be_a_secret(tmp_path):
         load_config(write(tmp_path, '[web]\napi_token = "x"\n'))
     assert "at least 16 characters" in info.value.problems[0]
     assert load_config(write(tmp_path, '[web]\napi_token = "%s"\n' % ("k" * 16))).web.api_token
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'port = "81"',  # [web]
+        'max_connections = "100"',  # [smtp_in]
+    ],
+)
+def test_a_number_written_as_a_string_is_refused_everywhere_with_the_fix(tmp_path, line):
+    section = "web" if line.startswith("port") else "smtp_in"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, f"[{section}]\n{line}\n"))
+    [problem] = info.value.problems
+    number = line.split('"')[1]
+    assert f"not the string '{number}'; write {number} without quotes" in problem
+
+
+def test_only_retry_intervals_take_the_manuals_comma_form_and_only_that_form(tmp_path):
+    def intervals(value):
+        return load_config(write(tmp_path, f"[queue]\nretry_intervals_minutes = {value}\n"))
+
+    assert intervals('"30,120,240,480,960"').queue.retry_intervals_minutes == (
+        30,
+        120,
+        240,
+        480,
+        960,
+    )
+    assert intervals('"0"').queue.retry_intervals_minutes == ()  # the manual's "0"
+    for bad in ('"30;120"', '"1e3"', '"thirty"', '["30", "120"]', '"30,,120"'):
+        with pytest.raises(ConfigError, match="retry_intervals_minutes"):
+            intervals(bad)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -192,6 +192,57 @@ class IPAddress(Text):
 class Path(Text):
     def allowed(self) -> str:
         return 'a file path, or ""'
+
+
+@attrs.frozen
+class DomainName(Text):
+    """One domain name (``example.com``), or several dot-separated labels (a DKIM selector)."""
+
+    what: str = "a domain name like example.com"
+
+    def allowed(self) -> str:
+        return self.what
+
+    def parse(self, raw: Any) -> str:
+        text = super().parse(raw)
+        return normalise_domain(text) if text else text
+
+    def accepts(self, text: str) -> bool:
+        return _is_hostname(normalise_domain(text)) and not _is_ip(text)
+
+
+_FIELD_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 §3.6.8: printable ASCII but ":"
+
+
+@attrs.frozen
+class HeaderNameList(Kind):
+    """Header field names (any case, kept lower case): some required, some refused."""
+
+    required: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()
+
+    def allowed(self) -> str:
+        text = "a list of header field names like subject"
+        if self.required:
+            text += f" that includes {', '.join(self.required)}"
+        if self.refused:
+            text += f" and none of {', '.join(self.refused)}"
+        return text
+
+    def parse(self, raw: Any) -> tuple[str, ...]:
+        out: list[str] = []
+        for item in self._list(raw):
+            name = item.strip().lower() if isinstance(item, str) else ""
+            if not _FIELD_NAME.match(name):
+                raise Invalid(f"{item!r} is not a header field name; must be {self.allowed()}")
+            if name in self.refused:
+                raise Invalid(f"{item!r} may not be listed; must be {self.allowed()}")
+            if name not in out:
+                out.append(name)
+        missing = [name for name in self.required if name not in out]
+        if missing:
+            raise Invalid(f"{', '.join(missing)} is missing; must be {self.allowed()}")
+        return tuple(out)
 
 
 @attrs.frozen
@@ -390,6 +441,127 @@ class BypassList(Kind):
         return tuple(out)
 
 
+@attrs.frozen
+class Field:
+    """One key of the tables of a ``TableList``: its kind, whether it must be given, an example."""
+
+    name: str
+    kind: Kind
+    example: Any
+    required: bool = True
+    default: Any = None  # the parsed value when an optional field is left out
+
+
+class Row(Mapping[str, Any]):
+    """One parsed table of a ``TableList``: field values by name, also as attributes."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted((k, repr(v)) for k, v in self._values.items())))
+
+    def __repr__(self) -> str:
+        return f"Row({self._values!r})"
+
+
+@attrs.frozen
+class TableList(Kind):
+    """A TOML array of tables (``[[section.key]]`` blocks), each table checked field by field.
+
+    The setting's value is a list of tables; every problem of every table is
+    reported at once, naming the table by its position (1 = the first block).
+    ``unique`` names fields whose values together may appear in one table only.
+    """
+
+    fields: tuple[Field, ...] = ()
+    unique: tuple[str, ...] = ()
+
+    def allowed(self) -> str:
+        parts = [
+            f"{f.name}{'' if f.required else ' (optional)'}: {f.kind.allowed()}"
+            for f in self.fields
+        ]
+        return "tables with " + "; ".join(parts)
+
+    def example(self) -> dict[str, Any]:
+        return {f.name: f.example for f in self.fields}
+
+    def parse(self, raw: Any) -> tuple[Row, ...]:
+        if isinstance(raw, Mapping):
+            raw = [raw]  # one table written as an inline table
+        if not isinstance(raw, list):
+            raise Invalid(f"must be a list of tables: {self.allowed()}")
+        rows: list[Row] = []
+        problems: list[str] = []
+        seen: dict[tuple[Any, ...], int] = {}
+        for number, table in enumerate(raw, 1):
+            if not isinstance(table, Mapping):
+                problems.append(f"entry {number} is not a table")
+                continue
+            row, row_problems = self._row(table)
+            problems.extend(f"entry {number}: {p}" for p in row_problems)
+            if row_problems:
+                continue
+            ident = tuple(row[name] for name in self.unique)
+            if self.unique and ident in seen:
+                pairs = zip(self.unique, ident, strict=True)
+                which = ", ".join(f"{n} = {toml_literal(v)}" for n, v in pairs)
+                problems.append(f"entry {number} repeats entry {seen[ident]} ({which})")
+                continue
+            seen[ident] = number
+            rows.append(row)
+        if problems:
+            raise Invalid("; ".join(problems))
+        return tuple(rows)
+
+    def _row(self, table: Mapping[str, Any]) -> tuple[Row, list[str]]:
+        names = [f.name for f in self.fields]
+        problems = [
+            f"{key} is not a field (fields: {', '.join(names)})"
+            for key in table
+            if key not in names
+        ]
+        values: dict[str, Any] = {}
+        for f in self.fields:
+            if f.name not in table:
+                if f.required:
+                    problems.append(f"{f.name} is missing ({f.kind.allowed()})")
+                values[f.name] = f.default
+                continue
+            try:
+                values[f.name] = f.kind.parse(table[f.name])
+            except Invalid as exc:
+                problems.append(f"{f.name} = {shown(table[f.name])}: {exc}")
+            else:
+                if f.required and values[f.name] in ("", ()):
+                    problems.append(f"{f.name} must not be blank ({f.kind.allowed()})")
+        return Row(values), problems
+
+
+def shown(value: Any) -> str:
+    """A value as TOML spells it when it can be, else as Python does (error messages)."""
+    try:
+        return toml_literal(value)
+    except TypeError:
+        return repr(value)
+
+
 def toml_literal(value: Any) -> str:
     """The TOML spelling of a default, for the template and the web admin."""
     if isinstance(value, bool):
@@ -398,6 +570,8 @@ def toml_literal(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, Mapping):  # an inline table
+        return "{" + ", ".join(f"{k} = {toml_literal(v)}" for k, v in value.items()) + "}"
     if isinstance(value, Sequence):
         return "[" + ", ".join(toml_literal(v) for v in value) + "]"
     raise TypeError(value)

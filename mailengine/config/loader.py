@@ -7,7 +7,8 @@ import os
 import tomllib
 from typing import Any
 
-from mailengine.config.kinds import Invalid, toml_literal
+from mailengine.config.kinds import Invalid, TableList
+from mailengine.config.kinds import shown as _shown
 from mailengine.config.model import Config
 from mailengine.config.schema import BY_NAME, SECTIONS, SETTINGS, Setting
 
@@ -21,19 +22,15 @@ class ConfigError(Exception):
 
 
 def describe_error(path: str, setting: Setting, raw: Any, why: str) -> str:
+    if isinstance(setting.kind, TableList) and isinstance(raw, list):
+        # The tables' own problems say which entry (the n-th block) and field.
+        return f"{path}: [[{setting.section}.{setting.key}]] {why}"
     return f"{path}: [{setting.section}] {setting.key} = {_shown(raw)}: {why}"
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f"; did you mean {close[0]}?" if close else ""
-
-
-def _shown(value: Any) -> str:
-    try:
-        return toml_literal(value)
-    except TypeError:
-        return repr(value)
 
 
 def _unknown_key(path: str, section: str | None, key: str, value: Any) -> str:

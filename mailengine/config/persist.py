@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from typing import Any
 
 import tomlkit
@@ -64,3 +65,25 @@ def raw_from_text(default: Any, text: str) -> Any:
                 return parts
         return [line.strip() for line in text.splitlines() if line.strip()]
     return text
+
+
+def tables_as_text(section: str, key: str, raw: Any) -> str:
+    """An array of tables as the file spells it: ``[[section.key]]`` blocks (form fields)."""
+    document = tomlkit.document()
+    if raw:
+        document.append(section, tomlkit.table(is_super_table=True))
+        document[section][key] = [dict(table) for table in raw]
+    return tomlkit.dumps(document).strip()
+
+
+def tables_from_text(section: str, key: str, text: str) -> Any:
+    """Inverse of ``tables_as_text``; text that is not TOML comes back as it is (the kind
+    then refuses it, saying what is allowed). Blank: no tables."""
+    if not text.strip():
+        return []
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return text
+    tables = document.get(section, {}).get(key) if len(document) == 1 else None
+    return tables if tables is not None else text

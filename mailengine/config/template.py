@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
-from mailengine.config.kinds import toml_literal
-from mailengine.config.schema import SECTIONS, SETTINGS
+from mailengine.config.kinds import TableList, toml_literal
+from mailengine.config.schema import SECTIONS, SETTINGS, Setting
 
 SECTION_HELP = {
     "server": "The engine itself.",
@@ -15,6 +15,7 @@ SECTION_HELP = {
     "queue": "The mailq/ directories, retries, memory limits, DSN (manual §5).",
     "logs": "Console and log/ files, statistics, undeliverable logs, debug switches.",
     "reports": "Delivery reports mailed after send attempts (manual §4).",
+    "dkim": "DKIM signing of relay mail by its From: domain (issue 11).",
     "web": "The web admin at http://host:<port>/gui/admin, its JSON API and /metrics.",
 }
 
@@ -29,19 +30,34 @@ HEADER = """\
 """
 
 
+def _comment(s: Setting) -> list[str]:
+    note = f"Allowed: {s.kind.allowed()}. Default: {toml_literal(s.default)}."
+    if not s.live:
+        note += " Applies after restart."
+    wrapped = [*textwrap.wrap(s.help, width=76), *textwrap.wrap(note, width=76)]
+    return ["", *(f"# {line}" for line in wrapped)]
+
+
+def _table_example(s: Setting, kind: TableList) -> list[str]:
+    """A commented ``[[section.key]]`` block: an empty ``key = []`` would forbid adding one."""
+    lines = [f"# [[{s.section}.{s.key}]]"]
+    lines.extend(f"# {name} = {toml_literal(value)}" for name, value in kind.example().items())
+    return lines
+
+
 def render_template() -> str:
     out = [HEADER]
     for section in SECTIONS:
         out.append("")
         out.append(f"# {SECTION_HELP[section]}")
         out.append(f"[{section}]")
-        for s in (s for s in SETTINGS if s.section == section):
-            out.append("")
-            wrapped = textwrap.wrap(s.help, width=76)
-            out.extend(f"# {line}" for line in wrapped)
-            note = f"Allowed: {s.kind.allowed()}. Default: {toml_literal(s.default)}."
-            if not s.live:
-                note += " Applies after restart."
-            out.extend(f"# {line}" for line in textwrap.wrap(note, width=76))
-            out.append(f"{s.key} = {toml_literal(s.default)}")
+        members = [s for s in SETTINGS if s.section == section]
+        # Tables of a list come last: after a [[section.key]] line, plain keys would
+        # belong to that table.
+        for s in sorted(members, key=lambda s: isinstance(s.kind, TableList)):
+            out.extend(_comment(s))
+            if isinstance(s.kind, TableList):
+                out.extend(_table_example(s, s.kind))
+            else:
+                out.append(f"{s.key} = {toml_literal(s.default)}")
     return "\n".join(out) + "\n"

@@ -26,6 +26,9 @@ commands:
   passwd USER        set a web admin password in config/password.txt
                      (--smtp: an SMTP AUTH user in config/smtp-users.txt)
   check-config       validate the configuration and print every problem
+  dkim keygen DOMAIN SELECTOR [--algorithm rsa|ed25519] [--bits 2048]
+                     write a DKIM key file (0600), print the DNS TXT record
+  dkim check DOMAIN  say whether DNS publishes the domain's DKIM keys
   version            print the name and version
   gettcpip           print this machine's first non-loopback IPv4 address
   help               this text
@@ -167,17 +170,29 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from mailengine.config.loader import ConfigError, load_config
+    from mailengine.signing.keys import load_keys
 
     path = _config_path(args)
     try:
-        load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
-        for line in exc.problems:
+        problems = exc.problems
+    else:
+        # The key files too: a bad one would stop the start.
+        problems = load_keys(config.dkim.key, os.path.dirname(os.path.abspath(path)))[1]
+    if problems:
+        for line in problems:
             print(line)
-        print(f"{len(exc.problems)} problem(s)")
+        print(f"{len(problems)} problem(s)")
         return 1
     print(f"{path}: OK")
     return 0
+
+
+def cmd_dkim(args: argparse.Namespace) -> int:
+    from mailengine.signing.command import run
+
+    return run(args, _config_path(args))
 
 
 # twistd as a command line: the same interpreter, whatever PATH holds.
@@ -258,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_queue_arguments(add("queue", cmd_queue, "list, show and change queued mail"))
     add("check-config", cmd_check_config, "validate the configuration, print every problem")
+    from mailengine.signing.command import add_dkim_arguments
+
+    add_dkim_arguments(add("dkim", cmd_dkim, "DKIM keys: keygen DOMAIN SELECTOR, check DOMAIN"))
     add("start", cmd_start, "run the engine in the foreground")
     add("test", cmd_test, "run the engine in test mode in the foreground")
     return parser

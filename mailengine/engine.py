@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -14,6 +15,7 @@ from mailengine.queue.commit import GroupCommit
 from mailengine.queue.ids import MessageIdFactory
 from mailengine.queue.live import LiveQueue
 from mailengine.queue.store import QueueStore
+from mailengine.signing.signer import Signer
 
 
 @attrs.define(eq=False)
@@ -31,6 +33,9 @@ class Engine:
     hostname: str  # the machine's name (``[server] helo_text`` overrides it: ``name``)
     test_mode: bool = False
     recent_failures: RecentFailures = attrs.field(factory=RecentFailures)
+    signer: Signer = attrs.field(factory=lambda: Signer(()))  # [[dkim.key]], read at start
+    # Runs CPU-heavy work (DKIM signing) off the reactor thread; None: inline (tests).
+    run_in_thread: Callable[[Callable[[], Any]], Any] | None = None
     # Filled in by service.py as the parts exist:
     #   "inbound"  - the SMTP server factory; drain() -> Deferred (graceful stop)
     #   "resolver" - an MXResolver (mailengine.dns.answer)

@@ -31,6 +31,8 @@ from mailengine.queue.commit import GroupCommit
 from mailengine.queue.ids import MessageIdFactory
 from mailengine.queue.live import LiveQueue
 from mailengine.queue.store import QueueStore
+from mailengine.signing.keys import load_keys
+from mailengine.signing.signer import Signer
 
 log = Logger(namespace="mailengine")
 
@@ -108,8 +110,15 @@ def build_engine(root: str, config: Config, reactor: Any, *, test_mode: bool = F
         ids=ids,
         hostname=hostname,
         test_mode=test_mode,
+        run_in_thread=run_in_thread,
     )
     engine.parts["resolver"] = MailResolver.from_config(config, reactor)
+    keys, problems = load_keys(config.dkim.key, engine.config_dir)
+    if problems:
+        raise StartupError(
+            f"the DKIM keys of {config.path} have problems:\n  " + "\n  ".join(problems)
+        )
+    engine.signer = Signer(keys)
     return engine
 
 

@@ -14,6 +14,7 @@ Zone text, one record per line (``#`` starts a comment; names without the final 
     mx1.example.test  300 AAAA  ::1
     alias.test        300 CNAME example.test
     nullmx.test       300 MX    0 .
+    s1._domainkey.example.test 300 TXT v=DKIM1; k=ed25519; p=...   # the rest of the line
     example.test      300 SOA   60        # negative answers under example.test: TTL min(300, 60)
     broken.test       SERVFAIL            # also REFUSED, and SILENT (never answers)
 """
@@ -44,9 +45,9 @@ UDP_PAYLOAD_BYTES = 512  # RFC 1035 §4.2.1: larger answers are truncated; the c
 @attrs.frozen
 class ZoneRecord:
     name: str
-    kind: str  # MX, A, AAAA, CNAME, SOA
+    kind: str  # MX, A, AAAA, CNAME, SOA, TXT
     ttl: int
-    data: str  # MX: exchange ("" = null MX); A/AAAA: address; CNAME: target; SOA: ""
+    data: str  # MX: exchange ("" = null MX); A/AAAA: address; CNAME: target; TXT: text; SOA: ""
     number: int = 0  # MX: preference; SOA: minimum
 
 
@@ -90,6 +91,9 @@ class Zone:
     def cname(self, name: str, target: str, ttl: int = 300) -> Zone:
         return self.add(ZoneRecord(_name(name), "CNAME", ttl, _name(target)))
 
+    def txt(self, name: str, text: str, ttl: int = 300) -> Zone:
+        return self.add(ZoneRecord(_name(name), "TXT", ttl, text))
+
     def soa(self, name: str, minimum: int, ttl: int = 300) -> Zone:
         return self.add(ZoneRecord(_name(name), "SOA", ttl, "", minimum))
 
@@ -108,6 +112,11 @@ class Zone:
             if not fields:
                 continue
             try:
+                if len(fields) > 3 and fields[2].upper() == "TXT":
+                    # The text is the rest of the line, spaces and all.
+                    text = line.split("#", 1)[0].split(None, 3)[3].strip()
+                    self.txt(fields[0], text, int(fields[1]))
+                    continue
                 self._load_line(fields)
             except (ValueError, IndexError, AssertionError):
                 raise ValueError(f"zone line {number}: cannot read {line!r}") from None
@@ -189,6 +198,13 @@ def _rr(record: ZoneRecord) -> dns.RRHeader:
         payload = dns.Record_AAAA(record.data, ttl=record.ttl)
     elif record.kind == "CNAME":
         payload = dns.Record_CNAME(record.data.encode(), ttl=record.ttl)
+    elif record.kind == "TXT":
+        # One TXT record of several strings of at most 255 bytes (RFC 1035 §3.3.14),
+        # as a DKIM RSA-2048 key must be published.
+        text = record.data.encode()
+        payload = dns.Record_TXT(
+            *[text[i : i + 255] for i in range(0, len(text), 255)], ttl=record.ttl
+        )
     else:
         payload = dns.Record_SOA(
             mname=b"ns." + record.name.encode(),

@@ -45,6 +45,7 @@ class Config:
     queue: Section
     logs: Section
     reports: Section
+    dkim: Section
     web: Section
 
     def __getattr__(self, name: str) -> Section:

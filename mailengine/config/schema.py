@@ -38,6 +38,7 @@ MANUAL_GROUPS = (
     "Limits",
     "Troubleshooting",
     "Reports",
+    "DKIM",
     "Web admin",
 )
 
@@ -649,6 +650,76 @@ SETTINGS: tuple[Setting, ...] = (
        it works even before a web admin password is set (the pages do not). The web admin
        never shows it. Blank: the API takes only a logged-in session. Make one with
        `python3 -c "import secrets; print(secrets.token_urlsafe(32))"`.""",
+    ),
+)
+
+DKIM_HEADERS = [
+    "from",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "message-id",
+    "reply-to",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "list-id",
+]
+
+SETTINGS += (
+    # [dkim] (issue 11)
+    _s(
+        "dkim",
+        "headers",
+        k.HeaderNameList(
+            required=("from",),
+            # RFC 6376 §5.4: fields that relays add or change are not signed.
+            refused=("received", "return-path", "dkim-signature", "bcc", "resent-bcc"),
+        ),
+        DKIM_HEADERS,
+        "DKIM",
+        """Header fields covered by the DKIM signature, each as often as it appears; From
+       is signed once more than it appears, so a From added later breaks the signature.
+       Fields the message lacks are left out.""",
+    ),
+    _s(
+        "dkim",
+        "canonicalization",
+        k.Choice(choices=("relaxed/relaxed", "relaxed/simple", "simple/relaxed", "simple/simple")),
+        "relaxed/relaxed",
+        "DKIM",
+        """DKIM canonicalization, header/body (RFC 6376 §3.4): "relaxed" survives the
+       whitespace and header-case changes some relays make; "simple" survives none.""",
+    ),
+    _s(
+        "dkim",
+        "key",
+        k.TableList(
+            fields=(
+                k.Field("domain", k.DomainName(), "example.com"),
+                k.Field(
+                    "selector",
+                    k.DomainName(what="a DKIM selector like s2026 (letters, digits, - and .)"),
+                    "s2026",
+                ),
+                k.Field("key_file", k.Path(), "dkim/example.com.s2026.key"),
+            ),
+            unique=("domain", "selector"),
+        ),
+        [],
+        "DKIM",
+        """DKIM signing keys, one [[dkim.key]] table each: relay mail is signed with the
+       keys of its From: domain, or of the closest parent domain that has keys
+       (news.example.com uses example.com's). An RSA (2048 bits or more) and an Ed25519
+       key for one domain give two signatures. key_file is a PEM private key (relative
+       paths: from the config directory); make one with `mailengine dkim keygen DOMAIN
+       SELECTOR`, which prints the DNS TXT record to publish at
+       SELECTOR._domainkey.DOMAIN. A key file that cannot be read stops the start.
+       Mail for local domains is never signed.""",
+        live=False,
     ),
 )
 

@@ -46,6 +46,8 @@ class Counters:
     total_failed_soft: int = 0
     total_deferred: int = 0
     total_rejected: int = 0
+    dkim_signed: int = 0  # relay messages signed (issue 11)
+    dkim_unsignable: int = 0  # relay messages sent unsigned because they could not be signed
     interval_start: float = 0.0
     history: deque[Interval] = attrs.field(factory=lambda: deque(maxlen=4096))
 
@@ -79,6 +81,12 @@ class Counters:
     def refused(self, n: int = 1) -> None:
         self.rejected += n
         self.total_rejected += n
+
+    def signing(self, *, signed: bool) -> None:
+        if signed:
+            self.dkim_signed += 1
+        else:
+            self.dkim_unsignable += 1
 
     def close_interval(self, now: float) -> Interval:
         """End the current interval, remember it for an hour, start the next."""

@@ -20,6 +20,7 @@ from mailengine.web import (
     api,
     controls,
     dashboard,
+    dkimkeys,
     login,
     logs,
     metrics,
@@ -92,6 +93,7 @@ def make_app(admin: WebAdmin) -> Klein:
         controls,
         logs,
         api,
+        dkimkeys,
         metrics,
     ):
         module.add_routes(Routes(app, module.__name__.rpartition(".")[2]), admin)

@@ -61,6 +61,13 @@ def render_metrics(s: Snapshot) -> str:
         [({}, t.rejected)],
     )
     out += family(
+        "mailengine_dkim_messages_total",
+        "counter",
+        "Relay messages by DKIM outcome since start: signed, or unsignable (no single "
+        "From: domain, ...; sent unsigned with a warning). Mail without a key is neither.",
+        [({"outcome": "signed"}, t.dkim_signed), ({"outcome": "unsignable"}, t.dkim_unsignable)],
+    )
+    out += family(
         "mailengine_queue_messages",
         "gauge",
         "Messages per mailq/ directory.",

@@ -13,10 +13,11 @@ from mailengine.config import kinds
 from mailengine.config.kinds import toml_literal
 from mailengine.config.loader import ConfigError
 from mailengine.config.model import Config
-from mailengine.config.persist import raw_from_text
+from mailengine.config.persist import raw_from_text, tables_as_text, tables_from_text
 from mailengine.config.schema import BY_NAME, MANUAL_GROUPS, SETTINGS, Setting
 from mailengine.web.admin import Routes, WebAdmin, is_secret
 from mailengine.web.auth import client_address, identity_of
+from mailengine.web.dkimkeys import all_keys, keys_in_use
 from mailengine.web.login import arg
 from mailengine.web.render import Html, csrf_field, el
 
@@ -33,7 +34,10 @@ def is_numeric_list(setting: Setting) -> bool:
 
 
 def field_text(setting: Setting, raw: Any) -> str:
-    """A setting's value as its form field shows it: lists one per line, numbers as typed."""
+    """A setting's value as its form field shows it: lists one per line, numbers as typed,
+    arrays of tables as their ``[[section.key]]`` blocks."""
+    if isinstance(setting.kind, kinds.TableList):
+        return tables_as_text(setting.section, setting.key, raw)
     if isinstance(raw, list | tuple):
         if is_numeric_list(setting):
             return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in raw)
@@ -123,13 +127,18 @@ def input_for(setting: Setting, text: str, error: str, config: Config) -> Html:
         ]
         return el("select", options, **common)
     if isinstance(setting.default, list) and not is_numeric_list(setting):
-        rows = max(2, min(12, text.count("\n") + 2))
+        is_tables = isinstance(setting.kind, kinds.TableList)
+        rows = max(2, min(24 if is_tables else 12, text.count("\n") + 2))
+        example = ""
+        if isinstance(setting.kind, kinds.TableList):
+            example = tables_as_text(setting.section, setting.key, [setting.kind.example()])
         return el(
             "textarea",
             text,
             rows=str(rows),
+            cols="60" if is_tables else None,
             spellcheck="false",
-            placeholder="one per line",
+            placeholder=example or "one per line",
             **common,
         )
     if isinstance(setting.default, int):
@@ -173,7 +182,12 @@ def setting_row(setting: Setting, text: str, error: str, config: Config) -> Html
 
 
 def group_form(
-    group: str, config: Config, csrf: str, errors: dict[str, str], submitted: dict[str, str]
+    group: str,
+    config: Config,
+    csrf: str,
+    errors: dict[str, str],
+    submitted: dict[str, str],
+    extra: Html | None = None,
 ) -> Html:
     members = [s for s in SETTINGS if s.group == group]
     rows = [
@@ -192,6 +206,7 @@ def group_form(
         el("input", type="hidden", name="group", value=group),
         el("input", type="hidden", name="fields", value=",".join(s.name for s in members)),
         rows,
+        extra,
         el("div", el("button", f"Save {group}", type="submit", class_="primary"), class_="actions"),
         method="post",
         action=f"/gui/admin/settings#{slug(group)}",
@@ -205,6 +220,7 @@ def settings_body(
 ) -> Html:
     config = admin.engine.config
     side = el("nav", [el("a", g, href=f"#{slug(g)}") for g in MANUAL_GROUPS], class_="toc")
+    extras = {"DKIM": keys_in_use(all_keys(admin))}
     return el(
         "div",
         el("h1", "Settings"),
@@ -220,7 +236,13 @@ def settings_body(
         el(
             "div",
             side,
-            el("div", [group_form(g, config, csrf, errors, submitted) for g in MANUAL_GROUPS]),
+            el(
+                "div",
+                [
+                    group_form(g, config, csrf, errors, submitted, extras.get(g))
+                    for g in MANUAL_GROUPS
+                ],
+            ),
             class_="with-toc",
         ),
     )
@@ -249,6 +271,9 @@ def save_form(
         elif isinstance(setting.default, bool):
             raw = arg(request, name) == "true"
             submitted[name] = "true" if raw else "false"
+        elif isinstance(setting.kind, kinds.TableList):
+            submitted[name] = arg(request, name)
+            raw = tables_from_text(section, key, submitted[name])
         else:
             submitted[name] = arg(request, name)
             raw = raw_from_text(setting.default, submitted[name])

@@ -41,6 +41,8 @@ class Totals:
     failed_soft: int
     deferred: int
     rejected: int
+    dkim_signed: int = 0
+    dkim_unsignable: int = 0
 
 
 @attrs.frozen
@@ -299,6 +301,8 @@ def take_snapshot(
             failed_soft=c.total_failed_soft,
             deferred=c.total_deferred,
             rejected=c.total_rejected,
+            dkim_signed=c.dkim_signed,
+            dkim_unsignable=c.dkim_unsignable,
         ),
         queue=QueueDepth(
             dirs=dict(dir_counts),

@@ -102,6 +102,9 @@ ADDITIONS = {
     ("web", "api_token"): "web issue: JSON API",
     ("server", "low_disk_space_mb"): "outbound issue: the low-disk admin notice's threshold",
     ("server", "stop_timeout_seconds"): "foundation issue: the bound of a graceful stop",
+    ("dkim", "key"): "issue 11: DKIM signing keys",
+    ("dkim", "headers"): "issue 11: DKIM signed header fields",
+    ("dkim", "canonicalization"): "issue 11: DKIM canonicalization",
 }
 
 
@@ -183,6 +186,7 @@ def test_only_listening_and_start_up_resources_wait_for_a_restart():
         "dns.servers",
         "web.port",
         "web.listen_ips",
+        "dkim.key",
     }
 
 
@@ -382,6 +386,18 @@ PROOFS: dict[str, tuple[str, ...]] = {
     "server.stop_timeout_seconds": (
         "system/test_foundation.py::"
         "test_a_stop_with_a_stalled_receiver_writes_all_mail_held_in_memory_to_retry",
+    ),
+    "dkim.key": (
+        "system/test_dkim.py::test_relay_mail_is_signed_with_rsa_and_ed25519_and_verifies_at_the_sink",
+        "system/test_dkim.py::test_a_missing_or_unusable_key_file_stops_the_start_naming_the_file",
+    ),
+    "dkim.headers": (
+        "system/test_dkim.py::"
+        "test_headers_and_canonicalization_changed_through_the_api_sign_the_next_message",
+    ),
+    "dkim.canonicalization": (
+        "system/test_dkim.py::"
+        "test_headers_and_canonicalization_changed_through_the_api_sign_the_next_message",
     ),
 }
 

@@ -1,6 +1,6 @@
 """End-to-end relay benchmark: smtp-source -> relay -> smtp-sink, MailEngine against Postfix.
 
-    python bench/relay.py [--messages 20000] [--sessions 50]
+    python bench/relay.py [--messages 20000] [--sessions 50] [--dkim]
 
 Parallel SMTP clients (Postfix's smtp-source, one per domain) inject 4 KB
 messages for 50 domains spread over 5 sink hosts (Postfix's smtp-sink on
@@ -10,6 +10,9 @@ smtpd on a free loopback port, transport maps to the same sinks), started and
 stopped here. Reports accepted and delivered messages/hour, CPU seconds per
 1,000 messages (relay process for MailEngine; every process on the machine for
 both, injectors and sinks included) and MailEngine's peak RSS, then the ratio.
+``--dkim`` adds two durable runs that DKIM-sign every message (an RSA-2048 key, then
+an Ed25519 key for the From: domain) and prints their cost against the unsigned
+durable run of the same invocation.
 Loopback only; every run is bounded in count and time.
 """
 
@@ -25,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -191,33 +196,66 @@ def measure(name: str, port: int, sinks: Sinks, messages: int, sessions: int, pi
     return result
 
 
+def dkim_key(root: str, algorithm: str) -> dict[str, dict[str, Any]]:
+    """A key for the From: domain of smtp-source's messages (bench@src.bench.test)."""
+    from mailengine.signing.keys import generate_key, write_key_file
+
+    write_key_file(os.path.join(root, "config", "dkim", "bench.key"), generate_key(algorithm))
+    # bench.test's key signs src.bench.test's mail (the parent-domain fallback).
+    key = {"domain": "bench.test", "selector": algorithm, "key_file": "dkim/bench.key"}
+    return {"dkim": {"key": [key]}}
+
+
+def signed_count(engine: EngineProcess) -> int:
+    url = f"http://127.0.0.1:{engine.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    found = re.search(r'^mailengine_dkim_messages_total\{outcome="signed"\} (\d+)$', text, re.M)
+    return int(found.group(1)) if found else 0
+
+
 def run_mailengine(
-    workdir: str, sinks: Sinks, messages: int, sessions: int, durable: bool, profile: str | None
+    workdir: str,
+    sinks: Sinks,
+    messages: int,
+    sessions: int,
+    durable: bool,
+    profile: str | None,
+    dkim: str = "",
 ):
     root = tempfile.mkdtemp(prefix="me-", dir=workdir)
     bypass = []
     for i, domain in enumerate(DOMAINS):
         host, port = sinks.route(i)
         bypass.append(f"{domain},mx{i % 5}.bench.test,MX,{host}:{port}")
-    engine = EngineProcess(
-        root,
-        {
-            "dns": {"bypass": bypass},
-            "queue": {"use_disk_for_relay": durable},
-            "smtp_in": {"max_connections": 1000},
-            "logs": {"stats_interval_seconds": 0, "retention_days": 0},
-        },
-        web=False,
-    )
+    settings: dict[str, dict[str, Any]] = {
+        "dns": {"bypass": bypass},
+        "queue": {"use_disk_for_relay": durable},
+        "smtp_in": {"max_connections": 1000},
+        "logs": {"stats_interval_seconds": 0, "retention_days": 0},
+    }
+    if dkim:
+        settings.update(dkim_key(root, dkim))
+    engine = EngineProcess(root, settings, web=bool(dkim))  # /metrics counts signatures
     engine.start()
     try:
         assert engine.proc is not None
         # warm-up: connections, code paths
-        measure("(warm-up)", engine.smtp_port, sinks, len(DOMAINS) * 20, sessions, None)
+        warm_up = len(DOMAINS) * 20
+        measure("(warm-up)", engine.smtp_port, sinks, warm_up, sessions, None)
         label = f"MailEngine, use_disk_for_relay={'on' if durable else 'off'}"
-        out = os.path.join(profile, f"relay-durable-{durable}.txt") if profile else None
+        if dkim:
+            label += f", DKIM {'rsa-2048' if dkim == 'rsa' else dkim}"
+        name = f"relay-durable-{durable}" + (f"-dkim-{dkim}" if dkim else "")
+        out = os.path.join(profile, f"{name}.txt") if profile else None
         with py_spy(engine.proc.pid, out):
-            return measure(label, engine.smtp_port, sinks, messages, sessions, engine.proc.pid)
+            result = measure(label, engine.smtp_port, sinks, messages, sessions, engine.proc.pid)
+        if dkim:
+            signed = signed_count(engine)
+            expected = warm_up + result["messages"]
+            if signed != expected:
+                raise SystemExit(f"{label}: {signed} of {expected} messages were signed")
+        return result
     finally:
         engine.stop()
 
@@ -302,6 +340,16 @@ default_process_limit = 200
             time.sleep(0.1)
 
 
+def report_signing_cost(signed: dict[str, Any], unsigned: dict[str, Any]) -> None:
+    rate = signed["delivered_per_hour"] / unsigned["delivered_per_hour"]
+    extra_cpu = signed["relay_cpu_per_1000"] - unsigned["relay_cpu_per_1000"]
+    print(
+        f"{signed['name']}: {1 - rate:+.0%} throughput cost against unsigned durable relay "
+        f"({rate:.2f}x); {extra_cpu:+.2f} CPU s per 1,000 messages in the relay",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=20000)
@@ -309,6 +357,9 @@ def main() -> None:
     parser.add_argument("--skip-postfix", action="store_true")
     parser.add_argument("--only-postfix", action="store_true")
     parser.add_argument("--profile", metavar="DIR", help="py-spy raw stacks of the engine here")
+    parser.add_argument(
+        "--dkim", action="store_true", help="also durable runs signing with RSA-2048 and Ed25519"
+    )
     args = parser.parse_args()
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
@@ -332,6 +383,14 @@ def main() -> None:
                             workdir, sinks, args.messages, args.sessions, durable, args.profile
                         )
                     )
+            if args.dkim and not args.only_postfix:
+                unsigned = runs[-1]
+                for algorithm in ("rsa", "ed25519"):
+                    signed = run_mailengine(
+                        workdir, sinks, args.messages, args.sessions, True, args.profile, algorithm
+                    )
+                    runs.append(signed)
+                    report_signing_cost(signed, unsigned)
             if args.skip_postfix:
                 return
             ref = run_postfix(workdir, sinks, args.messages, args.sessions)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mailengine.delivery.outcome import HARD, AttemptSummary, RecipientResult
+from mailengine.delivery.outcome import HARD, SOFT, AttemptSummary, RecipientResult
 from mailengine.queue.envelope import Envelope
 from mailengine.queue.timestamps import format_stamp
 from mailengine.reports.mail import finish, header_block, postmaster
@@ -38,6 +38,13 @@ def matches(address: str, patterns: Sequence[str]) -> bool:
 EARLIER = "failed in an earlier attempt"
 
 
+def failed_soft_for_good(envelope: Envelope) -> list[str]:
+    """Recipients whose retries ran out: soft failures no longer waiting for a retry."""
+    waiting = {a.lower() for a in envelope.rcpt_to_send}
+    ended = {a.lower() for a in (*envelope.rcpt_sent, *envelope.rcpt_failed)}
+    return [a for a in envelope.rcpt_transient if a.lower() not in waiting | ended]
+
+
 def undelivered(
     summary: AttemptSummary, patterns: Sequence[str], envelope: Envelope
 ) -> list[RecipientResult]:
@@ -45,10 +52,11 @@ def undelivered(
     those that failed in earlier ones (so an "l" report lists every undelivered one)."""
     results = [*summary.hard, *summary.soft_final, *summary.soft_retry]
     if summary.done:
-        now_failed = {r.address.lower() for r in summary.hard}
+        now_failed = {r.address.lower() for r in summary.final_failures}
+        earlier = [*envelope.rcpt_failed, *failed_soft_for_good(envelope)]
         results += [
-            RecipientResult(a, HARD, reply=EARLIER)
-            for a in envelope.rcpt_failed
+            RecipientResult(a, HARD if a in envelope.rcpt_failed else SOFT, reply=EARLIER)
+            for a in earlier
             if a.lower() not in now_failed
         ]
     return [r for r in results if matches(r.address, patterns)]
@@ -88,7 +96,8 @@ def build_report(
         f"Send attempt {summary.tries}" + (", now done sending" if summary.done else ""),
         f"MAIL FROM: <{envelope.mail_from}>",
         f"Recipients: {total}; delivered so far: {len(envelope.rcpt_sent)}; "
-        f"failed: {len(envelope.rcpt_failed)}; waiting for a retry: "
+        f"failed: {len(envelope.rcpt_failed) + len(failed_soft_for_good(envelope))}; "
+        "waiting for a retry: "
         f"{len(envelope.rcpt_to_send)}",
         "",
         "Undelivered addresses:",

@@ -274,3 +274,42 @@ def test_notices_go_at_most_once_an_hour_per_kind():
 def test_disk_space_is_low_under_the_configured_megabytes_and_never_with_zero():
     assert disk_space_is_low(50 * 2**20, 100) and not disk_space_is_low(100 * 2**20, 100)
     assert not disk_space_is_low(0, 0)
+
+
+def test_a_delivery_report_counts_recipients_that_finally_failed_soft_as_failed():
+    env = Envelope(
+        message_id="M@h",
+        mail_from="s@src.test",
+        rcpt_to_send=["busy@d.test", "full@d.test"],
+        time_created=NOW,
+        rcpt_failed=["gone@d.test"],
+        send_tries=1,
+    )
+    soft = RecipientResult("busy@d.test", SOFT, 451, "451 busy", ["<-- 451 busy"])
+    full = RecipientResult("full@d.test", SOFT, 452, "452 full", ["<-- 452 full"])
+    summary = apply_attempt(env, [soft, full], now=NOW, intervals_minutes=(30,))
+    assert summary.done and len(summary.soft_final) == 2
+    reported = delivery_report.undelivered(summary, [], env)
+    raw = delivery_report.build_report(
+        env, summary, reported, to=["ops@me.test"], hostname="mx.me", now=NOW, report_id="R@mx"
+    ).decode()
+    assert "Recipients: 3; delivered so far: 0; failed: 3; waiting for a retry: 0" in raw
+
+
+def test_the_last_report_names_soft_failures_that_ended_in_an_earlier_attempt():
+    env = Envelope(
+        message_id="M@h",
+        mail_from="s@src.test",
+        rcpt_to_send=["later@d.test"],
+        time_created=NOW,
+        rcpt_transient=["tired@d.test"],  # ran out of retries before; not waiting
+        send_tries=3,
+    )
+    ok = RecipientResult("later@d.test", SENT, 250, "250 ok", ["<-- 250 ok"])
+    summary = apply_attempt(env, [ok], now=NOW, intervals_minutes=(30,))
+    reported = delivery_report.undelivered(summary, [], env)
+    assert [(r.address, r.kind) for r in reported] == [("tired@d.test", SOFT)]
+    raw = delivery_report.build_report(
+        env, summary, reported, to=["ops@me.test"], hostname="mx.me", now=NOW, report_id="R@mx"
+    ).decode()
+    assert "delivered so far: 1; failed: 1; waiting for a retry: 0" in raw

@@ -58,7 +58,7 @@ class SessionFacts:
 
 
 class BounceLog:
-    """Appends USER@DOMAIN of returning bounces to hard-bounces.txt / soft-bounces.txt."""
+    """Appends USER@DOMAIN of returning bounces to hard-, soft- or unclassified-bounces.txt."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -68,24 +68,35 @@ class BounceLog:
 
         def classify_and_append() -> BounceClass:
             verdict = classify_bounce(content)
-            if verdict.kind is not None:
-                lines = "".join(f"{a}\n" for a in addresses).encode("utf-8", "replace")
-                fd = os.open(
-                    engine.root_file(verdict.file_name),
-                    os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                    0o644,
-                )
-                try:
-                    os.write(fd, lines)  # one write: lines of concurrent bounces never mix
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            if not verdict.file_name:
+                return verdict
+            lines = "".join(f"{a}\n" for a in addresses).encode("utf-8", "replace")
+            fd = os.open(
+                engine.root_file(verdict.file_name),
+                os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                0o644,
+            )
+            try:
+                os.write(fd, lines)  # one write: lines of concurrent bounces never mix
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             return verdict
 
         def logged(verdict: BounceClass) -> None:
             who = ", ".join(addresses)
-            if verdict.kind is None:
-                log.info("bounce for {who} holds no status code; not recorded", who=who)
+            if not verdict.file_name:
+                log.info(
+                    "delivery notice ({status}) for {who}: not a bounce",
+                    status=verdict.status,
+                    who=who,
+                )
+            elif verdict.kind is None:
+                log.info(
+                    "unclassified bounce (no status code) for {who}: {file}",
+                    who=who,
+                    file=verdict.file_name,
+                )
             else:
                 log.info(
                     "{kind} bounce ({status}) for {who}",

@@ -3,7 +3,8 @@
 An RFC 3464 ``message/delivery-status`` part wins when present; otherwise the
 status codes quoted in the text are used (enhanced codes first, then reply
 codes at a line start). When both kinds appear the most severe wins. A message
-with no status at all (an auto-reply, say) is not a bounce.
+with no status at all (an auto-reply, or a bounce that quotes none) is
+recorded as unclassified.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ class BounceKind(enum.Enum):
 
 @attrs.frozen
 class BounceClass:
-    """``kind`` None: no status found, not recorded. ``status`` as found (e.g. ``5.1.1``)."""
+    """``kind`` None: no failure status (unclassified when no status at all).
+
+    ``status`` as found (e.g. ``5.1.1``).
+    """
 
     kind: BounceKind | None
     status: str = ""
@@ -41,7 +45,8 @@ class BounceClass:
             return "hard-bounces.txt"
         if self.kind is BounceKind.SOFT:
             return "soft-bounces.txt"
-        return ""
+        # A success notice (RFC 3464 "delivered", 2.x.x) is no bounce: not recorded.
+        return "" if self.status else "unclassified-bounces.txt"
 
 
 def kind_of_status(status: str) -> BounceKind | None:

@@ -18,6 +18,7 @@ REPORT_FILES = (
     ("soft-undeliverable.txt", "addresses given up on after every retry"),
     ("hard-bounces.txt", "hard bounces received"),
     ("soft-bounces.txt", "soft bounces received"),
+    ("unclassified-bounces.txt", "bounces received without a status code"),
 )
 DAILY_LOG = re.compile(r"^mailengine-\d{4}-\d{2}-\d{2}\.log$")
 TAIL_BYTES = 512 * 1024

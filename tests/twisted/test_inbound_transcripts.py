@@ -563,7 +563,7 @@ def test_bounce_mail_is_recorded_hard_or_soft(rig):
     assert rig.counters.recv_inbound == 2
 
 
-def test_a_bounce_without_a_status_is_not_recorded_but_kept_with_save_incoming(rig):
+def test_a_bounce_without_a_status_is_recorded_unclassified_and_kept_with_save_incoming(rig):
     rig.config.apply("queue", "save_incoming", True)
     s = rig.connect(peer="198.51.100.7")
     s.send(b"HELO mx.example\r\nMAIL FROM:<>\r\n")
@@ -574,6 +574,8 @@ def test_a_bounce_without_a_status_is_not_recorded_but_kept_with_save_incoming(r
     ]
     assert not os.path.exists(rig.engine.root_file("hard-bounces.txt"))
     assert not os.path.exists(rig.engine.root_file("soft-bounces.txt"))
+    with open(rig.engine.root_file("unclassified-bounces.txt")) as fh:
+        assert fh.read() == "joe@example.com\n"
     fields = inf_fields(rig, "incoming")
     assert fields["rcpttosend"] == "x@local.test,mailengine-bounce-joe%example.com@local.test"
     assert dat(rig, "incoming").endswith(b"Back on Monday.\r\n")

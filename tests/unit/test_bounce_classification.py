@@ -72,6 +72,11 @@ def test_an_rfc3464_delivered_notice_is_not_a_bounce():
     assert found.kind is None and found.file_name == ""
 
 
+def test_a_bounce_without_any_status_goes_to_the_unclassified_file():
+    found = classify_bounce(b"Subject: Undeliverable\r\n\r\nYour mail could not be delivered.\r\n")
+    assert found.kind is None and found.file_name == "unclassified-bounces.txt"
+
+
 @pytest.mark.parametrize(
     ("body", "kind", "status"),
     [

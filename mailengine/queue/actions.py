@@ -425,11 +425,17 @@ class QueueActions:
 
     # -- repair ----------------------------------------------------------------
 
-    def restore_stale_claims(self, now: float, min_age: float = STALE_CLAIM_SECONDS) -> list[str]:
+    def restore_stale_claims(
+        self,
+        now: float,
+        min_age: float = STALE_CLAIM_SECONDS,
+        young: list[str] | None = None,
+    ) -> list[str]:
         """Put back claims an interrupted action left (a crash between its renames).
 
         The ``.inf`` goes beside its ``.dat``; a claim whose message already has
-        its new ``.inf`` is removed.
+        its new ``.inf`` is removed. Claims younger than ``min_age`` may belong to
+        an action still running: left alone, and their ids added to ``young``.
         """
         restored = []
         for dirname in DIRS:
@@ -447,6 +453,8 @@ class QueueActions:
                 try:
                     # ctime: the rename that made the claim (mtime is the old file's).
                     if now - os.stat(claimed).st_ctime < min_age:
+                        if young is not None:
+                            young.append(message_id)
                         continue
                 except FileNotFoundError:
                     continue

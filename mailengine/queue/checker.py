@@ -11,9 +11,14 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from mailengine.engine import Engine
+from mailengine.queue.actions import QueueActions
 from mailengine.queue.journal import recover_journal
 
 log = Logger(namespace="mailengine.queue")
+
+# A claim this young may belong to an operator action running now (they take
+# milliseconds); older ones were left by an action a crash cut short.
+CLAIM_SETTLE_SECONDS = 2.0
 
 
 class QueueChecker(service.Service):
@@ -28,6 +33,7 @@ class QueueChecker(service.Service):
         self.engine = engine
         self.request_stop = request_stop
         self._call: IDelayedCall | None = None
+        self._claims_call: IDelayedCall | None = None
         self._sweeping: defer.Deferred | None = None
         self.checks = 0
         reactor = engine.reactor
@@ -44,6 +50,7 @@ class QueueChecker(service.Service):
         repaired = store.repair_interrupted_moves()
         if repaired:
             log.warn("finished {n} queue moves cut short by a crash", n=len(repaired))
+        self.restore_claims()
         restored = recover_journal(store)
         if restored:
             log.info("restored {n} messages from the receipt journal into retry/", n=restored)
@@ -55,6 +62,29 @@ class QueueChecker(service.Service):
             log.info("removed {n} half-written temporary files left by a crash", n=leftovers)
         self.engine.config.subscribe(self._setting_changed)
         self.check()
+
+    def restore_claims(self) -> list[str]:
+        """Put back ``.inf-claimed`` files an operator action left when it was cut short.
+
+        A claim a few seconds old may be an action running right now (a
+        ``mailengine queue`` beside the start): it is looked at again later.
+        """
+        young: list[str] = []
+        now = self.engine.reactor.seconds()
+        restored = QueueActions(self.engine.store).restore_stale_claims(
+            now, min_age=CLAIM_SETTLE_SECONDS, young=young
+        )
+        if restored:
+            log.warn(
+                "restored {n} messages claimed by an operator action that never finished: {ids}",
+                n=len(restored),
+                ids=", ".join(restored[:10]) + (" ..." if len(restored) > 10 else ""),
+            )
+        if young:
+            self._claims_call = self.engine.reactor.callLater(
+                CLAIM_SETTLE_SECONDS, self.restore_claims
+            )
+        return restored
 
     def _setting_changed(self, section: str, key: str, value: Any) -> None:
         # A new interval counts from now, not after the old (maybe long) wait.
@@ -68,8 +98,9 @@ class QueueChecker(service.Service):
 
     def stopService(self) -> None:
         super().stopService()
-        if self._call is not None and self._call.active():
-            self._call.cancel()
+        for call in (self._call, self._claims_call):
+            if call is not None and call.active():
+                call.cancel()
 
     def check(self) -> None:
         """One queue check; reschedules itself with the current interval (a live setting)."""

@@ -1,13 +1,14 @@
 """The periodic queue check on a fake clock: shutdown.txt, the retry/ scan, retention."""
 
 import os
+import time
 
 import attrs
 import pytest
 from twisted.internet import task
 
 from mailengine.config.model import Config
-from mailengine.queue.checker import QueueChecker
+from mailengine.queue.checker import CLAIM_SETTLE_SECONDS, QueueChecker
 from mailengine.queue.envelope import Envelope
 from mailengine.queue.store import QueueStore
 from tests.twisted.test_live_queue import SyncThreads
@@ -108,4 +109,36 @@ def test_temporary_files_left_by_a_crash_are_removed_at_start_but_young_ones_sta
         os.utime(path, (NOW - age,) * 2)
     checker.startService()
     assert os.listdir(retry) == [".young@h.dat.tmp"]
+    checker.stopService()
+
+
+def claim(store, dirname, message_id):
+    os.rename(
+        store.path(dirname, message_id, ".inf"), store.path(dirname, message_id, ".inf-claimed")
+    )
+
+
+def test_claims_left_by_an_interrupted_operator_action_are_restored_at_start(rig):
+    engine, checker, _, _ = rig
+    store = engine.store
+    put(store, "retry", "held@h", 60)
+    claim(store, "retry", "held@h")  # a hold cut short after moving the .dat
+    os.rename(store.path("retry", "held@h", ".dat"), store.path("hold", "held@h", ".dat"))
+    engine.reactor.advance(time.time() + 60 - engine.reactor.seconds())  # claimed 60 s ago
+    checker.startService()
+    assert ids(store, "hold") == ["held@h"]  # its .inf back beside its .dat
+    assert not os.listdir(store.dir("retry"))
+    checker.stopService()
+
+
+def test_a_claim_made_just_now_is_left_to_its_action_and_looked_at_again_later(rig):
+    engine, checker, _, _ = rig
+    store = engine.store
+    put(store, "retry", "busy@h", 60)
+    claim(store, "retry", "busy@h")  # a `mailengine queue` acting beside the start
+    engine.reactor.advance(time.time() - engine.reactor.seconds())
+    checker.startService()
+    assert ids(store, "retry") == []
+    engine.reactor.advance(CLAIM_SETTLE_SECONDS + 1)  # the action never finished
+    assert ids(store, "retry") == ["busy@h"]
     checker.stopService()

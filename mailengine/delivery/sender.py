@@ -20,7 +20,7 @@ from mailengine.delivery.job import Job
 from mailengine.delivery.outcome import HARD, SENT, SOFT, UNTRIED, RecipientResult, apply_attempt
 from mailengine.delivery.plan import count_hosts, group_by_domain, hops_for, next_hop
 from mailengine.delivery.pool import Pools
-from mailengine.delivery.reporting import FailureReporting
+from mailengine.delivery.reporting import FailureReporting, is_own_mail
 from mailengine.delivery.status import DeliveryStatus, DomainStatus, HostStatus
 from mailengine.dns.answer import Destination, DNSFailure, Resolution
 from mailengine.engine import Engine
@@ -375,15 +375,13 @@ class DeliveryEngine(service.Service):
             intervals_minutes=engine.config.queue.retry_intervals_minutes,
             should_log=keeps_inf,
         )
-        counters = engine.counters
-        if summary.sent:
-            counters.delivered(len(summary.sent))
-        if summary.hard:
-            counters.failed(True, len(summary.hard))
-        if summary.soft_final:
-            counters.failed(False, len(summary.soft_final))
-        if summary.soft_retry:
-            counters.deferred_once(len(summary.soft_retry))
+        engine.counters.attempt_outcome(
+            sent=len(summary.sent),
+            failed_hard=len(summary.hard),
+            failed_soft=len(summary.soft_final),
+            deferred=len(summary.soft_retry),
+            own=is_own_mail(envelope),
+        )
         if summary.final_failures or engine.config.reports.type:
             try:
                 self.reporting.attempt_finished(envelope, summary, message.data or b"")

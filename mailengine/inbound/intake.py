@@ -223,11 +223,7 @@ class Intake:
             return self.signing.signed(relay_id, content, now).addCallback(store)
 
         def counted(_: Any) -> str:
-            counters = engine.counters
-            if txn.relay:
-                counters.received("relay")
-            if local_rcpts:
-                counters.received("inbound")
+            engine.counters.received_message(relay=len(txn.relay), local=len(local_rcpts))
             return first_id
 
         def withdraw(failure: Failure) -> Failure:

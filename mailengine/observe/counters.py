@@ -6,6 +6,8 @@ from collections import deque
 
 import attrs
 
+from mailengine.observe.books import Books
+
 HISTORY_SECONDS = 3600
 
 
@@ -29,7 +31,9 @@ class Counters:
 
     ``sent`` counts recipients accepted by the receiving server; ``failed_*``
     count recipients that finally failed; ``deferred`` counts soft failures
-    that will be retried.
+    that will be retried. Those count the clients' mail only: the engine's own
+    DSNs, reports and notices are counted apart (``own``). ``books`` follows
+    every recipient from intake to its outcome (``observe.books``).
     """
 
     started: float
@@ -50,6 +54,11 @@ class Counters:
     dkim_unsignable: int = 0  # relay messages sent unsigned because they could not be signed
     interval_start: float = 0.0
     history: deque[Interval] = attrs.field(factory=lambda: deque(maxlen=4096))
+    books: Books = attrs.field(factory=Books)
+    # The engine's own mail (DSNs, delivery reports, notices): outcome -> recipients.
+    own: dict[str, int] = attrs.field(
+        factory=lambda: dict.fromkeys(("sent", "failed_hard", "failed_soft", "deferred"), 0)
+    )
 
     def __attrs_post_init__(self) -> None:
         self.interval_start = self.started
@@ -61,6 +70,39 @@ class Counters:
         else:
             self.recv_relay += n
         self.total_recv += n
+
+    def received_message(self, *, relay: int, local: int) -> None:
+        """One message acknowledged over SMTP with ``relay`` and ``local`` recipients.
+
+        It counts once, as relay when any recipient travels on, else as inbound.
+        """
+        self.received("relay" if relay else "inbound")
+        self.books.received += relay + local
+        self.books.local += local
+
+    def attempt_outcome(
+        self, *, sent: int, failed_hard: int, failed_soft: int, deferred: int, own: bool
+    ) -> None:
+        """What one send attempt did to its recipients (``own``: the engine's own mail)."""
+        books = self.books
+        books.sent += sent
+        books.failed_hard += failed_hard
+        books.failed_soft += failed_soft
+        if own:
+            tally = self.own
+            tally["sent"] += sent
+            tally["failed_hard"] += failed_hard
+            tally["failed_soft"] += failed_soft
+            tally["deferred"] += deferred
+            return
+        if sent:
+            self.delivered(sent)
+        if failed_hard:
+            self.failed(True, failed_hard)
+        if failed_soft:
+            self.failed(False, failed_soft)
+        if deferred:
+            self.deferred_once(deferred)
 
     def delivered(self, n: int = 1) -> None:
         self.sent += n

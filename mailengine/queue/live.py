@@ -215,6 +215,10 @@ class LiveQueue:
         envelope = msg.envelope
         inf_bytes = envelope.to_inf().encode()
         write = self.put_work("retry", envelope.message_id, "new", data, inf_bytes)
+        # Known while its files are written, so a retry/ scan meanwhile does not
+        # take it for mail another program dropped in.
+        msg.location = "offloading"
+        self.messages[envelope.message_id] = msg
 
         def written(inode: int) -> str:
             msg.inode = inode
@@ -223,7 +227,12 @@ class LiveQueue:
                 log.info("{id}: offloaded to retry/", id=envelope.message_id)
             return envelope.message_id
 
-        return self.committer.submit(write, durable=durable).addCallback(written)
+        def failed(failure: Any) -> Any:
+            if self.messages.get(envelope.message_id) is msg:
+                del self.messages[envelope.message_id]
+            return failure
+
+        return self.committer.submit(write, durable=durable).addCallbacks(written, failed)
 
     def _index_retry(self, msg: QueuedMessage) -> None:
         msg.location = "retry"
@@ -307,9 +316,11 @@ class LiveQueue:
                 return False
             self.schedule.remove(message_id)  # replaced by another program
             del self.messages[message_id]
+            self.counters.books.removed += len(known.envelope.rcpt_to_send)
         msg = QueuedMessage(envelope, None, "retry", inode=inode, size=envelope.received_size)
         msg.epoch = epoch
         self._index_retry(msg)
+        self.counters.books.found += len(envelope.rcpt_to_send)
         return True
 
     def forget_unseen(self, seen: set[str], epoch: int) -> int:
@@ -334,6 +345,7 @@ class LiveQueue:
         if msg is not None:
             self._release(msg)
             self._settle(msg)
+            self.counters.books.removed += len(msg.envelope.rcpt_to_send)
         return msg
 
     # -- hand-over to the sender -------------------------------------------
@@ -513,6 +525,10 @@ class LiveQueue:
         return d.addCallback(close_journal)
 
     # -- views -------------------------------------------------------------
+
+    def queued_recipients(self) -> int:
+        """Recipients still to send of every message the engine holds (the books' queued)."""
+        return sum(len(m.envelope.rcpt_to_send) for m in self.messages.values())
 
     def counts(self) -> dict[str, int]:
         by: dict[str, int] = {"memory": 0, "journal": 0, "working": 0, "retry": 0}

@@ -138,7 +138,7 @@ class MemoryMessages:
         msg = self.engine.queue.messages.get(message_id)
         if msg is None or msg.location == "retry":
             return None
-        if msg.location in (HOLDING, "moving", "reserved"):
+        if msg.location in (HOLDING, "moving", "reserved", "offloading"):
             return ActionResult(message_id, action, False, BUSY, MEMORY)
         if not is_in_memory(msg):
             return None
@@ -161,6 +161,7 @@ class MemoryMessages:
         if domain:
             cut = cut_domain(msg.envelope, domain, self.now())
             if cut.keep_message:
+                queue.counters.books.removed += cut.removed
                 if cut.removed and source == "working":
                     inf = msg.envelope.to_inf().encode()
                     self._background(partial(store.replace_inf, "working", message_id, inf), msg)

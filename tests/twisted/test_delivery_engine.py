@@ -244,3 +244,16 @@ def test_a_domain_that_works_again_shows_no_stale_last_error(parts):
     assert engine.counters.total_sent == 1
     [domain] = delivery.status(reactor.seconds()).domains
     assert domain.last_error == ""
+
+
+def test_the_engines_own_dsns_are_counted_apart_from_the_clients_mail(parts):
+    engine, delivery, reactor = parts
+    engine.config.override("queue", "use_dsn", True)
+    accept(engine, 1, "y@nowhere.test")  # fails hard: a DSN goes to s@src.test
+    for _ in range(3):
+        reactor.advance(0)
+    assert engine.queue.messages == {} and not delivery.attempts  # the DSN's attempt is over
+    c = engine.counters
+    # src.test does not exist either: the DSN failed too, but not as the client's mail.
+    assert (c.total_failed_hard, c.own["failed_hard"], c.books.generated) == (1, 1, 1)
+    assert c.books.failed_hard == 2  # the books follow every recipient, the engine's too

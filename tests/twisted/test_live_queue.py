@@ -350,3 +350,32 @@ def test_a_message_larger_than_the_memory_limit_is_sent_on_its_own(parts):
     queue.scan_retry()
     [msg] = queue.take_due(10)
     assert msg.message_id == "M1@h" and len(msg.data) == 1_200_002
+
+
+def test_the_books_count_what_appears_in_and_vanishes_from_retry(parts):
+    store, clock, config, queue, syncs, _ = parts
+    store.write_message("retry", env(1, ("a@x.test", "b@x.test")), b"x\r\n")
+    store.write_message("retry", env(2), b"x\r\n")
+    queue.scan_retry()
+    books = queue.counters.books
+    assert (books.found, books.removed, queue.queued_recipients()) == (3, 0, 3)
+    store.delete("retry", "M2@h")  # deleted by an operator
+    replaced = env(1, ("a@x.test",))  # one recipient cut by another program
+    store.replace_inf("retry", "M1@h", replaced.to_inf().encode())  # a new file: a new inode
+    queue.scan_retry()
+    assert (books.found, books.removed, queue.queued_recipients()) == (4, 3, 1)
+    assert books.should_be_queued == queue.queued_recipients()
+
+
+def test_a_scan_while_offloaded_mail_is_written_does_not_count_it_as_found(parts):
+    store, clock, config, queue, syncs, threads = parts
+    threads.hold = True
+    done = []
+    queue.accept_relay(env(1), b"x\r\n").addCallback(done.append)  # no sender: to retry/
+    [(write, d)] = threads.waiting
+    threads.waiting = []
+    inode = write()  # the worker renamed it into retry/; the reactor has not heard yet
+    queue.scan_retry()
+    d.callback(inode)
+    assert done == ["M1@h"]
+    assert queue.counters.books.found == 0 and queue.queued_recipients() == 1

@@ -1,0 +1,43 @@
+"""The recipient books: the equation, its log line and mailq/books.txt (pure)."""
+
+import pytest
+
+from mailengine.observe.books import Books, balance_line, books_text, parse_books_text
+from mailengine.observe.counters import Counters
+
+
+def test_books_balance_when_every_recipient_taken_in_has_an_outcome_or_is_queued():
+    books = Books(received=10, generated=2, found=3, sent=6, failed_hard=2, failed_soft=1)
+    books.local, books.removed = 1, 1
+    assert books.should_be_queued == 4
+    assert books.unaccounted(4) == 0
+    assert balance_line(books, 4).endswith(": balanced")
+    assert "NOT balanced: +1 recipients unaccounted for" in balance_line(books, 3)
+
+
+def test_one_message_with_local_and_relay_recipients_is_received_once():
+    counters = Counters(started=0.0)
+    counters.received_message(relay=2, local=1)
+    assert (counters.total_recv, counters.recv_relay, counters.recv_inbound) == (1, 1, 0)
+    assert (counters.books.received, counters.books.local) == (3, 1)
+    counters.received_message(relay=0, local=2)
+    assert (counters.total_recv, counters.recv_inbound) == (2, 1)
+
+
+def test_the_engines_own_mail_moves_the_books_but_not_the_clients_counts():
+    counters = Counters(started=0.0)
+    counters.attempt_outcome(sent=2, failed_hard=1, failed_soft=0, deferred=1, own=False)
+    counters.attempt_outcome(sent=1, failed_hard=0, failed_soft=1, deferred=2, own=True)
+    assert (counters.total_sent, counters.total_failed_soft, counters.total_deferred) == (2, 0, 1)
+    assert counters.own == {"sent": 1, "failed_hard": 0, "failed_soft": 1, "deferred": 2}
+    assert (counters.books.sent, counters.books.failed_soft) == (3, 1)
+
+
+def test_books_text_round_trips_and_a_damaged_count_is_an_error():
+    books = Books(received=5, found=1, sent=3, removed=1)
+    text = books_text(books, queued=2, written_at="2026/12/04 17:00:00", state="stopped")
+    parsed, fields = parse_books_text(text)
+    assert parsed == books
+    assert fields == {"state": "stopped", "written": "2026/12/04 17:00:00", "queued": "2"}
+    with pytest.raises(ValueError, match="sent='x'"):
+        parse_books_text(text.replace("sent=3", "sent=x"))

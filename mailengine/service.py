@@ -23,6 +23,7 @@ from mailengine.dns.preload import PreloadService
 from mailengine.dns.resolver import MailResolver
 from mailengine.engine import Engine
 from mailengine.observe.acceptwatch import AcceptFailureWatch
+from mailengine.observe.bookkeeping import Bookkeeper
 from mailengine.observe.counters import Counters
 from mailengine.observe.logfiles import DailyLogFiles
 from mailengine.observe.stats import StatsReporter
@@ -175,6 +176,8 @@ class EngineService(service.MultiService):
         engine.parts["service"] = self  # the web admin's shutdown calls request_stop()
         QueueChecker(engine, self.request_stop).setServiceParent(self)
         StatsReporter(engine).setServiceParent(self)
+        self.bookkeeper = Bookkeeper(engine)
+        self.bookkeeper.setServiceParent(self)
         preload = PreloadService(engine.parts["resolver"], engine.config, engine.reactor)
         preload.setServiceParent(self)
         self._add_delivery()
@@ -322,6 +325,7 @@ class EngineService(service.MultiService):
         except Exception:
             log.failure("writing messages in memory to retry/ did not finish")
         yield defer.maybeDeferred(super().stopService)
+        self.bookkeeper.close()
         log.info("stopped; {n} messages wait in retry/", n=engine.store.count("retry"))
         globalLogPublisher.removeObserver(self._accept_watch)
         if self._logfiles is not None:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 import attrs
 
+BOOKS_FILE = "books.txt"  # in mailq/
 IN = ("received", "generated", "found")
 OUT = ("sent", "failed_hard", "failed_soft", "local", "removed")
 ENTRIES = IN + OUT

@@ -1,4 +1,4 @@
-"""``mailengine queue``: list, show, delete, retry-now, hold, release, summary (files only).
+"""``mailengine queue``: list, show, delete, retry-now, hold, release, summary, audit (files).
 
 The same ``QueueActions`` as the web admin, safe while the engine runs: each
 change claims the message by renaming its ``.inf``, and the engine sees the
@@ -26,6 +26,7 @@ from mailengine.queue.actions import (
     parse_age,
     plural,
 )
+from mailengine.queue.audit import audit_lines, read_books, survey
 from mailengine.queue.shape import DomainShape, bucket_labels, format_age
 from mailengine.queue.store import DIRS, BadMessageId, QueueStore
 
@@ -71,6 +72,7 @@ def add_queue_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("ids", nargs="*", metavar="ID")
         filters(p, f"with --domain: directory to act in (default {ACTION_SOURCES[action][0]})")
         p.add_argument("--yes", action="store_true", help="do not ask before acting on many")
+    action_parser("audit", "check the recipient books against the queue files")
     p = action_parser("summary", "recipients and oldest age per destination domain (qshape)")
     p.add_argument(
         "--dir",
@@ -212,6 +214,10 @@ def run(args: argparse.Namespace, mailq: str) -> int:
             print(f"# headers of {detail.entry.dirname}/{args.id}.dat")
             print(detail.headers)
             return 0
+        if command == "audit":
+            lines, ok = audit_lines(read_books(store), survey(store, now))
+            print("\n".join(lines))
+            return 0 if ok else 1
         if command == "summary":
             print_summary(actions.summary(tuple(args.dir or SUMMARY_DIRS), now))
             return 0
@@ -224,7 +230,8 @@ def run(args: argparse.Namespace, mailq: str) -> int:
         print(f"mailengine: {exc}", file=sys.stderr)
         return 2
     print(
-        "mailengine: queue needs an action: list, show, delete, retry-now, hold, release, summary",
+        "mailengine: queue needs an action: list, show, delete, retry-now, hold, release, "
+        "summary, audit",
         file=sys.stderr,
     )
     return 2

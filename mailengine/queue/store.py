@@ -125,6 +125,12 @@ class QueueStore:
             _remove_quietly(tmp)  # a full disk must not fill up with half-written files
             raise
 
+    def write_file(self, name: str, data: bytes) -> None:
+        """A file of the queue itself (``mailq/NAME``, e.g. books.txt), replaced whole."""
+        if os.sep in name or name.startswith("."):
+            raise ValueError(f"not a queue file name: {name!r}")
+        self._write_file(os.path.join(self.root, name), data, durable=False)
+
     def write_message(
         self, dirname: str, envelope: Envelope, data: bytes, *, durable: bool = False
     ) -> None:

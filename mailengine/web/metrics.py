@@ -55,6 +55,14 @@ def render_metrics(s: Snapshot) -> str:
         ],
     )
     out += family(
+        "mailengine_own_mail_recipients_total",
+        "counter",
+        "Recipients of the engine's own DSNs, delivery reports and notices by outcome "
+        "(not in mailengine_recipients_total).",
+        [({"outcome": k}, v) for k, v in s.own_mail.items()],
+    )
+    out += books_metrics(s)
+    out += family(
         "mailengine_rejected_total",
         "counter",
         "Senders or recipients refused by the SMTP server since start.",
@@ -146,6 +154,32 @@ def render_metrics(s: Snapshot) -> str:
         [({"version": s.version, "hostname": s.hostname}, 1)],
     )
     return "\n".join(out) + "\n"
+
+
+def books_metrics(s: Snapshot) -> list[str]:
+    """The recipient books (observe.books): in = out + queued at any quiet moment."""
+    books = s.books
+    out = family(
+        "mailengine_books_recipients_total",
+        "counter",
+        "Recipients into the queue (received, generated, found) and out of it (sent, "
+        "failed_hard, failed_soft, local, removed) since start.",
+        [({"entry": name}, value) for name, value in books.as_dict().items()],
+    )
+    out += family(
+        "mailengine_books_queued_recipients",
+        "gauge",
+        "Recipients still to send in every message the engine holds.",
+        [({}, s.books_queued)],
+    )
+    out += family(
+        "mailengine_books_unaccounted_recipients",
+        "gauge",
+        "In minus out minus queued: 0 when every recipient is accounted for (a message "
+        "being received or sent at that moment may show for an instant).",
+        [({}, books.unaccounted(s.books_queued))],
+    )
+    return out
 
 
 def add_routes(app: Routes, admin: WebAdmin) -> None:

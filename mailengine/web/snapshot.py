@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from mailengine import __version__
 from mailengine.delivery.status import DeliveryStatus, DomainStatus, HostStatus
 from mailengine.engine import Engine
+from mailengine.observe.books import Books
 from mailengine.observe.counters import HISTORY_SECONDS, Interval
 from mailengine.observe.recent import FinalFailure
 from mailengine.observe.statslines import per_hour
@@ -76,6 +77,10 @@ class Snapshot:
     destinations: tuple[DomainStatus, ...]
     oldest_seconds: float
     failures: tuple[FinalFailure, ...]
+    # The recipient books and the queue they should match, taken together a moment ago.
+    books: Books = attrs.field(factory=Books)
+    books_queued: int = 0
+    own_mail: dict[str, int] = attrs.field(factory=dict)  # the engine's DSNs and reports
 
     @property
     def uptime_seconds(self) -> float:
@@ -113,6 +118,8 @@ class QueueShape:
     domains: list[DomainShape]
     oldest_created: float | None  # of the oldest message (None: no message)
     at: float
+    queued_recipients: int = 0  # every message's rcpttosend, summed
+    books: Books | None = None  # the recipient books at the same moment
 
     def oldest_seconds(self, now: float) -> float:
         return 0.0 if self.oldest_created is None else max(0.0, now - self.oldest_created)
@@ -127,10 +134,11 @@ class QueueShape:
 EMPTY_SHAPE = QueueShape([], None, 0.0)
 
 
-def shape_of(envelopes: list[Envelope], now: float) -> QueueShape:
+def shape_of(envelopes: list[Envelope], now: float, books: Books | None = None) -> QueueShape:
     shapes = queue_shape(envelopes, now)
     oldest = min((e.time_created for e in envelopes), default=None)
-    return QueueShape(shapes, oldest, now)
+    queued = sum(len(e.rcpt_to_send) for e in envelopes)
+    return QueueShape(shapes, oldest, now, queued, books)
 
 
 class LiveShape:
@@ -170,11 +178,12 @@ class LiveShape:
 
     def _start(self, now: float) -> None:
         envelopes = [m.envelope for m in list(self.queue.messages.values())]
+        books = self.queue.counters.books.copy()  # taken with the envelopes: they agree
         self._running = True
 
         def work() -> tuple[QueueShape, float]:
             started = time.perf_counter()
-            return shape_of(envelopes, now), time.perf_counter() - started
+            return shape_of(envelopes, now, books), time.perf_counter() - started
 
         d = self.run_blocking(work)
         d.addCallbacks(self._done, self._failed, callbackArgs=(now,))
@@ -317,6 +326,9 @@ def take_snapshot(
         destinations=destinations,
         oldest_seconds=shape.oldest_seconds(now),
         failures=tuple(engine.recent_failures.latest(20)),
+        books=shape.books or c.books.copy(),
+        books_queued=shape.queued_recipients if shape.books else queue.queued_recipients(),
+        own_mail=dict(c.own),
     )
 
 

@@ -509,3 +509,32 @@ def test_traffic_counts_are_labelled_since_start_until_the_engine_ran_an_hour(ad
     admin.login()  # the session timed out meanwhile
     page = admin.get("/gui/admin").text
     assert ">Last hour<" in page and "Since start (" not in page
+
+
+def test_metrics_show_the_recipient_books_and_whether_they_balance(admin):
+    engine = admin.engine
+    queue_file(engine, "retry", "Q1@h", ["a@x.test", "b@x.test"])
+    engine.queue.scan_retry()  # found: 2
+    engine.counters.received_message(relay=0, local=3)
+    engine.counters.attempt_outcome(sent=0, failed_hard=0, failed_soft=0, deferred=1, own=True)
+
+    def samples():
+        found = {}
+        for family in text_string_to_metric_families(admin.get("/metrics").text):
+            for s in family.samples:
+                found[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return found
+
+    admin.clock.advance(60)  # past a queue shape cached before
+    admin.get("/metrics")  # the fresh shape is worked out behind a stale answer
+    got = samples()
+    assert got[("mailengine_books_recipients_total", (("entry", "found"),))] == 2
+    assert got[("mailengine_books_recipients_total", (("entry", "received"),))] == 3
+    assert got[("mailengine_books_recipients_total", (("entry", "local"),))] == 3
+    assert got[("mailengine_books_queued_recipients", ())] == 2
+    assert got[("mailengine_books_unaccounted_recipients", ())] == 0
+    assert got[("mailengine_own_mail_recipients_total", (("outcome", "deferred"),))] == 1
+    engine.queue.messages["Q1@h"].envelope.rcpt_to_send.pop()  # lost without an outcome
+    admin.clock.advance(60)  # past the cached queue shape
+    admin.get("/metrics")  # the fresh shape is worked out behind a stale answer
+    assert samples()[("mailengine_books_unaccounted_recipients", ())] == 1

@@ -41,3 +41,25 @@ def test_books_text_round_trips_and_a_damaged_count_is_an_error():
     assert fields == {"state": "stopped", "written": "2026/12/04 17:00:00", "queued": "2"}
     with pytest.raises(ValueError, match="sent='x'"):
         parse_books_text(text.replace("sent=3", "sent=x"))
+
+
+def test_the_audit_finds_files_that_disagree_with_the_books_or_contradict_themselves(tmp_path):
+    from mailengine.queue.audit import audit_lines, read_books, survey
+    from mailengine.queue.envelope import Envelope
+    from mailengine.queue.store import QueueStore
+
+    store = QueueStore(str(tmp_path))
+    store.ensure_dirs()
+    books = Books(received=3, sent=1)
+    text = books_text(books, queued=2, written_at="-", state="stopped")
+    store.write_file("books.txt", text.encode())
+    store.write_message("retry", Envelope("A@h", "s@x.test", ["a@y.test", "b@y.test"], 0), b"x")
+    lines, ok = audit_lines(read_books(store), survey(store, 0))
+    assert ok and "they agree" in "\n".join(lines)
+    twice = Envelope("B@h", "s@x.test", ["c@y.test"], 0, rcpt_sent=["C@y.test"])
+    store.write_message("retry", twice, b"x")
+    lines, ok = audit_lines(read_books(store), survey(store, 0))
+    text = "\n".join(lines)
+    assert not ok
+    assert "hold 3 recipients still to send, the books 2: they DISAGREE" in text
+    assert "retry/B@h.inf: still to send but already sent or failed: c@y.test" in text

@@ -32,6 +32,7 @@ from mailengine.queue.commit import GroupCommit
 from mailengine.queue.ids import MessageIdFactory
 from mailengine.queue.live import LiveQueue
 from mailengine.queue.store import QueueStore
+from mailengine.queue.writeback import StopWriteBack
 from mailengine.signing.keys import load_keys
 from mailengine.signing.signer import Signer
 
@@ -172,6 +173,7 @@ class EngineService(service.MultiService):
         self.ports: list[Any] = []
         self.stopped_by_shutdown_file = False
         self.stopping = False
+        self.writeback: StopWriteBack | None = None
         self._logfiles: DailyLogFiles | None = None
         engine.parts["service"] = self  # the web admin's shutdown calls request_stop()
         QueueChecker(engine, self.request_stop).setServiceParent(self)
@@ -318,12 +320,12 @@ class EngineService(service.MultiService):
             [self._in_flight("inbound", bound), self._in_flight("delivery", bound)]
         )
         held = sum(n for where, n in engine.queue.counts().items() if where != "retry")
-        d = engine.queue.drain()
-        d.addTimeout(QUEUE_DRAIN_SECONDS + held * QUEUE_DRAIN_SECONDS_PER_MESSAGE, engine.reactor)
-        try:
-            yield d
-        except Exception:
-            log.failure("writing messages in memory to retry/ did not finish")
+        self.writeback = StopWriteBack(
+            engine.queue,
+            engine.reactor,
+            lambda n: QUEUE_DRAIN_SECONDS + max(n, held) * QUEUE_DRAIN_SECONDS_PER_MESSAGE,
+        )
+        yield self.writeback.run()  # never "stopped" while acknowledged mail has no copy
         yield defer.maybeDeferred(super().stopService)
         self.bookkeeper.close()
         log.info("stopped; {n} messages wait in retry/", n=engine.store.count("retry"))
@@ -358,17 +360,23 @@ class EngineService(service.MultiService):
 
         return d.addErrback(late)
 
+    def _say_still_stopping(self, bound: float) -> None:
+        writeback = self.writeback
+        if writeback is not None and writeback.waiting:
+            log.error("{line}", line=writeback.describe(writeback.held()))
+            return
+        log.info(
+            "already stopping: transactions in flight get up to {s} s, then mail held "
+            "in memory is written to retry/",
+            s=bound,
+        )
+
     def _say_stopping_on_signals(self, bound: float) -> None:
         """A second Ctrl-C or SIGTERM while stopping: a log line, not twistd's traceback."""
         reactor = self.engine.reactor
 
         def again(signum: int, frame: Any) -> None:
-            reactor.callFromThread(
-                log.info,
-                "already stopping: transactions in flight get up to {s} s, then mail held "
-                "in memory is written to retry/",
-                s=bound,
-            )
+            reactor.callFromThread(self._say_still_stopping, bound)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:

@@ -64,7 +64,11 @@ class DailyLogFiles:
             return
         day = _local_day(event.get("log_time") or 0.0)
         if day != self._day or self._file is None:
-            self._open(day, days)
+            try:
+                self._open(day, days)
+            except OSError:  # log/ unwritable or full: the console still shows the line
+                self._file = None
+                return
         elif days != self._days:  # retention_days changed while running
             self._prune(day, days)
         try:

@@ -82,6 +82,7 @@ class LiveQueue:
         self.consumer: Consumer | None = None
         self._wake: IDelayedCall | None = None
         self._stopping = False
+        self.write_error = ""  # why the last write to retry/ failed
         self.journal = ReceiptJournal(store.dir("working"), self._now)
         committer.sync_journal = self.journal.sync
         self._journal_tick: IDelayedCall | None = None
@@ -490,7 +491,15 @@ class LiveQueue:
         self, failure: Any, msg: QueuedMessage, data: bytes | None, location: str
     ) -> None:
         # Keep the message where it was and due again later rather than lose it.
-        log.failure("{id}: cannot write to retry/; kept in memory", failure, id=msg.message_id)
+        self.write_error = str(failure.value)
+        if not failure.check(OSError):
+            log.failure("{id}: cannot write to retry/; kept in memory", failure, id=msg.message_id)
+        elif not self._stopping:  # a stop says it once for all (queue.writeback)
+            log.warn(
+                "{id}: cannot write to retry/ ({why}); kept in memory",
+                id=msg.message_id,
+                why=self.write_error,
+            )
         if data is not None:
             self._reserve(len(data))
             msg.data = data
@@ -525,6 +534,10 @@ class LiveQueue:
         return d.addCallback(close_journal)
 
     # -- views -------------------------------------------------------------
+
+    def held_only_in_memory(self) -> int:
+        """Messages with no copy on disk (a stop must not end while there are any)."""
+        return sum(1 for m in self.messages.values() if m.location == "memory")
 
     def queued_recipients(self) -> int:
         """Recipients still to send of every message the engine holds (the books' queued)."""

@@ -159,6 +159,22 @@ def prepare_directories(engine: Engine) -> None:
         os.makedirs(engine.log_dir, exist_ok=True)
     except OSError as exc:
         raise StartupError(f"cannot create {exc.filename}: {exc.strerror}") from None
+    problem = unwritable_queue(engine)
+    if problem:
+        raise StartupError(problem)
+
+
+def unwritable_queue(engine: Engine) -> str:
+    """One line when the queue cannot be written to by this process ("" when it can)."""
+    try:
+        engine.store.check_writable()
+    except OSError as exc:
+        where = os.path.dirname(exc.filename) if exc.filename else engine.store.root
+        return (
+            f"the queue is not writable: cannot create files in {where} ({exc.strerror}); "
+            f"the engine must own {engine.store.root} (mind twistd's --uid/--gid)"
+        )
+    return ""
 
 
 class EngineService(service.MultiService):
@@ -268,6 +284,12 @@ class EngineService(service.MultiService):
 
     def startService(self) -> None:
         engine = self.engine
+        # Again as the user twistd's --uid made us: root could write where we cannot.
+        problem = unwritable_queue(engine)
+        if problem:
+            for port in self.ports:
+                port.stopListening()
+            raise self._startup_failure(problem)
         self._logfiles = DailyLogFiles(engine.log_dir, lambda: engine.config.logs.retention_days)
         globalLogPublisher.addObserver(self._logfiles)
         self._accept_watch = AcceptFailureWatch(engine.parts["delivery"].out_of_descriptors)

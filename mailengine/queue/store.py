@@ -96,6 +96,14 @@ class QueueStore:
         for name in DIRS:
             os.makedirs(os.path.join(self.root, name), exist_ok=True)
 
+    def check_writable(self) -> None:
+        """OSError naming the first queue directory a file cannot be created in."""
+        for path in (self.root, *(os.path.join(self.root, name) for name in DIRS)):
+            probe = os.path.join(path, f".write-check-{os.getpid()}.tmp")
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+            os.unlink(probe)
+
     def dir(self, name: str) -> str:
         if name not in DIRS:
             raise ValueError(f"no queue directory {name!r}")

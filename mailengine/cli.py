@@ -121,12 +121,18 @@ def _priority(text: str) -> int:
 
 def cmd_send(args: argparse.Namespace) -> int:
     from mailengine.queue.enqueue import enqueue
+    from mailengine.signing.command import SigningError, signing_with_config
 
+    try:
+        sign = signing_with_config(_config_path(args))
+    except SigningError as exc:
+        print(f"mailengine: not queued: {exc}", file=sys.stderr)
+        return 1
     headers, body = split_message(sys.stdin.buffer.read())
     mailq = os.path.join(_root(args), "mailq-test" if args.test else "mailq")
     try:
         message_id = enqueue(
-            mailq, args.sender, args.recipients, headers, body, priority=args.priority
+            mailq, args.sender, args.recipients, headers, body, priority=args.priority, sign=sign
         )
     except (ValueError, OSError) as exc:
         print(f"mailengine: not queued: {exc}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from mailengine.queue.content import build_message
 from mailengine.queue.envelope import Envelope
@@ -31,10 +31,12 @@ def enqueue(
     body: str | bytes,
     *,
     priority: int = 0,
+    sign: Callable[[bytes], bytes] | None = None,
 ) -> str:
     """Write ``ID.dat`` then ``ID.inf`` into ``mailq_dir/retry/``, fsynced; return the id.
 
     ``recipients`` is a list or the manual's comma-separated ``RcptToSend``.
+    ``sign`` turns the message into its DKIM-signed form before it is written.
     Each file is written under a temporary name in retry/ and renamed into
     place, ``.dat`` before ``.inf``, so a running engine never reads half a message.
     """
@@ -60,5 +62,8 @@ def enqueue(
         priority=priority,
         retry_time=now,
     )
-    store.write_message("retry", envelope, build_message(headers, body), durable=True)
+    content = build_message(headers, body)
+    if sign is not None:
+        content = sign(content)
+    store.write_message("retry", envelope, content, durable=True)
     return envelope.message_id

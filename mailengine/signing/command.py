@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
 from mailengine.signing.keys import (
     ALGORITHMS,
@@ -13,6 +14,43 @@ from mailengine.signing.keys import (
     txt_record,
     write_key_file,
 )
+
+
+class SigningError(Exception):
+    """The configuration or a key file cannot be used; the text says why."""
+
+
+def signing_with_config(config_path: str) -> Callable[[bytes], bytes] | None:
+    """For ``mailengine send``: sign as the engine would, with the keys of the config file
+    (None when there is no config file or it has no keys). A message that cannot be
+    signed is queued unsigned with a warning on stderr, as the engine does."""
+    import time
+
+    from mailengine.config.loader import ConfigError, load_config
+    from mailengine.signing.keys import load_keys
+    from mailengine.signing.signer import Signer
+
+    if not os.path.exists(config_path):
+        return None
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise SigningError("; ".join(exc.problems)) from None
+    keys, problems = load_keys(config.dkim.key, os.path.dirname(os.path.abspath(config_path)))
+    if problems:
+        raise SigningError("; ".join(problems))
+    signer = Signer(keys)
+    if not signer:
+        return None
+
+    def sign(content: bytes) -> bytes:
+        dkim = config.dkim
+        signed = signer.sign(content, time.time(), dkim.headers, dkim.canonicalization)
+        if signed.problem:
+            print(f"mailengine: warning: not DKIM-signed: {signed.problem}", file=sys.stderr)
+        return signed.header + content
+
+    return sign
 
 
 def add_dkim_arguments(parser: argparse.ArgumentParser) -> None:

@@ -297,3 +297,29 @@ def test_a_missing_or_unusable_key_file_stops_the_start_naming_the_file(tmp_path
     assert "Traceback" not in text
     checked = run_cli("check-config", "--root", str(root))
     assert checked.returncode == 1 and b"2 problem(s)" in checked.stdout
+
+
+def test_mail_queued_by_mailengine_send_is_signed_like_mail_received_over_smtp(
+    engine_factory, sinks, published
+):
+    sink = sinks("127.0.11.4")
+    server = published["server"]
+    settings = dkim_settings(server, sink)
+    settings["queue"]["check_interval_seconds"] = 1  # picks up mailq/retry/ files at once
+    engine = engine_factory(settings, root=published["root"])
+    root = str(published["root"])
+    message = b"From: news@example.test\nTo: someone@dest.test\nSubject: sent\n\nby file\n"
+    done = run_cli(
+        "send", "--from", "b@example.test", "someone@dest.test", "--root", root, input=message
+    )
+    assert done.returncode == 0, done.stderr
+    two = b"From: a@example.test\nFrom: b@example.test\nSubject: two\n\nx\n"
+    done = run_cli("send", "someone@dest.test", "--root", root, input=two)
+    assert (
+        done.returncode == 0 and b"warning: not DKIM-signed: it has 2 From: fields" in done.stderr
+    )
+    wait_for(lambda: len(sink.received()) == 2, timeout=30, what="both queued messages")
+    got = by_subject(sink)
+    assert verifies(got["sent"].data, txt_lookup(server))
+    assert b"DKIM-Signature" not in got["two"].data
+    assert "Traceback" not in engine.console()

@@ -34,7 +34,7 @@ class Engine:
     test_mode: bool = False
     recent_failures: RecentFailures = attrs.field(factory=RecentFailures)
     signer: Signer = attrs.field(factory=lambda: Signer(()))  # [[dkim.key]], read at start
-    # Runs CPU-heavy work (DKIM signing) off the reactor thread; None: inline (tests).
+    # Runs CPU-heavy work (signing large messages) off the reactor thread; None: inline.
     run_in_thread: Callable[[Callable[[], Any]], Any] | None = None
     # Filled in by service.py as the parts exist:
     #   "inbound"  - the SMTP server factory; drain() -> Deferred (graceful stop)

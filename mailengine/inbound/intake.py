@@ -20,9 +20,9 @@ from twisted.python.failure import Failure
 
 from mailengine.engine import Engine
 from mailengine.inbound.received import prepend_received, received_header
+from mailengine.inbound.signing import Signing
 from mailengine.queue.envelope import Envelope
 from mailengine.reports.bounces import BounceClass, classify_bounce
-from mailengine.signing.signer import Signed
 
 log = Logger(namespace="mailengine.inbound")
 
@@ -107,48 +107,6 @@ class BounceLog:
 
         # Parsing and the append run off the reactor thread (bounces may be large).
         return engine.committer.submit(classify_and_append, durable=False).addCallback(logged)
-
-
-class Signing:
-    """DKIM-signs the relay copy (issue 11) off the reactor thread: RSA-2048 costs most of a
-    millisecond of CPU per message. A message that cannot be signed goes on unsigned."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def signed(self, message_id: str, content: bytes, now: float) -> defer.Deferred:
-        """Fires with ``content`` headed by its DKIM-Signature fields, or as it was."""
-        engine = self.engine
-        signer = engine.signer
-        if not signer:
-            return defer.succeed(content)
-        dkim = engine.config.dkim
-        work = partial(signer.sign, content, now, dkim.headers, dkim.canonicalization)
-        if engine.run_in_thread is None:
-            d = defer.maybeDeferred(work)
-        else:
-            d = engine.run_in_thread(work)
-
-        def done(result: Signed) -> bytes:
-            if result.problem:
-                self._unsigned(message_id, result.problem)
-                return content
-            if result.is_signed:
-                engine.counters.signing(signed=True)
-                return result.header + content
-            return content  # no key for its From: domain
-
-        def failed(failure: Failure) -> bytes:
-            log.failure("{id}: DKIM signing failed; sent unsigned", failure, id=message_id)
-            self._unsigned(message_id, "")
-            return content
-
-        return d.addCallbacks(done, failed)
-
-    def _unsigned(self, message_id: str, why: str) -> None:
-        self.engine.counters.signing(signed=False)
-        if why:
-            log.warn("{id}: not DKIM-signed, sent unsigned: {why}", id=message_id, why=why)
 
 
 class Intake:

@@ -117,6 +117,8 @@ MESSAGES = {
     "empty-body": ("news@example.test", b""),
     "subdomain": ("Alerts <alerts@news.Example.TEST>", b"a parent's key signs\r\n"),
     "whitespace": ("news@example.test", b"  lead\r\ntrail  \r\n\tt\tabs\t\r\n"),
+    # over inbound.signing.INLINE_BYTES: signed in the thread pool
+    "large": ("news@example.test", b"z  z\t \r\n" * 20000),
 }
 
 

@@ -1,11 +1,10 @@
-"""The outbound SMTP connection: twisted.mail's ESMTPClient for the greeting, EHLO/HELO
-and STARTTLS, then one transaction after another for its pool (TWISTED.md §2.6).
+"""The outbound SMTP connection (Twisted shell): frames reply lines with
+``LineOnlyReceiver``, times out with ``TimeoutMixin``, and drives the pure
+``session.Session``, which decides everything said on the wire.
 
-Replaced from the stock client (TWISTED.md §0.6-0.9, §2): the transaction
-states (no RSET after a completed transaction, PIPELINING, MAIL parameters,
-test mode), the body encoding (sent as stored, dot-stuffed once), timeouts
-(read, write, end-of-data) and failure reporting (every way a session ends
-reaches the pool exactly once; TLS failures surface only in connectionLost).
+Its pool hands it one job after another (TWISTED.md §2.6); every way a session
+ends reaches the pool exactly once (``session_failed`` before the session was
+ready, ``job.finish`` for an open transaction, ``lost`` always).
 """
 
 from __future__ import annotations
@@ -15,17 +14,36 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
-from twisted.mail.smtp import ESMTPClient, SMTPClientError, TLSError, TLSRequiredError
+from twisted.protocols.basic import LineOnlyReceiver
+from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
-from mailengine.delivery.transaction import BODY, DONE, END_EMPTY, WAIT, WRITE, Transaction
+from mailengine.delivery.session import (
+    BODY,
+    CLOSED,
+    CLOSING,
+    DONE,
+    END,
+    QUIT_SENT,
+    READY,
+    SESSION_READY,
+    START_TLS,
+    TLS_FAILED,
+    VIOLATION,
+    WAIT,
+    WRITE,
+    Session,
+)
+from mailengine.delivery.transaction import Transaction
 
 if TYPE_CHECKING:
     from mailengine.delivery.job import Job
 
 log = Logger(namespace="mailengine.smtp_out")
 
-ANY_CODE = range(0, 1000)
+# A reply line with no end after this many bytes is a protocol error (a server that
+# sends an endless line); lines up to it are cut at session.REPLY_LINE_LIMIT.
+ENDLESS_LINE_BYTES = 65536
 
 
 @attrs.define
@@ -48,6 +66,7 @@ class SessionOwner(Protocol):
 
     def session_ready(self, client: OutboundClient) -> None: ...
     def session_failed(self, client: OutboundClient, reason: str, *, tls: bool) -> None: ...
+    def misbehaved(self, client: OutboundClient, reason: str) -> None: ...
     def transaction_done(self, client: OutboundClient) -> None: ...
     def idle_expired(self, client: OutboundClient) -> None: ...
     def resend(self, job: Job) -> None: ...
@@ -61,49 +80,62 @@ def describe_failure(reason: Failure) -> str:
     return text.split("\n")[0][:200]
 
 
-def _reply_line(code: int, resp: bytes) -> str:
-    return f"{code} " + resp.decode("utf-8", "replace").split("\n")[0]
-
-
 def is_tls_failure(reason: Failure) -> bool:
     name = type(reason.value).__module__ + "." + type(reason.value).__name__
     return "OpenSSL" in name or "service_identity" in name or "VerificationError" in name
 
 
-class OutboundClient(ESMTPClient):
+class OutboundClient(LineOnlyReceiver, TimeoutMixin):
     """One connection to one MX address; its pool hands it jobs."""
 
-    debug = False  # the stock LineLog costs on every line; we keep our own transcript
-    # ESMTPClient.__setattr__ checks every assignment for a deprecated name.
-    __setattr__ = object.__setattr__
+    delimiter = b"\n"  # a bare LF ends a reply line too; the CR before it is dropped
+    MAX_LENGTH = ENDLESS_LINE_BYTES
 
     def __init__(self, owner: SessionOwner, context: Any, require_tls: bool) -> None:
         settings = owner.settings
-        ESMTPClient.__init__(self, None, None, settings.identity)
         self.owner = owner
         self.settings = settings
         self.tls_context = context  # offered to STARTTLS when the server has it
-        self.requireTransportSecurity = require_tls
-        self.requireAuthentication = False
-        self.heloFallback = True
-        self.timeout = settings.read_timeout  # type: ignore[assignment]
+        self.session = Session(
+            settings.identity, should_offer_tls=context is not None, require_tls=require_tls
+        )
         self.opening: list[str] | None = []  # greeting/EHLO lines while they happen
         self.opening_lines: tuple[str, ...] = ()  # ...kept for the transcripts of its jobs
-        self._size_param = False
         self.is_ready = False
         self.is_finished = False  # the owner has heard how this session ended
         self.is_closed = False  # connectionLost ran (the transport may not say so)
         self.tls_started = False
-        self.pipelining = False
-        self.size_limit = 0
-        self.mail_params = b""
-        self.needs_rset = False
         self.job: Job | None = None
         self.txn: Transaction | None = None
-        self.body_sent = False
+        self._body_held = False  # the body was written; not all of it has left yet
         self.idle_call: IDelayedCall | None = None
         self._write_call: IDelayedCall | None = None
-        self.transactions = 0
+
+    @property
+    def size_limit(self) -> int:
+        return self.session.size_limit
+
+    @property
+    def transactions(self) -> int:
+        return self.session.transactions
+
+    @property
+    def is_usable(self) -> bool:
+        """Open, and between transactions: a job may start on it now."""
+        transport: Any = self.transport
+        return (
+            not self.is_closed
+            and transport is not None
+            and not transport.disconnecting
+            and self.session.state == READY
+        )
+
+    @property
+    def is_serving(self) -> bool:
+        """Ready, and will take the next job when its transaction ends."""
+        return (
+            self.is_ready and not self.is_closed and self.session.state not in (CLOSED, QUIT_SENT)
+        )
 
     # -- connection ----------------------------------------------------------
 
@@ -111,23 +143,21 @@ class OutboundClient(ESMTPClient):
         return self.transport
 
     def connectionMade(self) -> None:
-        transport: Any = self.transport
+        transport = self._transport()
         if hasattr(transport, "setTcpNoDelay"):
             # Nagle + delayed ACK stall the final "." ~45 ms per message (TWISTED.md §2).
             transport.setTcpNoDelay(True)
-        super().connectionMade()
-
-    def sendLine(self, line: bytes) -> None:
-        if self.opening is not None:
-            self.opening.append("--> " + line.decode("utf-8", "replace"))
         if self.settings.debug:
-            self._debug("-->", line)
-        self._transport().write(line + b"\r\n")
+            self._debug("---", b"connected; waiting for the greeting")
+        self.setTimeout(self.settings.read_timeout)
 
     def _write(self, data: bytes) -> None:
-        if self.settings.debug:
+        if self.opening is not None or self.settings.debug:
             for line in data.split(b"\r\n")[:-1]:
-                self._debug("-->", line)
+                if self.opening is not None:
+                    self.opening.append("--> " + line.decode("utf-8", "replace"))
+                if self.settings.debug:
+                    self._debug("-->", line)
         self._transport().write(data)
 
     def _debug(self, arrow: str, line: bytes) -> None:
@@ -139,63 +169,50 @@ class OutboundClient(ESMTPClient):
             line=line.decode("utf-8", "replace"),
         )
 
-    def lineReceived(self, line: bytes) -> Any:
+    def dataReceived(self, data: bytes) -> None:
+        self.session.new_read()
+        super().dataReceived(data)
+        if self._body_held and self._write_call is None:
+            # Every reply of this read was sent before the server could see our body;
+            # from now on a reply may answer the final dot.
+            self._body_gone()
+
+    def lineReceived(self, line: bytes) -> None:
+        if line[-1:] == b"\r":
+            line = line[:-1]
+        self.resetTimeout()
         if self.opening is not None:
             self.opening.append("<-- " + line.decode("utf-8", "replace"))
         if self.settings.debug:
             self._debug("<--", line)
-        return super().lineReceived(line)
+        action = self.session.receive_line(line)
+        if action == WAIT:
+            return
+        if action == WRITE:
+            self._write(self.session.out)
+        elif action == BODY:
+            self._send_body()
+        elif action == DONE:
+            self._transaction_done()
+        elif action == SESSION_READY:
+            self._ready()
+        elif action == START_TLS:
+            self.tls_started = True
+            self._transport().startTLS(self.tls_context)
+            self._write(self.session.tls_started())
+        elif action == END:
+            self._ended()
 
-    # -- opening: greeting, EHLO/HELO, STARTTLS (stock states) ------------
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._buffer = b""
+        self._protocol_error(f"a reply line of more than {self.MAX_LENGTH} bytes")
 
-    def smtpConnectionFailed(self, code: int, resp: bytes) -> None:
-        # 421/4xx/5xx greeting: next address or host (RFC 5321 §3.1).
-        self._session_failed(f"{code} {resp.decode('utf-8', 'replace')}")
-        self._quit()
-
-    def smtpState_helo(self, code: int, resp: bytes) -> None:
-        # EHLO refused: HELO; a refused HELO ends the session (the stock state loops).
-        super().smtpState_helo(code, resp)
-        self._failresponse = self.smtpConnectionFailed
-
-    def esmtpState_serverConfig(self, code: int, resp: bytes) -> None:
-        ext: dict[bytes, bytes] = {}
-        for line in resp.split(b"\n")[1:]:
-            key, _, value = line.strip().partition(b" ")
-            ext[key.upper()] = value
-        self.pipelining = b"PIPELINING" in ext
-        size = ext.get(b"SIZE", b"").strip()
-        self.size_limit = int(size) if size.isdigit() else 0
-        self.mail_params = b""
-        self._size_param = b"SIZE" in ext
-        if b"8BITMIME" in ext:
-            self.mail_params += b" BODY=8BITMIME"
-        self.context = None if self._tlsMode else self.tls_context
-        super().esmtpState_serverConfig(code, resp)
-
-    def esmtpState_starttls(self, code: int, resp: bytes) -> None:
-        self.tls_started = True
-        super().esmtpState_starttls(code, resp)
-
-    def smtpState_from(self, code: int, resp: bytes) -> None:
-        # Reached once, when the session is ready for its first transaction.
+    def _ready(self) -> None:
         self.is_ready = True
         self.opening_lines = tuple(self.opening or ())
         self.opening = None
-        transport: Any = self.transport
-        transport.registerProducer(self, True)  # pause/resume = write timeout
+        self._transport().registerProducer(self, True)  # pause/resume = write timeout
         self.owner.session_ready(self)
-
-    def sendError(self, exc: Exception) -> None:
-        # TLS required but not offered, a malformed reply, STARTTLS refused.
-        resp = getattr(exc, "resp", b"") or str(exc).encode()
-        text = resp.decode("utf-8", "replace") if isinstance(resp, bytes) else str(resp)
-        tls = isinstance(exc, TLSError | TLSRequiredError)
-        self._fail(text.split("\n")[0], tls=tls)
-        if isinstance(exc, SMTPClientError) and not exc.isFatal:
-            self._quit()
-        else:
-            self._transport().abortConnection()
 
     # -- transactions --------------------------------------------------------
 
@@ -203,70 +220,81 @@ class OutboundClient(ESMTPClient):
         """Start the job's transaction (the pool checked SIZE and the bandwidth)."""
         self._cancel_idle()
         self.job = job
-        params = self.mail_params
-        if self._size_param:
-            params = b" SIZE=%d" % job.size + params
+        session = self.session
         txn = Transaction(
             job.sender,
             job.recipients,
-            pipelining=self.pipelining,
             test_mode=self.settings.test_mode,
-            mail_params=params,
-            reset_first=self.needs_rset,
+            mail_params=session.mail_params(job.size),
         )
         self.txn = txn
-        self.body_sent = False
-        self._expected = ANY_CODE  # type: ignore[assignment]
-        self._okresponse = self._on_reply
-        self._failresponse = self._on_reply
         self.setTimeout(self.settings.read_timeout)
-        self._write(txn.start())
+        self._write(session.start(txn))
 
-    def _on_reply(self, code: int, resp: bytes) -> None:
+    def _send_body(self) -> None:
+        job = self.job
+        assert job is not None
+        self.setTimeout(None)  # while the body goes out, the write timeout watches
+        self._body_held = True
+        self._transport().writeSequence((job.body, b".\r\n"))  # stored stuffed, ends in CRLF
+
+    def _body_gone(self) -> None:
+        # All of it left (or, held back by the transport, has drained: resumeProducing).
+        # The manual's body timeout is the wait for the reply after the end of the data.
+        self._body_held = False
+        self.session.body_written()
+        self.setTimeout(self.settings.body_timeout)
+
+    def _transaction_done(self) -> None:
         txn, job = self.txn, self.job
-        if txn is None or job is None:
-            # A reply while idle: the server is closing (e.g. its own 421 timeout).
-            self._transport().loseConnection()
-            return
-        if code == 421 and self._may_resend(job, txn, tls=False):
-            # RFC 5321 §3.8: the server closes this reused connection (idle timeout,
-            # messages-per-connection limit) before our transaction began: nothing
-            # was accepted, so the job goes to a fresh connection, not to retry/.
-            self._resend(job, _reply_line(code, resp))
-            self._transport().loseConnection()
-            return
-        action = txn.reply(code, resp)
-        if action is WAIT:
-            return
-        if action is WRITE:
-            self._write(b"\r\n".join(txn.pending_lines) + b"\r\n")
-        elif action is BODY:
-            self.body_sent = True
-            self.setTimeout(None)  # while the body goes out, the write timeout watches
-            transport: Any = self.transport
-            transport.writeSequence((job.body, b".\r\n"))  # stored stuffed, ends in CRLF
-            if self._write_call is None:
-                # All of it is on its way: the manual's body timeout is the wait for the
-                # reply after the end of the data, so it starts now (or, for a body the
-                # transport had to hold back, when it has drained: resumeProducing).
-                self.setTimeout(self.settings.body_timeout)
-        elif action is END_EMPTY:
-            self._write(b".\r\n")
-        elif action is DONE:
-            self.txn = self.job = None
-            self.needs_rset = not txn.is_clean
-            self.transactions += 1
-            self.setTimeout(None)
+        self.txn = self.job = None
+        self.setTimeout(None)
+        if job is not None and txn is not None:
             job.finish(txn)
-            self.owner.transaction_done(self)
+        self.owner.transaction_done(self)
+
+    # -- the session ended on the server's word (or a protocol error) ----------
+
+    def _ended(self) -> None:
+        session = self.session
+        reason = session.error
+        if session.ending == VIOLATION:
+            log.warn("{peer}: protocol error: {why}", peer=self._peer_name(), why=reason)
+            self.owner.misbehaved(self, reason)
+        job, txn = self.job, self.txn
+        if job is not None and txn is not None:
+            if session.ending == CLOSING and self._may_resend(job, txn):
+                # RFC 5321 §3.8: the server closes this reused connection (idle timeout,
+                # messages-per-connection limit) before our transaction began: nothing
+                # was accepted, so the job goes to a fresh connection, not to retry/.
+                self._resend(job, reason)
+            else:
+                self.txn = self.job = None
+                job.finish(txn)
+        elif not self.is_ready:
+            why = "protocol error: " + reason if session.ending == VIOLATION else reason
+            self._session_failed(why, session.ending == TLS_FAILED)
+        transport = self._transport()
+        if session.ending == VIOLATION:
+            transport.abortConnection()  # nothing it says can be trusted any more
+        else:
+            self._quit()
+
+    def _protocol_error(self, reason: str) -> None:
+        if self.session.protocol_error(reason) == END:
+            self._ended()
+        elif self.transport is not None:
+            self._transport().abortConnection()
+
+    def _peer_name(self) -> str:
+        peer: Any = self._transport().getPeer() if self.transport else None
+        return f"{peer.host}:{peer.port}" if peer else "?"
 
     # -- idle ----------------------------------------------------------------
 
     def park(self, idle_seconds: float, clock: Any) -> None:
         """No work: wait ``idle_seconds`` for more, then QUIT."""
         self.setTimeout(None)
-        self._expected = ANY_CODE  # type: ignore[assignment]
-        self._okresponse = self._failresponse = self._on_reply
         self.idle_call = clock.callLater(idle_seconds, self.owner.idle_expired, self)
 
     def _cancel_idle(self) -> None:
@@ -285,11 +313,12 @@ class OutboundClient(ESMTPClient):
             return
         if transport.producer is not None:
             transport.unregisterProducer()
-        transport.write(b"QUIT\r\n")
+        transport.write(self.session.quit())
         transport.loseConnection()
 
     def abort(self, reason: str) -> None:
         """Drop the connection now; an unfinished job ends soft with ``reason``."""
+        self.session.connection_lost(reason)
         self._fail(reason, tls=False)
         if self.transport is not None:
             self._transport().abortConnection()
@@ -297,13 +326,18 @@ class OutboundClient(ESMTPClient):
     # -- timeouts (TimeoutMixin for reads; producer pause for writes) --------
 
     def timeoutConnection(self) -> None:
-        if self.body_sent:
+        txn = self.txn
+        if txn is not None and txn.body_written:
             # The "." went out and no reply came: the server may have taken the
             # message. Retrying risks a duplicate; not retrying risks a loss. We
             # prefer the possible duplicate (RFC 1047).
             reason = "timeout waiting for the reply to the end of the message"
+        elif not self.is_ready and self.opening is not None and len(self.opening) == 0:
+            reason = "timeout waiting for the greeting"
         else:
             reason = "timeout waiting for a reply"
+        if self.settings.debug:
+            self._debug("---", reason.encode())
         self.abort(reason)
 
     def pauseProducing(self) -> None:
@@ -311,12 +345,11 @@ class OutboundClient(ESMTPClient):
             self._write_call = self.callLater(self.settings.write_timeout, self._write_timed_out)
 
     def resumeProducing(self) -> None:
-        was_held = self._write_call is not None
         if self._write_call is not None and self._write_call.active():
             self._write_call.cancel()
         self._write_call = None
-        if was_held and self.body_sent and self.txn is not None:
-            self.setTimeout(self.settings.body_timeout)  # the body has drained
+        if self._body_held and self.txn is not None:
+            self._body_gone()
 
     def stopProducing(self) -> None:
         self.resumeProducing()
@@ -340,9 +373,9 @@ class OutboundClient(ESMTPClient):
         elif not self.is_ready:
             self._session_failed(reason, tls)
 
-    def _may_resend(self, job: Job, txn: Transaction, tls: bool) -> bool:
+    def _may_resend(self, job: Job, txn: Transaction) -> bool:
         """Only on a reused connection, before any reply to the job, and only once."""
-        return self.transactions > 0 and not txn.answered and not tls and job.resends == 0
+        return self.session.transactions > 0 and not txn.answered and job.resends == 0
 
     def _resend(self, job: Job, why: str) -> None:
         self.txn = self.job = None
@@ -351,23 +384,30 @@ class OutboundClient(ESMTPClient):
         self.owner.resend(job)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
-        super().connectionLost(reason)
+        self.setTimeout(None)
         self._cancel_idle()
-        self.resumeProducing()
-        tls = self.tls_started and is_tls_failure(reason)
+        if self._write_call is not None and self._write_call.active():
+            self._write_call.cancel()
+        self._write_call = None
+        self._body_held = False
+        session = self.session
+        # A handshake cut after "220 Ready to start TLS" is a TLS failure whatever the
+        # exception (issue 9): the policy may then allow plain text.
+        tls = session.is_tls_pending or (self.tls_started and is_tls_failure(reason))
         why = "TLS failed: " + describe_failure(reason) if tls else "connection lost"
         self.is_closed = True
+        session.connection_lost(why)
         job, txn = self.job, self.txn
         if job is not None and txn is None:
             # It waited for the bandwidth cap and was never started here.
             self.job = None
             self.owner.resend(job)
-        elif job is not None and txn is not None and self._may_resend(job, txn, tls):
+        elif job is not None and txn is not None and not tls and self._may_resend(job, txn):
             # The server closed a reused connection as our transaction began (its idle
             # timeout crossing our MAIL): nothing was answered, so nothing happened;
             # send it again on a fresh connection rather than count a failure.
             self._resend(job, "connection closed before any reply")
-        elif self.job is not None:
+        elif job is not None:
             self._fail(why if tls else f"connection lost: {describe_failure(reason)}", tls=tls)
         elif not self.is_ready:
             self._session_failed(why if tls else "connection closed by the server", tls)

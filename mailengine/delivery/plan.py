@@ -15,7 +15,8 @@ import attrs
 from mailengine.dns.answer import Destination
 
 MAX_RCPTS_PER_TRANSACTION = 100  # RFC 5321 §4.5.3.1.8: servers must take at least 100
-DOWN_SECONDS = 5.0  # a server that refused or timed out is skipped this long
+DOWN_SECONDS = 5.0  # a server that refused or timed out is skipped this long...
+MAX_DOWN_SECONDS = 300.0  # ...doubled on each failure in a row, up to this
 
 
 def domain_of(address: str) -> str:
@@ -78,17 +79,34 @@ def count_hosts(hops: Sequence[Hop]) -> int:
 
 
 class HostHealth:
-    """Servers that failed to connect or greet recently, and why."""
+    """Servers that failed to connect or greet recently, and why.
+
+    A server that keeps failing waits longer each time (doubling up to
+    ``MAX_DOWN_SECONDS``; Postfix's and KumoMTA's destination back-off): with no
+    new connection while it is down, a server that fails every session right
+    after the connect gets a handful of connections a minute, not a storm.
+    Failures while it is already down (connections opened together) count once.
+    """
 
     def __init__(self, down_seconds: float = DOWN_SECONDS) -> None:
         self.down_seconds = down_seconds
         self._down: dict[tuple[str, int], tuple[float, str]] = {}
+        self._strikes: dict[tuple[str, int], tuple[int, float]] = {}  # (failures, until)
 
     def mark_down(self, hop: Hop, now: float, reason: str) -> None:
-        self._down[(hop.address, hop.port)] = (now + self.down_seconds, reason)
+        key = (hop.address, hop.port)
+        entry = self._down.get(key)
+        if entry is not None and entry[0] > now:
+            self._down[key] = (entry[0], reason)  # the same failure, seen again
+            return
+        strikes = self._strikes.get(key, (0, 0.0))[0] + 1
+        wait = min(self.down_seconds * 2 ** min(strikes - 1, 16), MAX_DOWN_SECONDS)
+        self._down[key] = (now + wait, reason)
+        self._strikes[key] = (strikes, now + wait)
 
     def mark_up(self, hop: Hop) -> None:
         self._down.pop((hop.address, hop.port), None)
+        self._strikes.pop((hop.address, hop.port), None)
 
     def down_reason(self, hop: Hop, now: float) -> str | None:
         entry = self._down.get((hop.address, hop.port))
@@ -99,14 +117,22 @@ class HostHealth:
             return None
         return entry[1]
 
+    def is_down(self, hop: Hop, now: float) -> bool:
+        return self.down_reason(hop, now) is not None
+
     def __len__(self) -> int:
         """Servers marked down (some perhaps expired but not yet forgotten)."""
         return len(self._down)
 
     def forget_expired(self, now: float) -> None:
-        """Drop entries whose time is up (servers never asked about again stay otherwise)."""
+        """Drop entries whose time is up (servers never asked about again stay otherwise);
+        a server's failures are forgotten once it has been up for ``MAX_DOWN_SECONDS``."""
         for key in [k for k, (until, _) in self._down.items() if until <= now]:
             del self._down[key]
+        for key in [
+            k for k, (_, until) in self._strikes.items() if until + MAX_DOWN_SECONDS <= now
+        ]:
+            del self._strikes[key]
 
 
 def next_hop(

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import protocol, ssl
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailengine.delivery.client import ClientSettings, OutboundClient, describe_failure
@@ -28,6 +29,8 @@ from mailengine.scheduler.caps import bandwidth_cap
 IDLE_SECONDS = 3.0  # an idle connection waits this long for more work, then QUITs
 SHORTAGE_SECONDS = 1.0  # no new connection this long after running out of descriptors
 KEPT_POOLS = 5000  # idle pools kept for their counters (the web admin's hosts)
+
+log = Logger(namespace="mailengine.smtp_out")
 
 
 PoolKey = tuple[str, int, str]  # (address, port, name whose certificate must verify or "")
@@ -77,6 +80,8 @@ class HostPool:
         self.sent = 0
         self.failed = 0
         self.last_error = ""
+        self.protocol_errors = 0  # sessions ended because the server was out of step
+        self.misbehaving = ""  # the last protocol error (the web admin, /metrics)
 
     @property
     def name(self) -> str:
@@ -108,6 +113,11 @@ class HostPool:
         pools = self.pools
         if pools.short_until and pools.is_short_of_descriptors():
             return  # the jobs wait for a connection to free up, or for the pause to end
+        if pools.health.is_down(self.hop, pools.reactor.seconds()):
+            # It failed moments ago: no new connection until its back-off is over
+            # (no reconnect storms); jobs nobody here can serve go elsewhere.
+            self._release_stranded()
+            return
         per_host, total = pools.caps()
         while wants_connection(len(self.pending), self.connecting, len(self.idle)):
             if pools.slots.may_open(self.key, per_host_max=per_host, total_max=total):
@@ -146,8 +156,7 @@ class HostPool:
 
     def give(self, client: OutboundClient, job: Job) -> None:
         """Start ``job`` on ``client`` unless it is too big for the server or must wait."""
-        transport: Any = client.transport
-        if client.is_closed or transport is None or transport.disconnecting:
+        if not client.is_usable:
             self.resend(job)  # closing already: another connection takes it
             return
         if client.size_limit and job.size > client.size_limit:
@@ -213,6 +222,15 @@ class HostPool:
         self.pending.appendleft(job)
         self.serve()
 
+    def misbehaved(self, client: OutboundClient, reason: str) -> None:
+        """The server answered out of step (issue 9): shown as misbehaving, and treated
+        as down so that its waiting jobs go elsewhere and it gets no storm of retries."""
+        self.protocol_errors += 1
+        self.misbehaving = reason
+        self.pools.protocol_errors += 1
+        if client.is_ready:
+            self._unreachable("protocol error: " + reason)
+
     def session_failed(self, client: OutboundClient, reason: str, *, tls: bool) -> None:
         self.connecting -= 1
         if tls and not self.verify_name and not self.plaintext_only:
@@ -229,6 +247,10 @@ class HostPool:
 
     def connect_failed(self, reason: Failure) -> None:
         self.connecting -= 1
+        if self.settings.debug:
+            log.info(
+                "{host}: connection failed: {why}", host=self.name, why=describe_failure(reason)
+            )
         if is_descriptor_shortage(reason):
             # Our shortage, not the server's fault: its jobs wait here, it is not marked
             # down, nothing fails over (every other server would fail the same way).
@@ -241,11 +263,20 @@ class HostPool:
         self.last_error = reason
         if is_down:
             self.pools.health.mark_down(self.hop, self.pools.reactor.seconds(), reason)
-        if self.connecting or any(c.is_ready for c in self.clients):
+        self._release_stranded(reason)
+
+    def _release_stranded(self, reason: str = "") -> None:
+        """Waiting jobs that no connection here will serve go to their next server
+        (``reason``: this server just failed; else only while it is marked down)."""
+        if not self.pending or self.connecting or any(c.is_serving for c in self.clients):
             return  # other connections will serve the waiting jobs
+        pools = self.pools
+        reason = reason or pools.health.down_reason(self.hop, pools.reactor.seconds()) or ""
+        if not reason:
+            return  # they wait for a slot (total cap, descriptors), not for a dead server
         jobs, self.pending = list(self.pending), deque()
         for job in jobs:
-            self.pools.fail_over(job, reason)
+            pools.fail_over(job, reason or self.last_error or "no connection")
 
     def lost(self, client: OutboundClient) -> None:
         self.clients.discard(client)
@@ -257,6 +288,7 @@ class HostPool:
         self.pools.slots.closed(self.key)
         if self.pending and not self.pools.stopping:
             self.open_more()
+            self._release_stranded()
         self.pools.slot_wanted()
         self.pools.forget_if_unused(self)
 
@@ -298,6 +330,7 @@ class Pools:
         self.bandwidth_waits: dict[Any, None] = {}  # sends held back by the bandwidth cap
         self.bandwidth = bandwidth_cap()
         self.stopping = False
+        self.protocol_errors = 0  # sessions ended by a server out of step (/metrics)
         # RFC 7435 opportunistic TLS: encrypt, check nothing.
         self.opportunistic_context = ssl.CertificateOptions(verify=False)
 

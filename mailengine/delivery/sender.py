@@ -431,10 +431,20 @@ class DeliveryEngine(service.Service):
 
     def status(self, now: float, top: int = 20) -> DeliveryStatus:
         pools = sorted(
-            self.pools.pools.values(), key=lambda p: (-p.open_connections, -(p.sent + p.failed))
+            self.pools.pools.values(),
+            key=lambda p: (-p.open_connections, -bool(p.protocol_errors), -(p.sent + p.failed)),
         )[:top]
         hosts = tuple(
-            HostStatus(p.name, p.open_connections, p.sent, p.failed, p.last_error) for p in pools
+            HostStatus(
+                p.name,
+                p.open_connections,
+                p.sent,
+                p.failed,
+                p.last_error,
+                p.protocol_errors,
+                p.misbehaving,
+            )
+            for p in pools
         )
         by_domain: dict[str, list[float]] = {}
         for message in self.engine.queue.messages.values():
@@ -454,4 +464,5 @@ class DeliveryEngine(service.Service):
             hosts=hosts,
             domains=domains,
             held_by_rate_cap=self.held_by_rate_cap,
+            protocol_errors=self.pools.protocol_errors,
         )

@@ -16,6 +16,8 @@ class HostStatus:
     sent: int
     failed: int
     last_error: str = ""
+    protocol_errors: int = 0  # sessions it ended out of step (issue 9): it misbehaves
+    misbehaving: str = ""  # the last of them
 
 
 @attrs.frozen
@@ -35,6 +37,7 @@ class DeliveryStatus:
     hosts: tuple[HostStatus, ...] = ()
     domains: tuple[DomainStatus, ...] = ()  # most queued recipients first
     held_by_rate_cap: bool = False
+    protocol_errors: int = 0  # sessions ended by a server out of step, every host
 
 
 class DeliveryStatusSource(Protocol):

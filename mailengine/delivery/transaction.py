@@ -1,10 +1,12 @@
-"""One SMTP mail transaction as a state machine: commands out, replies in (pure).
+"""One SMTP mail transaction as a record: its commands, the replies they got, and
+what each recipient's outcome is (pure).
 
-The Twisted client (``client.py``) owns the connection and the greeting/EHLO/
-STARTTLS phase (twisted.mail's ESMTPClient); this object owns what follows for
-one message at one domain: ``[RSET] MAIL RCPT... DATA`` written at once when
-the server offers PIPELINING (RFC 2920), one at a time otherwise; the body;
-and which outcome each recipient gets. Test mode sends RSET instead of DATA.
+The conversation itself (which reply answers which command, what to write
+next) is ``session.Session``; this object only remembers. A recipient is
+counted sent only with the proof of issue 9 item 2, checked in ``is_proven``:
+its RCPT got 2xx, DATA got 354, the whole body and the final dot were written,
+and the reply to the dot was 2xx. Everything else is deferred or failed with
+the reply that caused it.
 """
 
 from __future__ import annotations
@@ -13,169 +15,165 @@ from collections.abc import Sequence
 
 from mailengine.delivery.outcome import SENT, SOFT, RecipientResult, kind_of_code
 
-# What the connection must do after a reply.
-WAIT = "wait"  # nothing yet: more replies are due
-WRITE = "write"  # write ``pending_lines`` (non-pipelined: the next command)
-BODY = "body"  # DATA got 354: send the message body and its terminating "."
-END_EMPTY = "end-empty"  # 354 although no recipient was accepted: send "." alone
-DONE = "done"  # the transaction is over: read ``results()``
+# Command kinds; also the rows of session.REPLIES.
+GREETING = "greeting"
+EHLO = "EHLO"
+HELO = "HELO"
+STARTTLS = "STARTTLS"
+RSET = "RSET"
+MAIL = "MAIL"
+RCPT = "RCPT"
+DATA = "DATA"
+DOT = "."  # the end of the data (RFC 5321 §4.1.1.4)
+TEST_RSET = "RSET (test mode)"  # test mode's RSET in place of DATA
+QUIT = "QUIT"
 
-_RSET_FIRST, _MAIL, _RCPT, _DATA, _TEST_RSET, _FINAL = range(6)
+Command = tuple[str, bytes]  # (kind, line as written)
+DOT_COMMAND: Command = (DOT, b".")
+
+
+def _is_ok(reply: tuple[int, bytes] | None) -> bool:
+    return reply is not None and 200 <= reply[0] < 300
 
 
 class Transaction:
-    """Commands of one transaction and the replies they got."""
+    """The commands of one transaction and the replies they got."""
 
     __slots__ = (
-        "_next_reply",
-        "_next_send",
         "accepted",
+        "body_written",
         "commands",
         "data_reply",
         "dialogue",
+        "failure",
+        "failure_code",
         "final_reply",
+        "finished",
         "mail_reply",
-        "pending_lines",
-        "pipelining",
+        "out_of_step",
         "rcpt_replies",
         "recipients",
         "test_mode",
     )
-
-    @property
-    def answered(self) -> bool:
-        """The server has replied to at least one command of this transaction."""
-        return self._next_reply > 0
 
     def __init__(
         self,
         sender: str,
         recipients: Sequence[str],
         *,
-        pipelining: bool,
         test_mode: bool = False,
         mail_params: bytes = b"",
-        reset_first: bool = False,
     ) -> None:
         self.recipients = recipients
-        self.pipelining = pipelining
         self.test_mode = test_mode
-        commands: list[tuple[int, bytes]] = []
-        if reset_first:
-            commands.append((_RSET_FIRST, b"RSET"))
-        commands.append((_MAIL, b"MAIL FROM:<" + sender.encode() + b">" + mail_params))
+        commands: list[Command] = [(MAIL, b"MAIL FROM:<" + sender.encode() + b">" + mail_params)]
         for address in recipients:
-            commands.append((_RCPT, b"RCPT TO:<" + address.encode() + b">"))
-        commands.append((_TEST_RSET, b"RSET") if test_mode else (_DATA, b"DATA"))
+            commands.append((RCPT, b"RCPT TO:<" + address.encode() + b">"))
+        commands.append((TEST_RSET, b"RSET") if test_mode else (DATA, b"DATA"))
         self.commands = commands
-        self._next_send = 0
-        self._next_reply = 0
-        self.pending_lines: list[bytes] = []
         self.mail_reply: tuple[int, bytes] | None = None
         self.rcpt_replies: list[tuple[int, bytes]] = []
         self.data_reply: tuple[int, bytes] | None = None
+        self.body_written = False  # every byte of the body and the final dot went out
         self.final_reply: tuple[int, bytes] | None = None
-        self.accepted = 0
+        self.finished = False  # the last reply the transaction expects came, in step
+        self.accepted = 0  # RCPTs answered 2xx
+        self.failure = ""  # why it stopped short (connection lost, 421, protocol error)
+        self.failure_code = 0  # the reply code that stopped it (421), if one did
+        self.out_of_step = False  # a protocol error: no reply of it decides anything
         # (command, code, reply) in order, for the transcript (rendered only when needed)
         self.dialogue: list[tuple[bytes, int, bytes]] = []
 
-    # -- out -----------------------------------------------------------------
-
-    def start(self) -> bytes:
-        """What to write first: every command when pipelining, else the first."""
-        if self.pipelining:
-            self._next_send = len(self.commands)
-            return b"\r\n".join(line for _, line in self.commands) + b"\r\n"
-        self._next_send = 1
-        return self.commands[0][1] + b"\r\n"
-
-    def _send_next(self) -> str:
-        self.pending_lines = [self.commands[self._next_send][1]]
-        self._next_send += 1
-        return WRITE
+    @property
+    def answered(self) -> bool:
+        """The server has replied to at least one command of this transaction."""
+        return bool(self.dialogue)
 
     @property
     def is_clean(self) -> bool:
-        """True when the server's transaction state is reset (no RSET needed before the next)."""
-        if self.test_mode:
-            return self._next_reply >= len(self.commands)
-        return self.final_reply is not None and 200 <= self.final_reply[0] < 300
+        """The server's transaction state is reset: no RSET needed before the next."""
+        return _is_ok(self.final_reply)  # the final dot's, or test mode's RSET's
 
-    # -- in ------------------------------------------------------------------
-
-    def reply(self, code: int, text: bytes) -> str:
-        """Feed the next reply; returns WAIT, WRITE, BODY, END_EMPTY or DONE."""
-        if self._next_reply >= len(self.commands):
-            self.final_reply = (code, text)
-            self.dialogue.append((b".", code, text))
-            return DONE
-        role, line = self.commands[self._next_reply]
-        self._next_reply += 1
+    def record(self, kind: str, line: bytes, code: int, text: bytes) -> None:
+        """An in-step reply to one of this transaction's commands."""
         self.dialogue.append((line, code, text))
-        ok = 200 <= code < 300
-        if role == _RSET_FIRST:
-            return WAIT if self.pipelining else self._send_next()
-        if role == _MAIL:
-            self.mail_reply = (code, text)
-            if ok:
-                return WAIT if self.pipelining else self._send_next()
-            return WAIT if self.pipelining else DONE
-        if role == _RCPT:
+        if kind == RCPT:
             self.rcpt_replies.append((code, text))
-            if ok:
+            if 200 <= code < 300:
                 self.accepted += 1
-            if self.pipelining:
-                return WAIT
-            if self._next_send < len(self.commands) - 1:
-                return self._send_next()  # the next RCPT
-            return self._send_next() if self.accepted else DONE  # DATA (or RSET)
-        if role == _TEST_RSET:
-            return DONE
-        # DATA
-        self.data_reply = (code, text)
-        if code != 354:
-            return DONE
-        if self.accepted and self.mail_reply is not None and self.mail_reply[0] < 300:
-            return BODY
-        return END_EMPTY
+        elif kind == MAIL:
+            self.mail_reply = (code, text)
+        elif kind == DATA:
+            self.data_reply = (code, text)
+        elif kind in (DOT, TEST_RSET):
+            self.final_reply = (code, text)
 
     # -- results -------------------------------------------------------------
+
+    def is_proven(self, index: int) -> bool:
+        """Issue 9 item 2: recipient ``index`` was delivered, and every fact says so."""
+        if self.out_of_step or not self.finished or not _is_ok(self.mail_reply):
+            return False
+        if index >= len(self.rcpt_replies) or not 200 <= self.rcpt_replies[index][0] < 300:
+            return False
+        if self.test_mode:
+            return True  # test mode: an accepted RCPT is the delivery (manual §3)
+        data = self.data_reply
+        return (
+            data is not None and data[0] == 354 and self.body_written and _is_ok(self.final_reply)
+        )
 
     def results(
         self, transcript: Sequence[str] = (), failure: str = "", remote_mta: str = ""
     ) -> list[RecipientResult]:
-        """Each recipient's outcome (call once DONE, or after the connection failed).
+        """Each recipient's outcome (once finished, or after the session ended).
 
-        Recipients without a reply that decides them get a soft outcome with
-        ``failure`` (timeout, lost connection) as the reason. Failures name
-        ``remote_mta``, the server of the session.
+        A protocol error defers every recipient (no reply that was out of step
+        decides anything); otherwise a recipient without a deciding reply is
+        deferred with ``failure``. Failures name ``remote_mta``.
         """
+        failure = failure or self.failure
         out = []
-        mail = self.mail_reply
         for i, address in enumerate(self.recipients):
-            if mail is None or not 200 <= mail[0] < 300:
-                code, text = mail if mail is not None else (0, b"")
-            elif i >= len(self.rcpt_replies):
-                code, text = 0, b""
-            else:
-                code, text = self.rcpt_replies[i]
-                if 200 <= code < 300 and not self.test_mode:
-                    if self.data_reply is not None and self.data_reply[0] != 354:
-                        code, text = self.data_reply
-                    elif self.final_reply is not None:
-                        code, text = self.final_reply
-                    else:
-                        code, text = 0, b""
-            if code == 0:
-                out.append(RecipientResult(address, SOFT, 0, failure, transcript, remote_mta))
+            if self.is_proven(i):
+                out.append(RecipientResult(address, SENT, self.final_code(i)))
                 continue
-            kind = kind_of_code(code)
-            if kind == SENT:
-                out.append(RecipientResult(address, SENT, code))
-            else:
-                reply = _reply_text(code, text)
-                out.append(RecipientResult(address, kind, code, reply, transcript, remote_mta))
+            code, text = (0, b"") if self.out_of_step else self._deciding_reply(i)
+            kind = kind_of_code(code) if code else SOFT
+            if kind == SENT:  # a 2xx that is not the proof: deferred, never sent
+                kind, code, text = SOFT, 0, b""
+            reply = _reply_text(code, text) if code else failure
+            if not code and self.failure_code and not self.out_of_step:
+                code = self.failure_code  # deferred by the server's 421
+            out.append(RecipientResult(address, kind, code, reply, transcript, remote_mta))
         return out
+
+    def final_code(self, index: int) -> int:
+        if self.test_mode:
+            return self.rcpt_replies[index][0]
+        return self.final_reply[0] if self.final_reply is not None else 0
+
+    def _deciding_reply(self, i: int) -> tuple[int, bytes]:
+        """The in-step negative reply that decides recipient ``i``; (0, b"") when none."""
+        mail = self.mail_reply
+        if mail is None:
+            return 0, b""
+        if not 200 <= mail[0] < 300:
+            return mail
+        if i >= len(self.rcpt_replies):
+            return 0, b""
+        rcpt = self.rcpt_replies[i]
+        if not 200 <= rcpt[0] < 300:
+            return rcpt
+        if self.test_mode:
+            return 0, b""
+        data = self.data_reply
+        if data is not None and data[0] != 354:
+            return data
+        final = self.final_reply
+        if final is not None and not 200 <= final[0] < 300 and self.body_written:
+            return final
+        return 0, b""
 
 
 def _reply_text(code: int, text: bytes) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mailengine.delivery.status import HostStatus
 from mailengine.observe import statslines
 from mailengine.queue.actions import plural
 from mailengine.queue.shape import format_age as age
@@ -335,6 +336,14 @@ def queue_card(s: Snapshot) -> Html:
     )
 
 
+def host_error_cell(h: HostStatus) -> Html:
+    if h.protocol_errors:
+        # Issue 9: a server out of step is shown as misbehaving, not just as failing.
+        text = f"misbehaving ({plural(h.protocol_errors, 'protocol error')}): {h.misbehaving}"
+        return el("td", text, class_="error-text")
+    return el("td", h.last_error or NONE, class_="error-text" if h.last_error else "muted")
+
+
 def hosts_card(s: Snapshot) -> Html:
     if not s.delivery_running:
         content = el(
@@ -351,9 +360,7 @@ def hosts_card(s: Snapshot) -> Html:
                     num(count(h.open_connections) if h.open_connections else NONE, big=True),
                     num(count(h.sent)),
                     num(count(h.failed)),
-                    el(
-                        "td", h.last_error or NONE, class_="error-text" if h.last_error else "muted"
-                    ),
+                    host_error_cell(h),
                 )
                 for h in s.hosts[:TOP_ROWS]
             ],

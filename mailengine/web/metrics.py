@@ -112,6 +112,19 @@ def render_metrics(s: Snapshot) -> str:
         [({"host": h.host}, h.open_connections) for h in s.hosts[:20]],
     )
     out += family(
+        "mailengine_outbound_protocol_errors_total",
+        "counter",
+        "Outbound SMTP sessions ended because the receiving server answered out of step "
+        "(a protocol error: its open recipients were deferred).",
+        [({}, s.protocol_errors)],
+    )
+    out += family(
+        "mailengine_outbound_host_protocol_errors_total",
+        "counter",
+        "Protocol errors per misbehaving receiving host (hosts shown by the admin).",
+        [({"host": h.host}, h.protocol_errors) for h in s.hosts[:20] if h.protocol_errors],
+    )
+    out += family(
         "mailengine_destination_queued_recipients",
         "gauge",
         "Recipients queued per destination domain (the domains with most).",

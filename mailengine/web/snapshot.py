@@ -81,6 +81,7 @@ class Snapshot:
     books: Books = attrs.field(factory=Books)
     books_queued: int = 0
     own_mail: dict[str, int] = attrs.field(factory=dict)  # the engine's DSNs and reports
+    protocol_errors: int = 0  # outbound sessions ended by a server out of step
 
     @property
     def uptime_seconds(self) -> float:
@@ -329,6 +330,7 @@ def take_snapshot(
         books=shape.books or c.books.copy(),
         books_queued=shape.queued_recipients if shape.books else queue.queued_recipients(),
         own_mail=dict(c.own),
+        protocol_errors=status.protocol_errors if status is not None else 0,
     )
 
 

@@ -67,7 +67,8 @@ def talk(reactor, index=0):
     proto = factory.buildProtocol(None)
     t = StringTransport()
     proto.makeConnection(t)
-    proto.dataReceived(b"220 mx\r\n250-mx\r\n250 PIPELINING\r\n")
+    proto.dataReceived(b"220 mx\r\n")
+    proto.dataReceived(b"250-mx\r\n250 PIPELINING\r\n")
     return proto, t
 
 
@@ -82,7 +83,8 @@ def test_pausing_at_run_time_sends_new_mail_to_retry_and_resuming_sends_it(parts
     reactor.advance(0)
     proto, t = talk(reactor)
     assert b"RCPT TO:<a@d.test>" in t.value()
-    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
     assert engine.counters.total_sent == 1
     assert not os.path.exists(engine.store.path("working", "M1@h", ".inf"))
 
@@ -122,7 +124,8 @@ def test_status_shows_hosts_domains_and_the_pause_switch(parts):
     accept(engine, 1)
     reactor.advance(0)
     proto, t = talk(reactor)
-    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
     accept(engine, 2, "z@later.test")
     reactor.advance(0)
     status = delivery.status(reactor.seconds())
@@ -240,7 +243,8 @@ def test_a_domain_that_works_again_shows_no_stale_last_error(parts):
     assert t.value().endswith(
         b"DATA\r\nRSET\r\nMAIL FROM:<s@src.test>\r\nRCPT TO:<a@d.test>\r\nDATA\r\n"
     )
-    proto.dataReceived(b"250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    proto.dataReceived(b"250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
     assert engine.counters.total_sent == 1
     [domain] = delivery.status(reactor.seconds()).domains
     assert domain.last_error == ""

@@ -102,14 +102,16 @@ def test_one_connection_sends_message_after_message_without_rset_until_one_fails
     assert len(wire.reactor.tcpClients) == 1
     proto, t = wire.connect()
     t.clear()
-    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
     # M1's body, then M2's commands: no RSET after a completed transaction
     assert b"RSET" not in t.value() and t.value().endswith(b"RCPT TO:<a@d.test>\r\nDATA\r\n")
     proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
     t.clear()
     proto.dataReceived(b"554 5.7.1 rejected\r\n")  # M2's final reply fails
     assert t.value().startswith(b"RSET\r\nMAIL FROM:<s@x.test>")
-    proto.dataReceived(b"250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    proto.dataReceived(b"250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
     assert wire.results == {
         "M1": [("a@d.test", SENT, 250)],
         "M2": [("a@d.test", HARD, 554)],
@@ -132,7 +134,8 @@ def test_without_pipelining_each_command_waits_for_its_reply():
     t.clear()
     proto.dataReceived(b"250 ok\r\n")
     assert t.value() == b"DATA\r\n"
-    proto.dataReceived(b"354 go\r\n250 queued\r\n")
+    proto.dataReceived(b"354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
     assert wire.results["M1"] == [("a@d.test", SOFT, 450), ("b@d.test", SENT, 250)]
 
 
@@ -140,7 +143,8 @@ def test_ehlo_refused_falls_back_to_helo():
     wire = Wire()
     wire.submit(wire.job())
     proto, t = wire.dialled()
-    proto.dataReceived(b"220 old server\r\n502 what?\r\n")
+    proto.dataReceived(b"220 old server\r\n")
+    proto.dataReceived(b"502 what?\r\n")
     assert t.value() == b"EHLO me.test\r\nHELO me.test\r\n"
     t.clear()
     proto.dataReceived(b"250 hi\r\n")
@@ -227,7 +231,8 @@ def test_the_total_cap_closes_an_idle_connection_for_a_host_that_waits():
     wire = Wire(per_host=2, total=1)
     wire.submit(wire.job(name="M1"))
     proto, t = wire.connect()
-    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")  # now idle
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")  # now idle
     t.clear()
     other = Hop("mx2.e.test", "192.0.2.2", 25)
     job = Job("M2", "e.test", ["x@e.test"], "s@x.test", b"x\r\n", wire._done)
@@ -242,7 +247,8 @@ def test_an_idle_connection_quits_after_a_while():
     wire = Wire()
     wire.submit(wire.job())
     proto, t = wire.connect()
-    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
     t.clear()
     wire.reactor.advance(10)
     assert t.value() == b"QUIT\r\n" and t.disconnecting
@@ -263,7 +269,8 @@ def test_bandwidth_cap_delays_the_next_message(bandwidth):
     wire = Wire(per_host=1, bandwidth=bandwidth)  # one byte a second
     wire.submit(wire.job(name="M1"), wire.job(name="M2"))
     proto, t = wire.connect()
-    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
     t.clear()
     wire.reactor.advance(1)
     assert t.value() == b""  # M2 waits for the 23 bytes of M1 to be paid
@@ -277,7 +284,8 @@ def test_an_idle_connection_that_times_out_takes_no_more_jobs():
     wire = Wire(per_host=1)
     pool = wire.submit(wire.job(name="M1"))
     proto, t = wire.connect()
-    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
     assert pool.idle == [proto]
     wire.reactor.advance(IDLE_SECONDS)
     assert pool.idle == [] and t.value().endswith(b"QUIT\r\n") and t.disconnecting
@@ -286,7 +294,8 @@ def test_an_idle_connection_that_times_out_takes_no_more_jobs():
     proto.connectionLost(Failure(ConnectionError("closed")))
     assert len(wire.reactor.tcpClients) == 2
     second, t2 = wire.connect()
-    second.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    second.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    second.dataReceived(b"250 queued\r\n")
     assert wire.results["M2"] == [("a@d.test", SENT, 250)]
 
 
@@ -294,14 +303,16 @@ def test_a_reused_connection_closed_before_any_reply_sends_the_job_again_fresh()
     wire = Wire(per_host=1)
     wire.submit(wire.job(name="M1"))
     proto, t = wire.connect()
-    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
     wire.submit(wire.job(name="M2"))  # given to the idle connection at once
     assert t.value().endswith(b"RCPT TO:<a@d.test>\r\nDATA\r\n")
     proto.connectionLost(Failure(ConnectionError("reset by peer")))  # server's idle close
     assert "M2" not in wire.results  # not a failure: nothing was answered
     second, t2 = wire.connect()
     assert t2.value().startswith(b"MAIL FROM:<s@x.test>")
-    second.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    second.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    second.dataReceived(b"250 queued\r\n")
     assert wire.results["M2"] == [("a@d.test", SENT, 250)]
 
 
@@ -317,14 +328,16 @@ def test_a_reused_connection_answered_421_before_the_transaction_sends_the_job_a
     wire = Wire(per_host=1)
     wire.submit(wire.job(name="M1"))
     proto, t = wire.connect()
-    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
     job = wire.job(name="M2")
     wire.submit(job)  # given to the idle connection at once
     proto.dataReceived(b"421 4.7.0 too many messages on this connection\r\n")
     assert t.disconnecting and "M2" not in wire.results
     proto.connectionLost(Failure(ConnectionError("closed")))
     second, t2 = wire.connect()
-    second.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    second.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    second.dataReceived(b"250 queued\r\n")
     assert wire.results["M2"] == [("a@d.test", SENT, 250)]
     assert (
         "<-- 421 4.7.0 too many messages on this connection; sending again on a new connection"
@@ -346,12 +359,14 @@ def test_a_job_waiting_for_bandwidth_on_a_connection_that_closes_goes_to_a_new_o
     wire = Wire(per_host=1, bandwidth=60)  # one byte a second
     wire.submit(wire.job(name="M1"), wire.job(name="M2"))
     proto, t = wire.connect()
-    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")  # M2 now waits
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")  # M2 now waits
     proto.connectionLost(Failure(ConnectionError("closed by the server")))
     wire.reactor.advance(30)  # M1's bytes are paid: M2 may go
     second, t2 = wire.connect()
     assert t2.value().startswith(b"MAIL FROM:<s@x.test>")
-    second.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    second.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    second.dataReceived(b"250 queued\r\n")
     assert wire.results["M2"] == [("a@d.test", SENT, 250)]
     assert len(wire.reactor.tcpClients) == 2 and t.value().count(b"MAIL FROM") == 1
 
@@ -360,7 +375,8 @@ def test_stopping_sends_nothing_again_and_opens_no_connection():
     wire = Wire(per_host=1)
     wire.submit(wire.job(name="M1"))
     proto, t = wire.connect()
-    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
     wire.submit(wire.job(name="M2"))  # on the reused connection
     wire.pools.stop_taking()
     proto.connectionLost(Failure(ConnectionError("reset by peer")))  # unanswered
@@ -377,7 +393,7 @@ def test_a_silent_greeting_times_out_and_fails_over():
     wire.reactor.advance(29)
     assert wire.failed_over == []
     wire.reactor.advance(2)
-    assert wire.failed_over == [(job, "timeout waiting for a reply")]
+    assert wire.failed_over == [(job, "timeout waiting for the greeting")]
 
 
 def test_a_write_that_resumes_in_time_is_not_aborted_and_one_that_does_not_is():
@@ -418,7 +434,8 @@ def test_running_out_of_descriptors_keeps_the_jobs_waiting_and_dials_again_a_mom
     assert len(wire.reactor.tcpClients) == 3  # one for each waiting job
     wire.made = 1
     proto, t = wire.connect()
-    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n")
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
     assert wire.results["M1"] == [("a@d.test", SENT, 250)]
 
 
@@ -427,7 +444,8 @@ def test_a_domain_whose_certificate_must_verify_is_never_sent_in_plain_text():
     job = wire.job()
     wire.pools.pool_for(HOP, "mx1.d.test").submit(job)
     proto, t = wire.dialled()
-    proto.dataReceived(b"220 mx1 ESMTP\r\n" + EHLO_PIPELINING)  # no STARTTLS offered
+    proto.dataReceived(b"220 mx1 ESMTP\r\n")
+    proto.dataReceived(EHLO_PIPELINING)  # no STARTTLS offered
     assert b"MAIL" not in t.value()
     [(failed, reason)] = wire.failed_over
     assert failed is job and "TLS required for this domain" in reason
@@ -439,13 +457,15 @@ def test_a_refused_starttls_is_retried_in_plain_text_on_a_new_connection():
     wire = Wire()
     wire.submit(wire.job())
     proto, t = wire.dialled()
-    proto.dataReceived(b"220 mx1 ESMTP\r\n250-mx1 hello\r\n250 STARTTLS\r\n")
+    proto.dataReceived(b"220 mx1 ESMTP\r\n")
+    proto.dataReceived(b"250-mx1 hello\r\n250 STARTTLS\r\n")
     assert t.value().endswith(b"STARTTLS\r\n")
     proto.dataReceived(b"454 4.7.0 TLS not available right now\r\n")
     proto.connectionLost(Failure(ConnectionError("closed")))
     assert wire.failed_over == [] and len(wire.reactor.tcpClients) == 2
     second, t2 = wire.dialled()
-    second.dataReceived(b"220 mx1 ESMTP\r\n250-mx1 hello\r\n250 STARTTLS\r\n")
+    second.dataReceived(b"220 mx1 ESMTP\r\n")
+    second.dataReceived(b"250-mx1 hello\r\n250 STARTTLS\r\n")
     assert b"STARTTLS" not in t2.value() and b"MAIL FROM:<s@x.test>" in t2.value()
 
 

@@ -1,106 +1,15 @@
-"""The transaction state machine, and the DSN / delivery report / notice texts."""
+"""The DSN / delivery report / notice texts."""
 
 import email
 from email import policy
 
 from mailengine.delivery.outcome import HARD, SENT, SOFT, RecipientResult, apply_attempt
-from mailengine.delivery.transaction import (
-    BODY,
-    DONE,
-    END_EMPTY,
-    WAIT,
-    WRITE,
-    Transaction,
-    render_dialogue,
-)
 from mailengine.queue.envelope import Envelope
 from mailengine.reports import delivery_report, dsn
 from mailengine.reports.notices import NoticeGate, build_notice, disk_space_is_low
+from tests.unit.test_outbound_session import converse, ready
 
 NOW = 1_700_000_000.0
-
-
-def test_pipelined_transaction_writes_everything_at_once_and_sends_the_body_after_354():
-    txn = Transaction(
-        "s@x.test", ["a@d.test", "b@d.test"], pipelining=True, mail_params=b" SIZE=10"
-    )
-    assert txn.start() == (
-        b"MAIL FROM:<s@x.test> SIZE=10\r\nRCPT TO:<a@d.test>\r\nRCPT TO:<b@d.test>\r\nDATA\r\n"
-    )
-    assert [txn.reply(250, b"ok"), txn.reply(250, b"ok"), txn.reply(550, b"no")] == [WAIT] * 3
-    assert txn.reply(354, b"go") == BODY
-    assert txn.reply(250, b"queued") == DONE and txn.is_clean
-    results = txn.results()
-    assert [(r.address, r.kind) for r in results] == [("a@d.test", SENT), ("b@d.test", HARD)]
-    assert results[1].reply == "550 no"
-
-
-def test_without_pipelining_commands_go_one_by_one_and_a_refused_mail_from_ends_it():
-    txn = Transaction("s@x.test", ["a@d.test"], pipelining=False, reset_first=True)
-    assert txn.start() == b"RSET\r\n"
-    assert txn.reply(250, b"reset") == WRITE and txn.pending_lines == [b"MAIL FROM:<s@x.test>"]
-    assert txn.reply(451, b"4.3.0 later") == DONE
-    assert not txn.is_clean
-    [r] = txn.results()
-    assert r.kind == SOFT and r.code == 451
-
-
-def test_no_recipient_accepted_skips_data_unpipelined():
-    txn = Transaction("", ["a@d.test"], pipelining=False)
-    assert txn.start() == b"MAIL FROM:<>\r\n"
-    assert txn.reply(250, b"ok") == WRITE
-    assert txn.reply(550, b"5.1.1 unknown") == DONE
-    assert [r.kind for r in txn.results()] == [HARD]
-
-
-def test_a_354_without_accepted_recipients_is_ended_with_a_lone_dot():
-    txn = Transaction("s@x.test", ["a@d.test"], pipelining=True)
-    txn.start()
-    txn.reply(250, b"ok")
-    txn.reply(550, b"no")
-    assert txn.reply(354, b"go") == END_EMPTY
-    assert txn.reply(554, b"no valid recipients") == DONE and not txn.is_clean
-    assert [r.kind for r in txn.results()] == [HARD]
-
-
-def test_a_failed_final_reply_decides_every_accepted_recipient():
-    txn = Transaction("s@x.test", ["a@d.test", "b@d.test"], pipelining=True)
-    txn.start()
-    for code in (250, 250, 250, 354):
-        txn.reply(code, b"")
-    assert txn.reply(452, b"4.3.1 full") == DONE
-    assert [r.kind for r in txn.results()] == [SOFT, SOFT]
-
-
-def test_test_mode_sends_rset_instead_of_data_and_counts_accepted_recipients_as_sent():
-    txn = Transaction("s@x.test", ["a@d.test", "b@d.test"], pipelining=True, test_mode=True)
-    assert txn.start().endswith(b"RCPT TO:<b@d.test>\r\nRSET\r\n")
-    assert [txn.reply(c, b"") for c in (250, 250, 550, 250)] == [WAIT, WAIT, WAIT, DONE]
-    assert txn.is_clean
-    assert [r.kind for r in txn.results()] == [SENT, HARD]
-
-
-def test_replies_missing_when_the_connection_failed_are_soft_with_the_reason():
-    txn = Transaction("s@x.test", ["a@d.test"], pipelining=True)
-    txn.start()
-    txn.reply(250, b"ok")
-    txn.reply(250, b"ok")
-    txn.reply(354, b"go")
-    [r] = txn.results(["--> x"], failure="timeout waiting for a reply")
-    assert r.kind == SOFT and r.reply == "timeout waiting for a reply" and r.transcript == ["--> x"]
-
-
-def test_the_dialogue_renders_as_the_manuals_transcript():
-    txn = Transaction("s@x.test", ["john@d.test"], pipelining=False)
-    txn.start()
-    txn.reply(250, b"sender ok")
-    txn.reply(550, b"<john@d.test>... no such user")
-    assert render_dialogue(txn.dialogue) == [
-        "--> MAIL FROM:<s@x.test>",
-        "<-- 250 sender ok",
-        "--> RCPT TO:<john@d.test>",
-        "<-- 550 <john@d.test>... no such user",
-    ]
 
 
 # -- DSN and reports ---------------------------------------------------------------
@@ -177,10 +86,9 @@ def test_a_failure_no_server_answered_has_the_engines_status_and_no_remote_mta()
 
 
 def test_failed_recipients_name_the_server_of_the_session_and_sent_ones_carry_nothing():
-    txn = Transaction("s@x.test", ["a@d.test", "b@d.test"], pipelining=True)
-    txn.start()
-    for code in (250, 250, 550, 354, 250):
-        txn.reply(code, b"")
+    session = ready()
+    txn = converse(session, ["a@d.test", "b@d.test"], b"250 ok\r\n250 ok\r\n550 no\r\n354 go\r\n")
+    converse(session, None, b"250 queued\r\n")
     sent, failed = txn.results(["--> x"], remote_mta="mx.d.test")
     assert (sent.kind, sent.remote_mta, sent.transcript) == (SENT, "", ())
     assert (failed.kind, failed.remote_mta, failed.transcript) == (HARD, "mx.d.test", ["--> x"])

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Sequence
 
 import attrs
+from hypothesis import strategies as st
 
 from tests.sinks import _Loop
 
@@ -37,6 +38,22 @@ class Fault:
     step: str
     nth: int = 1
     code: int = 250  # for "wrong"
+
+
+CODES = [220, 221, 250, 251, 354, 421, 450, 452, 500, 550, 554, 999]
+
+
+def _faults() -> st.SearchStrategy[Fault]:
+    return st.builds(
+        Fault,
+        kind=st.sampled_from(KINDS),
+        step=st.sampled_from(STEPS),
+        nth=st.integers(1, 3),
+        code=st.sampled_from(CODES),
+    )
+
+
+faults = _faults()  # hypothesis: one fault anywhere
 
 
 @attrs.define

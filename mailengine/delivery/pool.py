@@ -233,10 +233,12 @@ class HostPool:
 
     def session_failed(self, client: OutboundClient, reason: str, *, tls: bool) -> None:
         self.connecting -= 1
-        if tls and not self.verify_name and not self.plaintext_only:
-            # RFC 7435: opportunistic TLS that fails is retried in plain text.
-            self.plaintext_only = True
-            self.last_error = "STARTTLS failed; using plain text: " + reason
+        if tls and not self.verify_name:
+            # RFC 7435: opportunistic TLS that fails is retried in plain text (connections
+            # opened before the first failure may fail the same way: not a new failure).
+            if not self.plaintext_only:
+                self.plaintext_only = True
+                self.last_error = "STARTTLS failed; using plain text: " + reason
             return
         if self.verify_name and tls:
             # The certificate fails this pool's domains only: the server is not down.

@@ -12,17 +12,8 @@ from hypothesis import strategies as st
 
 from mailengine.delivery.outcome import SENT, SOFT
 from mailengine.delivery.session import CLOSING, LOST, VIOLATION
-from tests.misbehaving import KINDS, STEPS, Fault, Receiver, converse
+from tests.misbehaving import Fault, Receiver, converse, faults
 
-CODES = [220, 221, 250, 251, 354, 421, 450, 452, 500, 550, 554, 999]
-
-faults = st.builds(
-    Fault,
-    kind=st.sampled_from(KINDS),
-    step=st.sampled_from(STEPS),
-    nth=st.integers(1, 3),
-    code=st.sampled_from(CODES),
-)
 receivers = st.builds(
     Receiver,
     faults=st.lists(faults, max_size=4),

@@ -20,7 +20,8 @@ commands:
   start              run the engine in the foreground (Ctrl-C stops it)
   test               run in test mode: queue in mailq-test/, RSET+QUIT instead of DATA
   shutdown           ask a running engine to stop (creates mailq/retry/shutdown.txt)
-  send RCPT...       queue the message on standard input for RCPT... (into mailq/retry/)
+  send RCPT...       queue the message on standard input for RCPT... (into mailq/retry/;
+                     --wait: until its first attempt is over)
   queue ACTION       list, show, delete, retry-now, hold, release or summary of
                      queued mail (safe while the engine runs; see queue --help)
   passwd USER        set a web admin password in config/password.txt
@@ -90,7 +91,10 @@ def cmd_shutdown(args: argparse.Namespace) -> int:
         return 1
     with open(os.path.join(retry, "shutdown.txt"), "w") as fh:
         fh.write("shutdown requested by `mailengine shutdown`\n")
-    print(f"created {retry}/shutdown.txt; the engine stops at its next queue check")
+    print(
+        f"created {retry}/shutdown.txt; a running engine stops within a second "
+        "(where it cannot watch retry/: at its next queue check)"
+    )
     return 0
 
 
@@ -121,6 +125,7 @@ def _priority(text: str) -> int:
 
 def cmd_send(args: argparse.Namespace) -> int:
     from mailengine.queue.enqueue import enqueue
+    from mailengine.queue.follow import undeliverable_sizes
     from mailengine.signing.command import SigningError, signing_with_config
 
     try:
@@ -130,6 +135,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         return 1
     headers, body = split_message(sys.stdin.buffer.read())
     mailq = os.path.join(_root(args), "mailq-test" if args.test else "mailq")
+    sizes = undeliverable_sizes(_root(args))
     try:
         message_id = enqueue(
             mailq, args.sender, args.recipients, headers, body, priority=args.priority, sign=sign
@@ -138,7 +144,41 @@ def cmd_send(args: argparse.Namespace) -> int:
         print(f"mailengine: not queued: {exc}", file=sys.stderr)
         return 1
     print(message_id)
-    return 0
+    print(
+        f"queued in {mailq}/retry/; a running engine takes it within a second",
+        file=sys.stderr,
+    )
+    if not args.wait:
+        return 0
+    return wait_for_outcome(args, mailq, message_id, sizes)
+
+
+def wait_for_outcome(
+    args: argparse.Namespace, mailq: str, message_id: str, sizes: dict[str, int]
+) -> int:
+    """Follow the message through the queue files until its first attempt is over."""
+    import time
+
+    from mailengine.queue.follow import outcome
+    from mailengine.queue.store import QueueStore
+
+    store = QueueStore(mailq)
+    deadline = time.monotonic() + args.timeout
+    said, gone_once = "", False
+    while True:
+        now = outcome(store, _root(args), message_id, args.recipients, sizes)
+        if now.text != said and now.code is None:
+            print(f"{message_id}: {now.text}", file=sys.stderr)
+            said = now.text
+        # "Gone" twice in a row: never a message caught between two renames.
+        if now.code is not None and (now.state not in ("delivered", "failed") or gone_once):
+            print(f"{message_id}: {now.text}")
+            return now.code
+        gone_once = now.state in ("delivered", "failed")
+        if time.monotonic() > deadline:
+            print(f"{message_id}: still {now.text} after {args.timeout:g} s", file=sys.stderr)
+            return 75  # EX_TEMPFAIL: it is queued, the outcome is not known yet
+        time.sleep(0.05)
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:
@@ -270,6 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="sender", default="", help="MAIL FROM (default: <>)")
     p.add_argument("--priority", type=_priority, default=0, help="0 (highest) .. 99")
     p.add_argument("--test", action="store_true", help="into the test-mode queue (mailq-test/)")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the first attempt's outcome (exit 0 sent, 1 failed, 75 deferred)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=600.0, help="with --wait: give up after this many s"
+    )
     p.add_argument("recipients", nargs="+", metavar="RCPT")
     p = add("passwd", cmd_passwd, "set a password (web admin, or --smtp for SMTP AUTH)")
     p.add_argument("user")

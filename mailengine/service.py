@@ -32,6 +32,7 @@ from mailengine.queue.commit import GroupCommit
 from mailengine.queue.ids import MessageIdFactory
 from mailengine.queue.live import LiveQueue
 from mailengine.queue.store import QueueStore
+from mailengine.queue.watcher import RetryWatcher
 from mailengine.queue.writeback import StopWriteBack
 from mailengine.signing.keys import load_keys
 from mailengine.signing.signer import Signer
@@ -192,7 +193,11 @@ class EngineService(service.MultiService):
         self.writeback: StopWriteBack | None = None
         self._logfiles: DailyLogFiles | None = None
         engine.parts["service"] = self  # the web admin's shutdown calls request_stop()
-        QueueChecker(engine, self.request_stop).setServiceParent(self)
+        checker = QueueChecker(engine, self.request_stop)
+        checker.setServiceParent(self)
+        watcher = RetryWatcher(engine, self.request_stop, checker.run_in_thread, checker.scan_retry)
+        engine.parts["watcher"] = watcher
+        watcher.setServiceParent(self)
         StatsReporter(engine).setServiceParent(self)
         self.bookkeeper = Bookkeeper(engine)
         self.bookkeeper.setServiceParent(self)

@@ -37,7 +37,7 @@ class QueueChecker(service.Service):
         self._sweeping: defer.Deferred | None = None
         self.checks = 0
         reactor = engine.reactor
-        self._run_in_thread = run_in_thread or (
+        self.run_in_thread = run_in_thread or (
             lambda fn: threads.deferToThreadPool(reactor, reactor.getThreadPool(), fn)
         )
 
@@ -122,7 +122,7 @@ class QueueChecker(service.Service):
 
     def scan_retry(self) -> defer.Deferred:
         """Index retry/ in worker threads (one pass at a time; SMTP goes on meanwhile)."""
-        d = self.engine.queue.scan_retry_in_background(self._run_in_thread)
+        d = self.engine.queue.scan_retry_in_background(self.run_in_thread)
         return d.addErrback(lambda f: log.failure("scanning retry/ failed", f))
 
     def sweep_retention(self) -> defer.Deferred:
@@ -167,7 +167,7 @@ class QueueChecker(service.Service):
             log.failure("removing old messages from done/ and incoming/ failed", failure)
             return {}
 
-        d = self._run_in_thread(sweep).addCallbacks(report, failed)
+        d = self.run_in_thread(sweep).addCallbacks(report, failed)
         if not d.called:
             self._sweeping = d
         return d

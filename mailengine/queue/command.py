@@ -2,7 +2,7 @@
 
 The same ``QueueActions`` as the web admin, safe while the engine runs: each
 change claims the message by renaming its ``.inf``, and the engine sees the
-result at its next queue check (the output says so). Relay mail the engine
+result within a second (it watches retry/; elsewhere at its next queue check). Relay mail the engine
 holds in memory has no file here; the web admin reaches it.
 """
 
@@ -128,8 +128,8 @@ def print_summary(shapes: list[DomainShape]) -> None:
 
 # What a running engine makes of a change (it reads retry/ at its queue checks).
 ENGINE_NOTE = (
-    "a running engine picks up messages made due or released at its next queue check "
-    "([queue] check_interval_seconds)"
+    "a running engine picks up messages made due or released within a second (where it "
+    "cannot watch retry/: at its next queue check, [queue] check_interval_seconds)"
 )
 MEMORY_NOTE = (
     "relay mail a running engine holds in memory has no file here until it is retried; "

@@ -324,6 +324,23 @@ class LiveQueue:
         self.counters.books.found += len(envelope.rcpt_to_send)
         return True
 
+    def known_inode(self, message_id: str) -> int | None:
+        """The inode of ``retry/ID.inf`` as indexed (0: not indexed); None while the
+        message is ours elsewhere (in memory, being sent, being written)."""
+        known = self.messages.get(message_id)
+        if known is None:
+            return 0
+        return known.inode if known.location == "retry" else None
+
+    def forget_if_gone(self, message_id: str, epoch: int) -> bool:
+        """Its ``retry/ID.inf`` is gone (held, deleted or claimed by an operator action):
+        forget it, unless it was indexed again since the check began (``epoch``)."""
+        known = self.messages.get(message_id)
+        if known is None or known.location != "retry" or known.epoch >= epoch:
+            return False
+        self.forget(message_id)
+        return True
+
     def forget_unseen(self, seen: set[str], epoch: int) -> int:
         """After a scan pass: forget retry/ messages whose files are gone (removed or held
         by the operator). Those indexed during the pass (epoch) were not listed by it."""

@@ -9,6 +9,7 @@ once, skipped and left in place (manual §5).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import islice
@@ -56,6 +57,21 @@ def read_files(store: QueueStore, wanted: list[tuple[str, int]], now: float) -> 
             out.append((message_id, inode, str(exc) or type(exc).__name__))
         else:
             out.append((message_id, inode, envelope))
+    return out
+
+
+def check_files(store: QueueStore, wanted: list[tuple[str, int]], now: float) -> list[ReadResult]:
+    """Files named by change events (worker thread): None for each one gone; nothing for
+    one whose inode is the one already known; what it holds for the others."""
+    out: list[ReadResult] = []
+    for message_id, known in wanted:
+        try:
+            inode = os.lstat(store.path("retry", message_id, ".inf")).st_ino
+        except FileNotFoundError:
+            out.append((message_id, 0, None))
+            continue
+        if inode != known:
+            out.extend(read_files(store, [(message_id, inode)], now))
     return out
 
 
@@ -120,6 +136,26 @@ class RetryScanner:
                 found = await run_in_thread(partial(read_files, self.store, wanted, p.now))
                 self._apply(p, found)
         return self._finish(p)
+
+    def check_ids(self, ids: list[str], run_in_thread: RunInThread) -> defer.Deferred:
+        """Re-check the named messages' files (inotify said they changed), in a thread."""
+        p = self._begin()
+        wanted = []
+        for message_id in ids:
+            known = self.queue.known_inode(message_id)
+            if known is not None:  # None: ours, being written or moved
+                wanted.append((message_id, known))
+        if not wanted:
+            return defer.succeed(p.report)
+
+        def apply(found: list[ReadResult]) -> ScanReport:
+            for message_id, _, result in found:
+                if result is None and self.queue.forget_if_gone(message_id, p.epoch):
+                    p.report.removed += 1
+            self._apply(p, found)
+            return p.report
+
+        return run_in_thread(partial(check_files, self.store, wanted, p.now)).addCallback(apply)
 
     # -- the steps -----------------------------------------------------------
 

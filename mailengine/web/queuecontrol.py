@@ -138,7 +138,7 @@ class QueueControl:
     def _update_live(self, results: list[ActionResult]) -> None:
         """Tell the LiveQueue at once what the file actions changed."""
         queue = self.engine.queue
-        rescan = False
+        changed = []
         for r in results:
             if not r.ok:
                 continue
@@ -147,9 +147,11 @@ class QueueControl:
                 if msg is not None and msg.location == "retry":
                     queue.forget(r.message_id)
             if r.dest == "retry":
-                rescan = True
-        if rescan:
-            queue.scan_retry()
+                changed.append(r.message_id)
+        if changed:
+            # Only these files, read in a worker thread: retry/ may hold a million others.
+            d = queue.scanner.check_ids(changed, self.run_blocking)
+            d.addErrback(lambda f: log.failure("re-reading changed retry/ files failed", f))
 
     def _audit(self, user: str, results: list[ActionResult]) -> None:
         done = [r for r in results if r.ok]

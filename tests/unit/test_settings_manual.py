@@ -299,8 +299,8 @@ PROOFS: dict[str, tuple[str, ...]] = {
         S + "test_dns_settings_changed_through_the_api_apply_to_the_next_lookup",
     ),
     "queue.check_interval_seconds": (
-        "system/test_foundation.py::"
-        "test_a_message_written_by_mailengine_send_is_picked_up_by_the_next_scan_and_sent",
+        "twisted/test_queue_checker.py::"
+        "test_shutdown_file_stops_the_engine_without_a_scan_and_checks_follow_the_live_interval",
         S + "test_a_shorter_check_interval_set_through_the_api_applies_to_the_next_scan",
     ),
     "queue.retry_intervals_minutes": (

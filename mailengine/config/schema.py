@@ -196,8 +196,19 @@ SETTINGS: tuple[Setting, ...] = (
         SECONDS_MIN_5,
         600,
         "Limits",
-        """SMTP inbound timeout: a session silent this long gets 421 and is closed.
-       Minimum 5.""",
+        """SMTP inbound timeout: a session silent this long gets 421 and is closed, and so
+       does one whose command line is not complete this long after its first byte (a
+       client dripping bytes). Minimum 5.""",
+    ),
+    _s(
+        "smtp_in",
+        "data_timeout_seconds",
+        k.Int(minimum=5, maximum=86400, unit="seconds"),
+        1800,
+        "Limits",
+        """The longest a DATA transfer may take, from the 354 reply to the final dot,
+       however steadily bytes arrive; then 421, the message is not accepted (the client
+       keeps it) and the session is closed.""",
     ),
     _s(
         "smtp_in",
@@ -252,6 +263,27 @@ SETTINGS: tuple[Setting, ...] = (
         """Offer PLAIN and LOGIN before STARTTLS (passwords in clear text on the wire).
        Off: they are offered only inside TLS and refused before it with 538; CRAM-MD5
        is offered either way.""",
+    ),
+    _s(
+        "smtp_in",
+        "auth_max_failures",
+        k.Int(minimum=0, maximum=1000),
+        10,
+        "Permissions",
+        """Failed SMTP AUTH attempts one client address may make within
+       auth_lockout_seconds; then it is locked out for auth_lockout_seconds: every AUTH
+       from it gets 454 4.7.0 without a password being checked, over any connection.
+       Every failure and every lock-out is logged with the address. 0: no lock-out
+       (failures are still logged).""",
+    ),
+    _s(
+        "smtp_in",
+        "auth_lockout_seconds",
+        k.Int(minimum=1, maximum=86400, unit="seconds"),
+        600,
+        "Permissions",
+        """The window auth_max_failures counts in, and how long an address that reached
+       it is locked out of SMTP AUTH (from its last failure).""",
     ),
     # [smtp_out]
     _s(

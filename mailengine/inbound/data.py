@@ -27,6 +27,7 @@ class DataReader:
 
     def __init__(self, max_size: int = 0) -> None:
         self.max_size = max_size  # 0: no limit
+        self.started = 0.0  # when the 354 was sent (the session's clock)
         self.size = 0  # raw bytes of DATA seen so far (without the final ".")
         self._dropped = False
         self._chunks: list[bytes] = []

@@ -74,6 +74,8 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
         self._auth_failures = 0
         self._txn: Transaction | None = None
         self._reader: DataReader | None = None
+        self._seconds = server.engine.reactor.seconds
+        self._line_since = 0.0  # when the command line still incomplete began (0: none)
 
     # -- connection ----------------------------------------------------------
 
@@ -112,12 +114,35 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
 
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
+        if (self._reader is not None or self._line_since) and self._is_overdue():
+            return
         self._input = self._input + data if self._input else data
         if not self._processing:
             self._process()
+        if self._input and self._reader is None and not self._awaiting and not self._line_since:
+            self._line_since = self._seconds()  # a command line begun: its deadline runs
         if self._awaiting and len(self._input) > MAX_PENDING_INPUT and not self._paused:
             self._paused = True
             self.transport.pauseProducing()
+
+    def _is_overdue(self) -> bool:
+        """A client dripping bytes resets the idle timeout for ever: a command line must
+        be whole within timeout_seconds of its first byte, and DATA within
+        data_timeout_seconds of the 354 (issue 9); 421 and close when not."""
+        reader = self._reader
+        if reader is not None:
+            since, limit, what = reader.started, self._settings.data_timeout_seconds, b"DATA"
+        else:
+            since, limit, what = self._line_since, self._settings.timeout_seconds, b"command"
+        if self._seconds() - since <= limit:
+            return False
+        self._reader = None
+        self._txn = None
+        self._input = b""
+        log.info("smtp in {peer}: {what} too slow, closed", peer=self.peer_ip, what=what.decode())
+        self.sendCode(421, b"4.4.2 " + self.host + b" Error: " + what + b" took too long")
+        self.transport.loseConnection()
+        return True
 
     def _process(self) -> None:
         self._processing = True
@@ -146,6 +171,7 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
             return False
         line = buf[:end]
         self._input = buf[end + 2 :]
+        self._line_since = 0.0
         if self._discarding:  # the end of an overlong line already answered
             self._discarding = False
             return True
@@ -443,6 +469,7 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
             self.sendCode(554, b"5.5.1 Error: no valid recipients")
             return
         self._reader = DataReader(self._settings.max_message_size_bytes)
+        self._reader.started = self._seconds()
         self.sendCode(354, b"End data with <CR><LF>.<CR><LF>")
 
 

@@ -19,6 +19,7 @@ from mailengine.inbound.auth import USERS_FILE, RunInThread, SmtpUsers, challeng
 from mailengine.inbound.intake import Intake
 from mailengine.inbound.protocol import InboundESMTP
 from mailengine.policy.admission import Admission, Limits
+from mailengine.policy.authguard import AuthGuard
 
 log = Logger(namespace="mailengine.inbound")
 
@@ -88,6 +89,7 @@ class InboundFactory(protocol.ServerFactory):
     def __init__(self, engine: Engine, run_in_thread: RunInThread | None = None) -> None:
         self.engine = engine
         self.admission = Admission()
+        self.auth_guard = AuthGuard()  # AUTH failures per client address
         self.sessions: set[InboundESMTP] = set()
         self.draining = False
         self._drained: list[defer.Deferred] = []

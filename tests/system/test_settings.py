@@ -9,6 +9,7 @@ other test modules already prove are listed in ``tests/unit/test_settings_manual
 
 from __future__ import annotations
 
+import base64
 import email
 import http.client
 import json
@@ -223,6 +224,69 @@ def test_only_configured_auth_mechanisms_are_offered_and_plain_auth_follows_the_
         c.ehlo("client.test")
         assert "auth" not in c.esmtp_features  # LOGIN only inside TLS now
         assert c.docmd("AUTH LOGIN")[0] == 538
+
+
+def test_auth_lockout_changed_through_the_api_locks_a_guessing_address_out(engine_factory):
+    def add_user(root: str) -> None:
+        set_password(os.path.join(root, "config", "smtp-users.txt"), "joe", "pw1")
+
+    engine = start_engine(
+        engine_factory,
+        {"smtp_in": {"allow_plain_auth_without_tls": True}},
+        before_start=add_user,
+    )
+    set_live(engine, "smtp_in", "auth_max_failures", 2)
+    set_live(engine, "smtp_in", "auth_lockout_seconds", 3600)
+
+    def auth(source: str, password: bytes) -> int:
+        with smtp(engine, source) as c:
+            c.ehlo("client.test")
+            blob = base64.b64encode(b"\0joe\0" + password).decode()
+            return int(c.docmd("AUTH PLAIN " + blob)[0])
+
+    assert [auth(STRANGER, b"guess1"), auth(STRANGER, b"guess2")] == [535, 535]
+    assert auth(STRANGER, b"pw1") == 454  # locked out: the right password is not looked at
+    assert auth("127.0.0.1", b"pw1") == 235
+    console = engine.console()
+    assert f"smtp in {STRANGER}: AUTH PLAIN failed for user 'joe'" in console
+    assert f"smtp in {STRANGER}: locked out of AUTH for 3600 s after 2 failures" in console
+
+
+def test_a_client_dripping_bytes_is_cut_at_timeout_seconds_and_data_timeout_seconds(
+    engine_factory,
+):
+    engine = start_engine(engine_factory)
+    set_live(engine, "smtp_in", "timeout_seconds", 5)
+    set_live(engine, "smtp_in", "data_timeout_seconds", 5)
+
+    def drip(sock: socket.socket, data: bytes) -> bytes:
+        """One byte every half second (never silent for 5 s); what the engine answered."""
+        sock.settimeout(0.5)
+        for byte in data:
+            try:
+                sock.sendall(bytes([byte]))
+                answer = sock.recv(1000)
+            except TimeoutError:
+                continue
+            except OSError:
+                return b""
+            if answer:
+                return answer
+        return b""
+
+    sock, greeting = connect_from(engine, "127.0.0.1")
+    with sock:
+        assert greeting.startswith(b"220 ")
+        assert drip(sock, b"HELO " + b"x" * 30 + b"\r\n").startswith(b"421 4.4.2 ")  # a 15 s line
+    sock, _ = connect_from(engine, "127.0.0.1")
+    with sock:
+        sock.sendall(b"HELO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@remote.test>\r\nDATA\r\n")
+        seen = b""
+        while b"354 " not in seen:  # the socket's 10 s timeout bounds the wait
+            seen += sock.recv(1000)
+        answer = drip(sock, b"x" * 40 + b"\r\n.\r\n")
+        assert answer.startswith(b"421 4.4.2 ") and b"DATA took too long" in answer
+    assert infs(engine, "retry") == [] and "command too slow, closed" in engine.console()
 
 
 def test_listen_ips_bind_only_the_listed_addresses_and_web_port_0_turns_the_admin_off(

@@ -100,8 +100,9 @@ def test_a_setting_in_the_wrong_section_or_outside_any_names_where_it_belongs(tm
         f"{path}: [smtp_in] paused = true is not a setting; did you mean [smtp_out] paused?",
         f"{path}: [smtp_in] zzz = 1 is not a setting (settings of [smtp_in]: listen_ips, port, "
         "relay_ips, relay_domains, reject_mail_from, priority_ips, max_connections, "
-        "max_connections_per_ip, timeout_seconds, max_message_size_bytes, tls_certificate, "
-        "tls_private_key, auth_mechanisms, allow_plain_auth_without_tls)",
+        "max_connections_per_ip, timeout_seconds, data_timeout_seconds, max_message_size_bytes, "
+        "tls_certificate, tls_private_key, auth_mechanisms, allow_plain_auth_without_tls, "
+        "auth_max_failures, auth_lockout_seconds)",
         f"{path}: [web] prt = 80 is not a setting; did you mean port?",
     ]
 

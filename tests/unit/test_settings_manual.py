@@ -96,6 +96,9 @@ ADDITIONS = {
     ("smtp_in", "tls_private_key"): "inbound issue: STARTTLS",
     ("smtp_in", "auth_mechanisms"): "inbound issue: SMTP AUTH",
     ("smtp_in", "allow_plain_auth_without_tls"): "inbound issue: SMTP AUTH",
+    ("smtp_in", "data_timeout_seconds"): "issue 9: a DATA dripped a byte at a time ends",
+    ("smtp_in", "auth_max_failures"): "issue 9: AUTH guessing locked out per address",
+    ("smtp_in", "auth_lockout_seconds"): "issue 9: AUTH guessing locked out per address",
     ("smtp_out", "remote_port"): "foundation issue: labs and tests",
     ("smtp_out", "tls_verify_domains"): "outbound issue: TLS",
     ("web", "listen_ips"): "web issue: where the admin listens",
@@ -234,6 +237,11 @@ PROOFS: dict[str, tuple[str, ...]] = {
     "smtp_in.timeout_seconds": (
         S + "test_connection_limits_and_idle_timeout_changed_through_the_api_apply_to_new_sessions",
     ),
+    "smtp_in.data_timeout_seconds": (
+        S + "test_a_client_dripping_bytes_is_cut_at_timeout_seconds_and_data_timeout_seconds",
+        "twisted/test_inbound_limits.py::"
+        "test_data_dripped_a_byte_at_a_time_is_cut_at_data_timeout_seconds",
+    ),
     "smtp_in.max_message_size_bytes": (
         S + "test_sender_and_size_rules_changed_through_the_api_apply_to_the_next_command",
     ),
@@ -248,6 +256,15 @@ PROOFS: dict[str, tuple[str, ...]] = {
     ),
     "smtp_in.allow_plain_auth_without_tls": (
         S + "test_only_configured_auth_mechanisms_are_offered_and_plain_auth_follows_the_api",
+    ),
+    "smtp_in.auth_max_failures": (
+        S + "test_auth_lockout_changed_through_the_api_locks_a_guessing_address_out",
+        "twisted/test_inbound_limits.py::test_auth_max_failures_0_logs_failures_but_never_locks_out",
+    ),
+    "smtp_in.auth_lockout_seconds": (
+        S + "test_auth_lockout_changed_through_the_api_locks_a_guessing_address_out",
+        "twisted/test_inbound_limits.py::"
+        "test_password_guessing_from_one_address_is_locked_out_across_connections",
     ),
     "smtp_out.outbound_ip": (
         S + "test_outbound_identity_changed_through_the_api_is_used_by_the_next_session",

@@ -503,16 +503,23 @@ def test_bounces_are_appended_to_hard_and_soft_bounces(relay_engine):
         )
         # RFC 3464: the delivery-status part decides, whatever the text says.
         c.sendmail("<>", ["mailengine-bounce-bob%example.net@bounce.test"], DELAYED_DSN)
+        c.sendmail(  # no status code anywhere: still a bounce, recorded as unclassified
+            "<>",
+            ["mailengine-bounce-eve%example.org@bounce.test"],
+            b"Subject: Undeliverable\r\n\r\nYour message could not be delivered.\r\n",
+        )
     root = relay_engine.root
     assert read_text(os.path.join(root, "hard-bounces.txt")) == "joe@example.com\n"
     assert read_text(os.path.join(root, "soft-bounces.txt")) == (
         "ann@example.org\nbob@example.net\n"
     )
+    assert read_text(os.path.join(root, "unclassified-bounces.txt")) == "eve@example.org\n"
     relay_engine.wait_log("hard bounce (5.1.1) for joe@example.com")
     # save_incoming is on: the bounces themselves are kept like other local mail.
     assert sorted(inf["rcpttosend"] for inf in infs(relay_engine, "incoming")) == [
         "mailengine-bounce-ann%example.org@bounce.test",
         "mailengine-bounce-bob%example.net@bounce.test",
+        "mailengine-bounce-eve%example.org@bounce.test",
         "mailengine-bounce-joe%example.com@bounce.test",
     ]
 

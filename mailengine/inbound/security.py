@@ -111,6 +111,8 @@ class StartTLSAndAuth(smtp.ESMTP):
 
     def _ebAuthenticated(self, reason: Failure) -> None:
         user = getattr(self.challenger, "username", None) or b""
+        if isinstance(user, str):
+            user = user.encode("utf-8", "backslashreplace")
         self.challenger = None
         self._auth_failures += 1
         if not reason.check(UnauthorizedLogin):

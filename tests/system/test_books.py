@@ -79,6 +79,9 @@ def test_every_acknowledged_recipient_is_sent_failed_local_or_queued_and_the_boo
     assert "10 sent + 2 failed_hard + 0 failed_soft + 2 local + 0 removed + 2 queued" in line
     assert line.endswith(": balanced")
     assert sorted(retry_recipients(engine)) == ["z@later.test", "z@later.test"]
+    # The stats line's "sent" counts the clients' mail only, not the two DSNs.
+    sent_lines = [ln for ln in engine.console().splitlines() if " sent (" in ln]
+    assert sent_lines[-1].endswith(", 8 total)")
     code, text = audit(engine)
     assert code == 0, text
     assert "balanced" in text and "they agree" in text

@@ -10,6 +10,7 @@ from typing import Any
 
 from mailengine.delivery.status import HostStatus
 from mailengine.observe import statslines
+from mailengine.observe.books import balance_line
 from mailengine.queue.actions import plural
 from mailengine.queue.shape import format_age as age
 from mailengine.web.admin import Routes, WebAdmin
@@ -327,10 +328,18 @@ def queue_card(s: Snapshot) -> Html:
             el("td", f"{kilobytes(s.queue.memory_bytes)} held for sending", class_="muted"),
         )
     )
+    books = s.books
     return el(
         "section",
         el("h2", "Queue"),
         grid(["Directory", "#messages", ""], rows),
+        # Every recipient taken in since start, and where it went (README: the books).
+        el(
+            "p",
+            balance_line(books, s.books_queued),
+            class_="muted" if not books.unaccounted(s.books_queued) else "error",
+            id="books",
+        ),
         class_="card",
         id="queue",
     )

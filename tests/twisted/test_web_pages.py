@@ -534,6 +534,7 @@ def test_metrics_show_the_recipient_books_and_whether_they_balance(admin):
     assert got[("mailengine_books_queued_recipients", ())] == 2
     assert got[("mailengine_books_unaccounted_recipients", ())] == 0
     assert got[("mailengine_own_mail_recipients_total", (("outcome", "deferred"),))] == 1
+    assert "+ 2 queued: balanced" in admin.get("/gui/admin").text  # the dashboard says so
     engine.queue.messages["Q1@h"].envelope.rcpt_to_send.pop()  # lost without an outcome
     admin.clock.advance(60)  # past the cached queue shape
     admin.get("/metrics")  # the fresh shape is worked out behind a stale answer

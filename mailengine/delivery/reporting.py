@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailengine.delivery.outcome import HARD, AttemptSummary
@@ -14,6 +15,7 @@ from mailengine.observe.recent import FinalFailure
 from mailengine.queue.envelope import Envelope
 from mailengine.reports import delivery_report, dsn
 from mailengine.reports.notices import NoticeGate, build_notice, undeliverable_lines
+from mailengine.signing.accept import Signing
 
 log = Logger(namespace="mailengine.delivery")
 
@@ -34,6 +36,7 @@ class FailureReporting:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.notices = NoticeGate()
+        self.signing = Signing(engine)
 
     def attempt_finished(self, envelope: Envelope, summary: AttemptSummary, data: bytes) -> None:
         engine = self.engine
@@ -118,17 +121,23 @@ class FailureReporting:
         self.send_local_mail(notice_id, [to], text, "admin notice")
 
     def send_local_mail(self, message_id: str, to: list[str], data: bytes, what: str) -> None:
-        """Locally generated mail enters the queue like relay mail, from the null sender."""
+        """Locally generated mail enters the queue like relay mail, from the null sender,
+        DKIM-signed when a key covers its From: domain (MAILER-DAEMON@ the engine's name)."""
         engine = self.engine
-        envelope = Envelope(
-            message_id=message_id,
-            mail_from="",
-            rcpt_to_send=list(to),
-            time_created=engine.reactor.seconds(),
-            other={"datasize": str(len(data)), ORIGIN_KEY: ORIGINS.get(what, "notice")},
-        )
-        log.info("{what} {id} to {to} queued", what=what, id=message_id, to=", ".join(to))
-        d = engine.queue.accept_relay(envelope, data)
+        now = engine.reactor.seconds()
+
+        def store(signed: bytes) -> defer.Deferred:
+            envelope = Envelope(
+                message_id=message_id,
+                mail_from="",
+                rcpt_to_send=list(to),
+                time_created=now,
+                other={"datasize": str(len(signed)), ORIGIN_KEY: ORIGINS.get(what, "notice")},
+            )
+            log.info("{what} {id} to {to} queued", what=what, id=message_id, to=", ".join(to))
+            return engine.queue.accept_relay(envelope, signed)
+
+        d = self.signing.signed(message_id, data, now).addCallback(store)
 
         def counted(result: object) -> object:
             engine.counters.books.generated += len(to)

@@ -20,9 +20,9 @@ from twisted.python.failure import Failure
 
 from mailengine.engine import Engine
 from mailengine.inbound.received import prepend_received, received_header
-from mailengine.inbound.signing import Signing
 from mailengine.queue.envelope import Envelope
 from mailengine.reports.bounces import BounceClass, classify_bounce
+from mailengine.signing.accept import Signing
 
 log = Logger(namespace="mailengine.inbound")
 

@@ -71,7 +71,8 @@ def render_metrics(s: Snapshot) -> str:
     out += family(
         "mailengine_dkim_messages_total",
         "counter",
-        "Relay messages by DKIM outcome since start: signed, or unsignable (no single "
+        "Messages queued for sending (relay and the engine's own DSNs and reports) by DKIM "
+        "outcome since start: signed, or unsignable (no single "
         "From: domain, ...; sent unsigned with a warning). Mail without a key is neither.",
         [({"outcome": "signed"}, t.dkim_signed), ({"outcome": "unsignable"}, t.dkim_unsignable)],
     )

@@ -117,7 +117,7 @@ MESSAGES = {
     "empty-body": ("news@example.test", b""),
     "subdomain": ("Alerts <alerts@news.Example.TEST>", b"a parent's key signs\r\n"),
     "whitespace": ("news@example.test", b"  lead\r\ntrail  \r\n\tt\tabs\t\r\n"),
-    # over inbound.signing.INLINE_BYTES: signed in the thread pool
+    # over signing.accept.INLINE_BYTES: signed in the thread pool
     "large": ("news@example.test", b"z  z\t \r\n" * 20000),
 }
 
@@ -325,3 +325,24 @@ def test_mail_queued_by_mailengine_send_is_signed_like_mail_received_over_smtp(
     assert verifies(got["sent"].data, txt_lookup(server))
     assert b"DKIM-Signature" not in got["two"].data
     assert "Traceback" not in engine.console()
+
+
+def test_the_engines_own_dsn_is_signed_when_a_key_covers_its_name(engine_factory, sinks, published):
+    target, home = sinks("127.0.11.5"), sinks("127.0.11.6")
+    target.rcpt_reply = lambda rcpt: (550, f"5.1.1 <{rcpt}>... no such user")
+    server = published["server"]
+    settings = dkim_settings(server, target)
+    settings["dns"]["bypass"].append(route("home.test", home))
+    settings["queue"]["use_dsn"] = True
+    # The DSN comes From: MAILER-DAEMON@mx.example.test: example.test's keys sign it.
+    settings["server"]["helo_text"] = "mx.example.test"
+    engine = engine_factory(settings, root=published["root"])
+    with smtplib.SMTP("127.0.0.1", engine.smtp_port, timeout=30) as client:
+        client.sendmail(
+            "sender@home.test", ["gone@dest.test"], compose("bounced", "a@home.test", b"x\r\n")
+        )
+    wait_for(lambda: home.received(), what="the DSN")
+    [dsn] = home.received()
+    assert b"From: MAILER-DAEMON@mx.example.test" in dsn.data
+    assert [s["a"] for s in signatures(dsn.data)] == ["rsa-sha256", "ed25519-sha256"]
+    assert verifies(dsn.data, txt_lookup(server))

@@ -1,4 +1,5 @@
-"""DKIM-signs the relay copy of an accepted message before it is stored (issue 11)."""
+"""DKIM-signs mail as the queue takes it, before it is stored: the relay copy of a received
+message and the mail the engine writes itself (DSNs, reports, notices). Twisted side."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from twisted.python.failure import Failure
 from mailengine.engine import Engine
 from mailengine.signing.signer import Signed
 
-log = Logger(namespace="mailengine.inbound")
+log = Logger(namespace="mailengine.signing")
 
 # Up to this size a message is signed on the reactor thread. Measured through
 # bench/relay.py (4 KB messages, durable relay): signing in the thread pool cost

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest_twisted
 from twisted.internet import defer
 
-from mailengine.inbound.signing import INLINE_BYTES, Signing
+from mailengine.signing.accept import INLINE_BYTES, Signing
 from mailengine.signing.keys import DkimKey, generate_key
 from mailengine.signing.signer import Signer
 from tests.twisted.web_harness import make_engine

@@ -128,7 +128,9 @@ def keygen(args: argparse.Namespace, config_path: str) -> int:
 def check(args: argparse.Namespace, config_path: str) -> int:
     from mailengine.config.kinds import normalise_domain
     from mailengine.config.loader import ConfigError, load_config
+    from mailengine.dns.bypass import BypassTable
     from mailengine.dns.nameservers import system_nameservers
+    from mailengine.dns.resolvconf import DNS_PORT
     from mailengine.signing.keys import load_keys
     from mailengine.signing.published import compare, lookup_txt
 
@@ -146,9 +148,13 @@ def check(args: argparse.Namespace, config_path: str) -> int:
     for problem in problems:
         print(f"mailengine: {problem}", file=sys.stderr)
     servers = list(config.dns.servers) or system_nameservers()
+    bypass = BypassTable.from_entries(config.dns.bypass)
     matched = 0
     for key in keys:
-        verdict = compare(key, lookup_txt(key.dns_name, servers))
+        # As the engine's resolver asks: an NS bypass line for the name or a parent wins.
+        pinned = bypass.nameserver_for(key.dns_name)
+        asked = [(pinned.ip, pinned.port or DNS_PORT)] if pinned else servers
+        verdict = compare(key, lookup_txt(key.dns_name, asked))
         print(("OK    " if verdict.is_match else "WRONG ") + verdict.text)
         matched += verdict.is_match
     return 0 if matched == len(rows) else 1

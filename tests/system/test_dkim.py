@@ -277,6 +277,18 @@ def test_keygen_writes_a_private_key_file_and_check_compares_it_with_dns(tmp_pat
     text = bad.stdout.decode()
     assert f"WRONG {RSA}._domainkey.{DOMAIN}: the published key does NOT match" in text
     assert f"WRONG {ED}._domainkey.{DOMAIN}: {ED}._domainkey.{DOMAIN} does not exist" in text
+    # An NS bypass line sends the engine's questions about example.test to another
+    # server (the right one here), whatever [dns] servers says: the check asks it too.
+    write_config(
+        config,
+        {
+            "dkim": {"key": keys},
+            "dns": {"servers": ["127.0.0.1:1"], "bypass": [f"{DOMAIN},ns,NS,{server.spec}"]},
+        },
+    )
+    published["zone"].write_text(zone_text(published["records"]))
+    pinned = run_cli("dkim", "check", DOMAIN, "--root", str(root))
+    assert pinned.returncode == 0, pinned.stdout + pinned.stderr
     none = run_cli("dkim", "check", "other.test", "--root", str(root))
     assert none.returncode == 1 and b"has no [[dkim.key]] for other.test" in none.stderr
 

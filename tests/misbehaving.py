@@ -2,7 +2,7 @@
 
 ``Receiver`` is the server as a pure object (bytes in, segments out) with a list
 of ``Fault``s: wrong, extra, missing, split, late replies; a close or a stall at
-any step; bare LF line ends; over-long lines; a garbage greeting; 421 anywhere;
+any step; bare LF line ends; over-long and endless lines; a garbage greeting; 421 anywhere;
 452 to some RCPTs; STARTTLS cut after its 220. It records what it really took
 (``deliveries``), so tests can check "nothing counted sent without the proof".
 
@@ -27,7 +27,10 @@ CLOSE = "close"  # a segment that closes the connection
 STALL = "stall"  # a segment after which the server says and reads nothing more
 
 STEPS = ("CONNECT", "EHLO", "HELO", "STARTTLS", "MAIL", "RCPT", "DATA", "DOT", "RSET", "QUIT")
-KINDS = ("wrong", "extra", "missing", "close", "close-after", "stall", "421", "452", "garbage")
+KINDS = (
+    *("wrong", "extra", "missing", "close", "close-after", "stall"),
+    *("421", "452", "garbage", "endless"),
+)
 
 
 @attrs.frozen
@@ -157,6 +160,8 @@ class Receiver:
             return [*self._segments([(421, "4.3.2 closing")]), CLOSE]
         elif kind == "garbage":
             return [b"HTTP/1.1 400 Bad Request\r\n"]
+        elif kind == "endless":  # a line that never ends
+            return [b"2" * 70000, STALL]
         elif kind == "missing":
             return []
         elif kind == "close":

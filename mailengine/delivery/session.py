@@ -114,7 +114,6 @@ class Session:
         "should_offer_tls",
         "size_limit",
         "state",
-        "test_mode",
         "tls_active",
         "transactions",
         "txn",
@@ -126,12 +125,10 @@ class Session:
         *,
         should_offer_tls: bool = False,
         require_tls: bool = False,
-        test_mode: bool = False,
     ) -> None:
         self.identity = identity
         self.should_offer_tls = should_offer_tls  # STARTTLS when the server offers it
         self.require_tls = require_tls  # no transaction in plain text
-        self.test_mode = test_mode
         self.state = AWAIT_GREETING
         self.out = b""
         # Commands written and not answered yet, oldest first (the greeting answers the connect).

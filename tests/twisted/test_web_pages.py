@@ -378,9 +378,13 @@ class Delivery:
             hosts=(
                 HostStatus("mx1.big.test (192.0.2.1:25)", self.open_connections, 100, 2, ""),
                 HostStatus("mx.gone.test (192.0.2.9:25)", 0, 0, 5, "550 5.1.1 no such user"),
+                HostStatus(
+                    "mx.odd.test (192.0.2.5:25)", 0, 0, 3, "x", 2, "250 ok is no reply to DATA"
+                ),
             ),
             domains=(DomainStatus("big.test", 1234, 600.0, "421 slow down"),),
             held_by_rate_cap=self.held,
+            protocol_errors=2,
         )
 
 
@@ -393,6 +397,20 @@ def test_the_dashboard_uses_the_delivery_engines_status_when_it_runs(admin):
     assert "outbound SMTP to 1 host<" in page
     status = admin.get("/api/status").json()
     assert status["open_connections"] == 7 and status["destinations"][0]["domain"] == "big.test"
+
+
+def test_a_host_out_of_step_shows_as_misbehaving_on_the_dashboard_and_in_metrics(admin):
+    admin.engine.parts["delivery"] = Delivery()
+    page = admin.get("/gui/admin").text
+    assert "misbehaving (2 protocol errors): 250 ok is no reply to DATA" in page
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(admin.get("/metrics").text)
+        for s in family.samples
+    }
+    assert samples[("mailengine_outbound_protocol_errors_total", ())] == 2
+    host = (("host", "mx.odd.test (192.0.2.5:25)"),)
+    assert samples[("mailengine_outbound_host_protocol_errors_total", host)] == 2
 
 
 def test_a_pause_with_attempts_under_way_says_they_still_finish(admin):

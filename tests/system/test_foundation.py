@@ -82,9 +82,7 @@ def test_a_bad_config_lists_every_problem_and_does_not_start(tmp_path):
     assert checked.returncode == 1 and b"3 problem(s)" in checked.stdout
 
 
-def test_a_message_written_by_mailengine_send_is_picked_up_and_sent(
-    engine_factory, sinks
-):
+def test_a_message_written_by_mailengine_send_is_picked_up_and_sent(engine_factory, sinks):
     from tests.sinks import route
 
     sink = sinks("127.0.1.63")

@@ -8,7 +8,6 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-import attrs
 from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.internet.error import CannotListenError
@@ -36,6 +35,15 @@ from mailengine.queue.watcher import RetryWatcher
 from mailengine.queue.writeback import StopWriteBack
 from mailengine.signing.keys import load_keys
 from mailengine.signing.signer import Signer
+from mailengine.startup import (
+    DaemonStartupError,
+    Listener,
+    StartupError,
+    cannot_listen,
+    prepare_directories,
+    try_binding,
+    unwritable_queue,
+)
 
 log = Logger(namespace="mailengine")
 
@@ -48,30 +56,6 @@ log = Logger(namespace="mailengine")
 DELIVERY_GRACE_SECONDS = 10.0
 QUEUE_DRAIN_SECONDS = 60.0
 QUEUE_DRAIN_SECONDS_PER_MESSAGE = 0.001
-
-
-class StartupError(SystemExit):
-    """A one-line reason the engine cannot start (shown instead of a traceback)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(f"mailengine: {message}")
-
-
-class DaemonStartupError(RuntimeError):
-    """The same reason inside twistd's daemon: twistd reports an Exception to the
-    waiting parent and removes the pid file; a SystemExit there leaves the parent
-    waiting for ever."""
-
-
-@attrs.frozen
-class Listener:
-    """One server to listen for: on ``port`` of every address (``""``: all)."""
-
-    what: str
-    setting: str
-    port: int
-    factory: Any
-    addresses: tuple[str, ...]
 
 
 def load_settings(root: str, config_path: str | None) -> Config:
@@ -127,55 +111,6 @@ def build_engine(root: str, config: Config, reactor: Any, *, test_mode: bool = F
 
 def _listen_addresses(ranges: Any) -> tuple[str, ...]:
     return tuple(ranges.addresses()) if ranges else ("",)
-
-
-def _cannot_listen(listener: Listener, address: str, reason: str, config_path: str) -> str:
-    return (
-        f"cannot listen for {listener.what} on {address or '*'}:{listener.port} ({reason}); "
-        f"change {listener.setting} in {config_path}"
-    )
-
-
-def try_binding(listener: Listener, config_path: str) -> None:
-    """Bind (and close) each address as listenTCP will; StartupError names the setting.
-
-    Run before twistd daemonizes, so a busy or forbidden port is one line on the
-    operator's terminal rather than a daemon that dies out of sight.
-    """
-    for address in listener.addresses:
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as listenTCP does
-            try:
-                probe.bind((address, listener.port))
-            except OSError as exc:
-                reason = exc.strerror or str(exc)
-                raise StartupError(_cannot_listen(listener, address, reason, config_path)) from None
-
-
-def prepare_directories(engine: Engine) -> None:
-    """mailq/ (or mailq-test/) and log/, created before the start so a bad --root is one line."""
-    try:
-        engine.store.ensure_dirs()
-        os.makedirs(engine.log_dir, exist_ok=True)
-    except OSError as exc:
-        raise StartupError(f"cannot create {exc.filename}: {exc.strerror}") from None
-    problem = unwritable_queue(engine)
-    if problem:
-        raise StartupError(problem)
-
-
-def unwritable_queue(engine: Engine) -> str:
-    """One line when the queue cannot be written to by this process ("" when it can)."""
-    try:
-        engine.store.check_writable()
-    except OSError as exc:
-        where = os.path.dirname(exc.filename) if exc.filename else engine.store.root
-        return (
-            f"the queue is not writable: cannot create files in {where} ({exc.strerror}); "
-            f"the engine must own {engine.store.root} (mind twistd's --uid/--gid)"
-        )
-    return ""
 
 
 class EngineService(service.MultiService):
@@ -276,7 +211,7 @@ class EngineService(service.MultiService):
                         p.stopListening()
                     reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
                     raise self._startup_failure(
-                        _cannot_listen(listener, address, reason, self.engine.config.path)
+                        cannot_listen(listener, address, reason, self.engine.config.path)
                     ) from None
                 self.ports.append(port)
         super().privilegedStartService()

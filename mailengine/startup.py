@@ -1,0 +1,88 @@
+"""What can refuse the start, each as one line naming the cause: ports, directories.
+
+Checked before twistd daemonizes, so the operator sees the line on the terminal
+(and again, where it matters, as the user twistd's ``--uid`` switches to).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import attrs
+
+from mailengine.engine import Engine
+
+
+class StartupError(SystemExit):
+    """A one-line reason the engine cannot start (shown instead of a traceback)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"mailengine: {message}")
+
+
+class DaemonStartupError(RuntimeError):
+    """The same reason inside twistd's daemon: twistd reports an Exception to the
+    waiting parent and removes the pid file; a SystemExit there leaves the parent
+    waiting for ever."""
+
+
+@attrs.frozen
+class Listener:
+    """One server to listen for: on ``port`` of every address (``""``: all)."""
+
+    what: str
+    setting: str
+    port: int
+    factory: Any
+    addresses: tuple[str, ...]
+
+
+def cannot_listen(listener: Listener, address: str, reason: str, config_path: str) -> str:
+    return (
+        f"cannot listen for {listener.what} on {address or '*'}:{listener.port} ({reason}); "
+        f"change {listener.setting} in {config_path}"
+    )
+
+
+def try_binding(listener: Listener, config_path: str) -> None:
+    """Bind (and close) each address as listenTCP will; StartupError names the setting.
+
+    Run before twistd daemonizes, so a busy or forbidden port is one line on the
+    operator's terminal rather than a daemon that dies out of sight.
+    """
+    for address in listener.addresses:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as listenTCP does
+            try:
+                probe.bind((address, listener.port))
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                raise StartupError(cannot_listen(listener, address, reason, config_path)) from None
+
+
+def prepare_directories(engine: Engine) -> None:
+    """mailq/ (or mailq-test/) and log/, created before the start so a bad --root is one line."""
+    try:
+        engine.store.ensure_dirs()
+        os.makedirs(engine.log_dir, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"cannot create {exc.filename}: {exc.strerror}") from None
+    problem = unwritable_queue(engine)
+    if problem:
+        raise StartupError(problem)
+
+
+def unwritable_queue(engine: Engine) -> str:
+    """One line when the queue cannot be written to by this process ("" when it can)."""
+    try:
+        engine.store.check_writable()
+    except OSError as exc:
+        where = os.path.dirname(exc.filename) if exc.filename else engine.store.root
+        return (
+            f"the queue is not writable: cannot create files in {where} ({exc.strerror}); "
+            f"the engine must own {engine.store.root} (mind twistd's --uid/--gid)"
+        )
+    return ""

@@ -1,6 +1,6 @@
 """End-to-end relay benchmark: smtp-source -> relay -> smtp-sink, MailEngine against Postfix.
 
-    python bench/relay.py [--messages 20000] [--sessions 50] [--dkim]
+    python bench/relay.py [--messages 20000] [--sessions 50] [--dkim] [--events on|off|both]
 
 Parallel SMTP clients (Postfix's smtp-source, one per domain) inject 4 KB
 messages for 50 domains spread over 5 sink hosts (Postfix's smtp-sink on
@@ -222,6 +222,7 @@ def run_mailengine(
     durable: bool,
     profile: str | None,
     dkim: str = "",
+    events: bool = False,
 ):
     root = tempfile.mkdtemp(prefix="me-", dir=workdir)
     bypass = []
@@ -232,7 +233,10 @@ def run_mailengine(
         "dns": {"bypass": bypass},
         "queue": {"use_disk_for_relay": durable},
         "smtp_in": {"max_connections": 1000},
-        "logs": {"stats_interval_seconds": 0, "retention_days": 0},
+        # Log files on in every run (the event log follows their retention), so runs
+        # with and without the event log differ in that alone.
+        "logs": {"stats_interval_seconds": 0, "retention_days": 1},
+        "events": {"enabled": events},
     }
     if dkim:
         settings.update(dkim_key(root, dkim))
@@ -246,7 +250,9 @@ def run_mailengine(
         label = f"MailEngine, use_disk_for_relay={'on' if durable else 'off'}"
         if dkim:
             label += f", DKIM {'rsa-2048' if dkim == 'rsa' else dkim}"
+        label += f", event log {'on' if events else 'off'}"
         name = f"relay-durable-{durable}" + (f"-dkim-{dkim}" if dkim else "")
+        name += f"-events-{'on' if events else 'off'}"
         out = os.path.join(profile, f"{name}.txt") if profile else None
         with py_spy(engine.proc.pid, out):
             result = measure(label, engine.smtp_port, sinks, messages, sessions, engine.proc.pid)
@@ -360,7 +366,14 @@ def main() -> None:
     parser.add_argument(
         "--dkim", action="store_true", help="also durable runs signing with RSA-2048 and Ed25519"
     )
+    parser.add_argument(
+        "--events",
+        choices=("on", "off", "both"),
+        default="off",
+        help="the event log ([events] enabled) in the MailEngine runs; both: each run twice",
+    )
     args = parser.parse_args()
+    event_modes = {"on": (True,), "off": (False,), "both": (False, True)}[args.events]
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
     ensure_postfix()
@@ -378,16 +391,31 @@ def main() -> None:
             runs = []
             if not args.only_postfix:
                 for durable in (False, True):
-                    runs.append(
-                        run_mailengine(
-                            workdir, sinks, args.messages, args.sessions, durable, args.profile
+                    for events in event_modes:
+                        runs.append(
+                            run_mailengine(
+                                workdir,
+                                sinks,
+                                args.messages,
+                                args.sessions,
+                                durable,
+                                args.profile,
+                                events=events,
+                            )
                         )
-                    )
             if args.dkim and not args.only_postfix:
-                unsigned = runs[-1]
+                # Against the durable run with the same event log setting (the first mode).
+                unsigned = runs[len(event_modes)]
                 for algorithm in ("rsa", "ed25519"):
                     signed = run_mailengine(
-                        workdir, sinks, args.messages, args.sessions, True, args.profile, algorithm
+                        workdir,
+                        sinks,
+                        args.messages,
+                        args.sessions,
+                        True,
+                        args.profile,
+                        algorithm,
+                        events=event_modes[0],
                     )
                     runs.append(signed)
                     report_signing_cost(signed, unsigned)

@@ -24,6 +24,8 @@ commands:
                      --wait: until its first attempt is over)
   queue ACTION       list, show, delete, retry-now, hold, release or summary of
                      queued mail (safe while the engine runs; see queue --help)
+  suppress ACTION    add, remove, list, import or export addresses never relayed
+                     to (mailq/suppression.sqlite; see suppress --help)
   passwd USER        set a web admin password in config/password.txt
                      (--smtp: an SMTP AUTH user in config/smtp-users.txt)
   check-config       validate the configuration and print every problem
@@ -214,6 +216,12 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return run(args, os.path.join(_root(args), "mailq-test" if args.test else "mailq"))
 
 
+def cmd_suppress(args: argparse.Namespace) -> int:
+    from mailengine.queue.suppress_command import run
+
+    return run(args, os.path.join(_root(args), "mailq-test" if args.test else "mailq"))
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from mailengine.config.loader import ConfigError, load_config
     from mailengine.signing.keys import load_keys
@@ -326,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     from mailengine.queue.command import add_queue_arguments
 
     add_queue_arguments(add("queue", cmd_queue, "list, show and change queued mail"))
+    from mailengine.queue.suppress_command import add_suppress_arguments
+
+    add_suppress_arguments(
+        add("suppress", cmd_suppress, "add, remove, list, import or export suppressed addresses")
+    )
     add("check-config", cmd_check_config, "validate the configuration, print every problem")
     from mailengine.signing.command import add_dkim_arguments
 

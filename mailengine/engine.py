@@ -9,12 +9,16 @@ from typing import Any
 import attrs
 
 from mailengine.config.model import Config
+from mailengine.observe.bouncepatterns import shipped_patterns
 from mailengine.observe.counters import Counters
+from mailengine.observe.eventlog import EventLog
 from mailengine.observe.recent import RecentFailures
 from mailengine.queue.commit import GroupCommit
 from mailengine.queue.ids import MessageIdFactory
 from mailengine.queue.live import LiveQueue
 from mailengine.queue.store import QueueStore
+from mailengine.queue.suppression import SuppressionList
+from mailengine.reports.categories import Pattern
 from mailengine.signing.signer import Signer
 
 
@@ -36,6 +40,14 @@ class Engine:
     signer: Signer = attrs.field(factory=lambda: Signer(()))  # [[dkim.key]], read at start
     # Runs CPU-heavy work (signing large messages) off the reactor thread; None: inline.
     run_in_thread: Callable[[Callable[[], Any]], Any] | None = None
+    # Bounce-category patterns (reports.categories); build_engine adds the operator's.
+    bounce_patterns: list[Pattern] = attrs.field(factory=shipped_patterns)
+    # The per-recipient event log; off (writes nothing) until build_engine makes the real one.
+    events: EventLog = attrs.field(
+        factory=lambda: EventLog("", retention_days=lambda: 0, is_enabled=lambda: False)
+    )
+    # mailq/suppression.sqlite (queue.suppression); build_engine makes it.
+    suppression: SuppressionList | None = None
     # Filled in by service.py as the parts exist:
     #   "inbound"  - the SMTP server factory; drain() -> Deferred (graceful stop)
     #   "resolver" - an MXResolver (mailengine.dns.answer)

@@ -23,16 +23,22 @@ from mailengine.dns.resolver import MailResolver
 from mailengine.engine import Engine
 from mailengine.observe.acceptwatch import AcceptFailureWatch
 from mailengine.observe.bookkeeping import Bookkeeper
+from mailengine.observe.bouncepatterns import load_patterns
 from mailengine.observe.counters import Counters
+from mailengine.observe.eventlog import EventLog
 from mailengine.observe.logfiles import DailyLogFiles
 from mailengine.observe.stats import StatsReporter
+from mailengine.observe.webhook import EventWebhook
 from mailengine.queue.checker import QueueChecker
 from mailengine.queue.commit import GroupCommit
 from mailengine.queue.ids import MessageIdFactory
 from mailengine.queue.live import LiveQueue
 from mailengine.queue.store import QueueStore
+from mailengine.queue.suppression import FILE_NAME as SUPPRESSION_FILE
+from mailengine.queue.suppression import SuppressionList
 from mailengine.queue.watcher import RetryWatcher
 from mailengine.queue.writeback import StopWriteBack
+from mailengine.reports.categories import PatternError
 from mailengine.signing.keys import load_keys
 from mailengine.signing.signer import Signer
 from mailengine.startup import (
@@ -99,6 +105,16 @@ def build_engine(root: str, config: Config, reactor: Any, *, test_mode: bool = F
         test_mode=test_mode,
         run_in_thread=run_in_thread,
     )
+    try:
+        engine.bounce_patterns = load_patterns(engine.config_dir)
+    except PatternError as exc:
+        raise StartupError(str(exc)) from None
+    engine.suppression = SuppressionList(os.path.join(store.root, SUPPRESSION_FILE))
+    engine.events = EventLog(
+        engine.log_dir,
+        retention_days=lambda: config.logs.retention_days,
+        is_enabled=lambda: config.events.enabled,
+    )
     engine.parts["resolver"] = MailResolver.from_config(config, reactor)
     keys, problems = load_keys(config.dkim.key, engine.config_dir)
     if problems:
@@ -136,6 +152,11 @@ class EngineService(service.MultiService):
         StatsReporter(engine).setServiceParent(self)
         self.bookkeeper = Bookkeeper(engine)
         self.bookkeeper.setServiceParent(self)
+        webhook = EventWebhook(
+            engine.log_dir, lambda: engine.config.events.webhook_url, engine.reactor
+        )
+        webhook.setServiceParent(self)
+        engine.events.flushed.append(webhook.poke)
         preload = PreloadService(engine.parts["resolver"], engine.config, engine.reactor)
         preload.setServiceParent(self)
         self._add_delivery()
@@ -148,6 +169,22 @@ class EngineService(service.MultiService):
         delivery = DeliveryEngine(self.engine)
         self.engine.parts["delivery"] = delivery
         delivery.setServiceParent(self)
+        if self.engine.suppression is not None:
+            self.engine.suppression.on_problem = self._suppression_problem
+
+    def _suppression_problem(self, text: str) -> None:
+        """A lookup failed: mail flows unchecked (never refused wrongly); told once."""
+        log.warn(
+            "the suppression list cannot be read ({text}); recipients are not checked "
+            "against it until it can",
+            text=text,
+        )
+        self.engine.parts["delivery"].reporting.admin_notice(
+            "suppression",
+            "the suppression list cannot be read",
+            f"Looking up a recipient in the suppression list failed: {text}\n"
+            "Mail is relayed without the check until the database can be read again.",
+        )
 
     def _add_smtp(self) -> None:
         smtp_in = self.engine.config.smtp_in
@@ -241,6 +278,7 @@ class EngineService(service.MultiService):
                 log.warn("{warning}", warning=warning)
         for line in advice(engine.config):
             log.warn("{advice}", advice=line)
+        engine.events.start(engine.reactor)
         super().startService()
         where = ", ".join(f"{p.getHost().host}:{p.getHost().port}" for p in self.ports) or "none"
         log.info(
@@ -290,6 +328,9 @@ class EngineService(service.MultiService):
         yield self.writeback.run()  # never "stopped" while acknowledged mail has no copy
         yield defer.maybeDeferred(super().stopService)
         self.bookkeeper.close()
+        engine.events.stop()  # after the drain: its events are written too
+        if engine.suppression is not None:
+            engine.suppression.close()
         log.info("stopped; {n} messages wait in retry/", n=engine.store.count("retry"))
         globalLogPublisher.removeObserver(self._accept_watch)
         if self._logfiles is not None:

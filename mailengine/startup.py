@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 from typing import Any
 
 import attrs
+from twisted.logger import Logger
 
 from mailengine.engine import Engine
+
+log = Logger(namespace="mailengine")
 
 
 class StartupError(SystemExit):
@@ -73,6 +77,11 @@ def prepare_directories(engine: Engine) -> None:
     problem = unwritable_queue(engine)
     if problem:
         raise StartupError(problem)
+    if engine.suppression is not None:
+        try:
+            engine.suppression.prepare()
+        except sqlite3.Error as exc:  # mail still flows: lookups report it once
+            log.warn("the suppression list cannot be opened: {why}", why=exc)
 
 
 def unwritable_queue(engine: Engine) -> str:

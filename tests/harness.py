@@ -48,6 +48,11 @@ def read_text(path: str) -> str:
         return ""
 
 
+def undeliverable_addresses(path: str) -> list[str]:
+    """The addresses of a hard-/soft-undeliverable.txt (``address<TAB>reply`` lines)."""
+    return [line.partition("\t")[0] for line in read_text(path).splitlines() if line]
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):

@@ -189,6 +189,22 @@ class IPAddress(Text):
 
 
 @attrs.frozen
+class HttpUrl(Text):
+    def allowed(self) -> str:
+        return 'an http:// or https:// URL like https://hooks.example.com/mail, or ""'
+
+    def accepts(self, text: str) -> bool:
+        scheme, sep, rest = text.partition("://")
+        host = rest.split("/", 1)[0]
+        return (
+            bool(sep)
+            and scheme.lower() in ("http", "https")
+            and bool(host)
+            and not any(c.isspace() for c in text)
+        )
+
+
+@attrs.frozen
 class Path(Text):
     def allowed(self) -> str:
         return 'a file path, or ""'

@@ -44,6 +44,8 @@ class Config:
     dns: Section
     queue: Section
     logs: Section
+    events: Section
+    suppression: Section
     reports: Section
     dkim: Section
     web: Section

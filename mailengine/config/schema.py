@@ -553,6 +553,15 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     _s(
         "logs",
+        "undeliverable_reasons",
+        k.Bool(),
+        True,
+        "Logs",
+        """Write the reply that failed each address beside it in the undeliverable files
+       ("address<TAB>reply"); false: the bare address only, as older versions did.""",
+    ),
+    _s(
+        "logs",
         "stats_interval_seconds",
         k.Int(minimum=0, unit="seconds"),
         10,
@@ -616,6 +625,48 @@ SETTINGS: tuple[Setting, ...] = (
         "Troubleshooting",
         """Log the send loop as it runs: which message goes to which host, and why sending
        waits.""",
+    ),
+    # [events]
+    _s(
+        "events",
+        "enabled",
+        k.Bool(),
+        True,
+        "Logs",
+        """Write one JSON line per recipient event (received, delivered, deferred, failed,
+       expired, bounce_received, suppressed, dsn_sent and operator actions) to
+       log/events-YYYY-MM-DD.jsonl, kept as long as the other logs (retention_days).""",
+    ),
+    _s(
+        "events",
+        "webhook_url",
+        k.HttpUrl(),
+        "",
+        "Logs",
+        """POST the event log, in batches of JSON lines, to this URL; a 2xx answer
+       acknowledges a batch, anything else is retried with growing pauses. What was
+       acknowledged is kept in log/events-webhook.cursor, so nothing is skipped while the
+       endpoint is down (as long as the files are kept). Blank: no webhook.""",
+    ),
+    # [suppression]
+    _s(
+        "suppression",
+        "enabled",
+        k.Bool(),
+        True,
+        "Permissions",
+        """Check relay recipients against the suppression list (mailq/suppression.sqlite),
+       which final hard failures of bad mailboxes and domains and returning hard bounces
+       feed, and the operator manages with `mailengine suppress` or the web admin.""",
+    ),
+    _s(
+        "suppression",
+        "action",
+        k.Choice(choices=("refuse", "drop")),
+        "refuse",
+        "Permissions",
+        """What RCPT TO a suppressed address gets: "refuse" answers 550 5.1.1 with the
+       reason and date; "drop" accepts it and drops it with a "suppressed" event.""",
     ),
     # [reports]
     _s(

@@ -14,6 +14,8 @@ SECTION_HELP = {
     "dns": "MX lookups: servers, bypass table, preloaded domains.",
     "queue": "The mailq/ directories, retries, memory limits, DSN (manual §5).",
     "logs": "Console and log/ files, statistics, undeliverable logs, debug switches.",
+    "events": "The per-recipient event log (log/events-*.jsonl) and its webhook.",
+    "suppression": "Addresses never relayed to again (mailq/suppression.sqlite).",
     "reports": "Delivery reports mailed after send attempts (manual §4).",
     "dkim": "DKIM signing of relay mail by its From: domain (issue 11).",
     "web": "The web admin at http://host:<port>/gui/admin, its JSON API and /metrics.",

@@ -20,15 +20,32 @@ if TYPE_CHECKING:
 Finished = Callable[["Job", list[RecipientResult]], None]
 
 
+def connection_facts(transport: Any) -> tuple[str, str]:
+    """(our address, TLS version or "") of a connected transport, for the event log."""
+    try:
+        egress = str(transport.getHost().host)
+    except AttributeError:  # no transport or no address (tests): nothing to record
+        egress = ""
+    tls = ""
+    handle = getattr(transport, "getHandle", None)
+    if handle is not None:
+        version = getattr(handle(), "get_protocol_version_name", None)
+        if version is not None:  # an OpenSSL connection once STARTTLS ran
+            tls = str(version())
+    return egress, tls
+
+
 class Job:
     __slots__ = (
         "body",
         "domain",
         "done",
+        "egress_ip",
         "hop_index",
         "hops",
         "lines",
         "message_id",
+        "mx_ip",
         "on_finished",
         "opening",
         "pool",
@@ -38,6 +55,7 @@ class Job:
         "sender",
         "size",
         "started",
+        "tls",
     )
 
     def __init__(
@@ -63,6 +81,9 @@ class Job:
         self.started = False  # a transaction began on a connection
         self.pool: Any = None  # the HostPool whose connection took it
         self.remote_mta = ""  # the host of the last session it started on
+        self.mx_ip = ""  # ... its address, the engine's address, and TLS (event log)
+        self.egress_ip = ""
+        self.tls = ""
         self.done = False
         self.resends = 0  # sent again after a reused connection closed unanswered
 
@@ -79,6 +100,8 @@ class Job:
         self.pool = client.owner
         hop = self.hop
         self.remote_mta = hop.host
+        self.mx_ip = hop.address
+        self.egress_ip, self.tls = connection_facts(client.transport)
         self.lines.append("<-- Connected to: " + hop.describe())
         self.opening = client.opening_lines
 

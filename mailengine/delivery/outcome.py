@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from mailengine.queue.envelope import Envelope
+from mailengine.queue.lastreply import update_last_replies
 from mailengine.scheduler.retry import priority_after_retry, retry_delay_seconds
 
 SENT = "sent"
@@ -47,6 +48,7 @@ class RecipientResult:
     transcript: Sequence[str] = ()
     remote_mta: str = ""
     status: str = ""
+    category: str = ""  # a bounce category (reports.categories) of a failure, set later
 
 
 @attrs.define
@@ -129,6 +131,11 @@ def apply_attempt(
             kept.append(r.address)
             known.add(r.address.lower())
     envelope.rcpt_transient = kept
+    update_last_replies(
+        envelope,
+        [(r.address, r.reply or str(r.code or "no reply")) for r in tried if r.kind != SENT],
+        [r.address for r in summary.sent],
+    )
     summary.done = not envelope.rcpt_to_send
     if summary.done:
         envelope.retry_time = None

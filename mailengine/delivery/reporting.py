@@ -11,9 +11,12 @@ from twisted.logger import Logger
 
 from mailengine.delivery.outcome import HARD, AttemptSummary
 from mailengine.engine import Engine
+from mailengine.observe.events import DSN_SENT
 from mailengine.observe.recent import FinalFailure
 from mailengine.queue.envelope import Envelope
+from mailengine.queue.suppression import Entry, suppress_later
 from mailengine.reports import delivery_report, dsn
+from mailengine.reports.categories import OTHER, SUPPRESSING, category_text
 from mailengine.reports.notices import NoticeGate, build_notice, undeliverable_lines
 from mailengine.signing.accept import Signing
 
@@ -45,21 +48,47 @@ class FailureReporting:
         if failures:
             for r in failures:
                 engine.recent_failures.add(
-                    FinalFailure(now, envelope.message_id, r.address, r.kind == HARD, r.reply)
+                    FinalFailure(
+                        now, envelope.message_id, r.address, r.kind == HARD, r.reply, r.category
+                    )
                 )
-            if engine.config.logs.log_undeliverable:
-                self._append("hard-undeliverable.txt", [r.address for r in summary.hard])
-                self._append("soft-undeliverable.txt", [r.address for r in summary.soft_final])
+                engine.counters.bounced(r.category or OTHER)
+            self._suppress(
+                [
+                    Entry(
+                        r.address,
+                        f"{category_text(r.category)}: {r.reply}",
+                        "delivery",
+                        now,
+                        "engine",
+                    )
+                    for r in summary.hard
+                    if r.category in SUPPRESSING
+                ]
+            )
+            logs = engine.config.logs
+            if logs.log_undeliverable:
+                with_reply = logs.undeliverable_reasons
+                self._append(
+                    "hard-undeliverable.txt", undeliverable_lines(summary.hard, with_reply)
+                )
+                self._append(
+                    "soft-undeliverable.txt", undeliverable_lines(summary.soft_final, with_reply)
+                )
             if engine.config.queue.use_dsn and dsn.should_send_dsn(envelope, data):
                 self._send_dsn(envelope, summary, data, now)
         self._maybe_report(envelope, summary, now)
 
-    def _append(self, name: str, addresses: list[str]) -> None:
-        if not addresses:
+    def _suppress(self, entries: list[Entry]) -> None:
+        """Put addresses on the suppression list (a worker thread; a failure is logged)."""
+        suppress_later(self.engine, entries)
+
+    def _append(self, name: str, lines: str) -> None:
+        if not lines:
             return
         try:
             with open(self.engine.root_file(name), "a", encoding="utf-8") as fh:
-                fh.write(undeliverable_lines(addresses))
+                fh.write(lines)
         except OSError as exc:
             log.warn("cannot append to {name}: {why}", name=name, why=exc)
 
@@ -78,6 +107,17 @@ class FailureReporting:
             boundary=uuid.uuid4().hex,
         )
         self.send_local_mail(dsn_id, [envelope.mail_from], text, "DSN")
+        for r in summary.final_failures:
+            engine.events.emit(
+                DSN_SENT,
+                now,
+                message_id=envelope.message_id,
+                sender=envelope.mail_from,
+                recipient=r.address,
+                category=r.category or None,
+                detail=f"DSN {dsn_id} to {envelope.mail_from}",
+                by="engine",
+            )
 
     def _maybe_report(self, envelope: Envelope, summary: AttemptSummary, now: float) -> None:
         reports = self.engine.config.reports

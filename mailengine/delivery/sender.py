@@ -20,6 +20,7 @@ from mailengine.delivery.job import Job
 from mailengine.delivery.outcome import HARD, SENT, SOFT, UNTRIED, RecipientResult, apply_attempt
 from mailengine.delivery.plan import count_hosts, group_by_domain, hops_for, next_hop
 from mailengine.delivery.pool import Pools
+from mailengine.delivery.records import Via, attempt_events, categorize_failures
 from mailengine.delivery.reporting import FailureReporting, is_own_mail
 from mailengine.delivery.status import DeliveryStatus, DomainStatus, HostStatus
 from mailengine.dns.answer import Destination, DNSFailure, Resolution
@@ -42,11 +43,12 @@ KEPT_DOMAIN_ERRORS = 10000  # last errors per destination domain, for the web ad
 class Attempt:
     """One send attempt of one message: its jobs and their recipients' results."""
 
-    __slots__ = ("jobs", "message", "results", "waiting")
+    __slots__ = ("jobs", "message", "results", "via", "waiting")
 
     def __init__(self, message: QueuedMessage) -> None:
         self.message = message
         self.results: list[RecipientResult] = []
+        self.via: dict[str, Via] = {}  # lower-case address -> the session it was tried in
         self.waiting = 0
         self.jobs: list[Job] = []
 
@@ -355,6 +357,10 @@ class DeliveryEngine(service.Service):
         if attempt is None:
             return
         attempt.results.extend(results)
+        if job.started:
+            via = (job.remote_mta, job.mx_ip, job.egress_ip, job.tls)
+            for r in results:
+                attempt.via[r.address.lower()] = via
         attempt.waiting -= 1
         if attempt.waiting <= 0:
             self._finish(attempt)
@@ -375,6 +381,12 @@ class DeliveryEngine(service.Service):
             intervals_minutes=engine.config.queue.retry_intervals_minutes,
             should_log=keeps_inf,
         )
+        categorize_failures(summary, engine.bounce_patterns)
+        if engine.events.is_on and summary.counted:
+            size = envelope.received_size or len(message.data or b"")
+            engine.events.emit_records(
+                attempt_events(envelope, summary, now=now, size=size, via=attempt.via), now
+            )
         engine.counters.attempt_outcome(
             sent=len(summary.sent),
             failed_hard=len(summary.hard),

@@ -20,8 +20,11 @@ from twisted.python.failure import Failure
 
 from mailengine.engine import Engine
 from mailengine.inbound.received import prepend_received, received_header
+from mailengine.observe.events import BOUNCE_RECEIVED, RECEIVED, SUPPRESSED
 from mailengine.queue.envelope import Envelope
-from mailengine.reports.bounces import BounceClass, classify_bounce
+from mailengine.queue.suppression import Entry, suppress_later
+from mailengine.reports.bounces import BounceClass, BounceKind, bounce_text, classify_bounce
+from mailengine.reports.categories import OTHER, categorize, category_text
 from mailengine.signing.accept import Signing
 
 log = Logger(namespace="mailengine.inbound")
@@ -36,10 +39,13 @@ class Transaction:
     relay: list[str] = attrs.field(factory=list)
     bounces: list[str] = attrs.field(factory=list)  # USER@DOMAIN of returning bounces
     bounce_rcpts: list[str] = attrs.field(factory=list)  # the VERP addresses themselves
+    # Suppressed relay recipients accepted and dropped ([suppression] action = "drop"):
+    # (address, the list's reason).
+    suppressed: list[tuple[str, str]] = attrs.field(factory=list)
 
     @property
     def recipient_count(self) -> int:
-        return len(self.incoming) + len(self.relay) + len(self.bounce_rcpts)
+        return len(self.incoming) + len(self.relay) + len(self.bounce_rcpts) + len(self.suppressed)
 
     @property
     def recipients(self) -> list[str]:
@@ -63,13 +69,18 @@ class BounceLog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def record(self, addresses: list[str], content: bytes) -> defer.Deferred:
+    def record(self, addresses: list[str], content: bytes, message_id: str = "") -> defer.Deferred:
         engine = self.engine
+        category = [OTHER]
 
         def classify_and_append() -> BounceClass:
             verdict = classify_bounce(content)
             if not verdict.file_name:
                 return verdict
+            if verdict.kind is not None:
+                category[0] = categorize(
+                    bounce_text(content), engine.bounce_patterns, verdict.status
+                )
             lines = "".join(f"{a}\n" for a in addresses).encode("utf-8", "replace")
             fd = os.open(
                 engine.root_file(verdict.file_name),
@@ -91,7 +102,8 @@ class BounceLog:
                     status=verdict.status,
                     who=who,
                 )
-            elif verdict.kind is None:
+                return
+            if verdict.kind is None:
                 log.info(
                     "unclassified bounce (no status code) for {who}: {file}",
                     who=who,
@@ -99,10 +111,28 @@ class BounceLog:
                 )
             else:
                 log.info(
-                    "{kind} bounce ({status}) for {who}",
+                    "{kind} bounce ({status}) for {who} (category {category})",
                     kind=verdict.kind.value,
                     status=verdict.status,
+                    category=category[0],
                     who=who,
+                )
+            now = engine.reactor.seconds()
+            if verdict.kind is BounceKind.HARD:
+                why = f"hard bounce {verdict.status} ({category_text(category[0])})"
+                suppress_later(engine, [Entry(a, why, "bounce", now, "engine") for a in addresses])
+            for address in addresses:
+                engine.counters.bounced(category[0])
+                engine.events.emit(
+                    BOUNCE_RECEIVED,
+                    now,
+                    message_id=message_id or None,
+                    recipient=address,
+                    size=len(content),
+                    reply={"code": None, "enhanced": verdict.status, "text": ""},
+                    category=category[0],
+                    detail=verdict.kind.value if verdict.kind is not None else "unclassified",
+                    by="smtp",
                 )
 
         # Parsing and the append run off the reactor thread (bounces may be large).
@@ -182,6 +212,37 @@ class Intake:
 
         def counted(_: Any) -> str:
             engine.counters.received_message(relay=len(txn.relay), local=len(local_rcpts))
+            events = engine.events
+            if events.is_on:
+                at = engine.reactor.seconds()
+                size = len(content)
+                dropped = [a for a, _ in txn.suppressed]
+                for message_id, rcpts in (
+                    (relay_id, txn.relay),
+                    (incoming_id, local_rcpts),
+                    (first_id, dropped),
+                ):
+                    for rcpt in rcpts:
+                        events.emit(
+                            RECEIVED,
+                            at,
+                            message_id=message_id,
+                            sender=txn.mail_from,
+                            recipient=rcpt,
+                            size=size,
+                            by=facts.peer_ip,
+                        )
+                for rcpt, reason in txn.suppressed:
+                    events.emit(
+                        SUPPRESSED,
+                        at,
+                        message_id=first_id,
+                        sender=txn.mail_from,
+                        recipient=rcpt,
+                        size=size,
+                        detail=reason,
+                        by="engine",
+                    )
             return first_id
 
         def withdraw(failure: Failure) -> Failure:
@@ -196,7 +257,7 @@ class Intake:
         if local_rcpts:
             local.append(engine.queue.accept_incoming(envelope(incoming_id, local_rcpts), content))
         if txn.bounces:
-            local.append(self.bounces.record(txn.bounces, content))
+            local.append(self.bounces.record(txn.bounces, content, incoming_id))
         if not txn.relay:
             return _all(local).addCallbacks(counted, withdraw)
         if not local:

@@ -26,7 +26,12 @@ from twisted.python.failure import Failure
 from mailengine.inbound.data import DataReader
 from mailengine.inbound.intake import SessionFacts, Transaction
 from mailengine.inbound.received import clean_helo, with_protocol
-from mailengine.inbound.replies import check_mail_parameters, format_reply, with_enhanced_code
+from mailengine.inbound.replies import (
+    check_mail_parameters,
+    format_reply,
+    suppressed_reply,
+    with_enhanced_code,
+)
 from mailengine.inbound.security import StartTLSAndAuth
 from mailengine.policy.relay import (
     RelayRules,
@@ -35,6 +40,7 @@ from mailengine.policy.relay import (
     is_storable_address,
     route_recipient,
 )
+from mailengine.queue.suppression import Entry
 
 if TYPE_CHECKING:
     from mailengine.inbound.server import InboundFactory
@@ -447,6 +453,15 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
         if route is Route.INCOMING:
             txn.incoming.append(recipient)
         elif route is Route.RELAY:
+            entry = self._suppressed(recipient)
+            if entry is not None:
+                if self.engine.config.suppression.action == "drop":
+                    txn.suppressed.append((recipient, entry.reason))
+                    self.sendCode(250, b"2.1.5 Ok")
+                    return
+                self.engine.counters.refused()
+                self.sendCode(550, suppressed_reply(recipient, entry.reason, entry.created))
+                return
             txn.relay.append(recipient)
         elif route is Route.BOUNCE:
             txn.bounces.append(verdict.bounce_for)
@@ -459,6 +474,12 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
             self.sendCode(550, b"5.1.3 Bad recipient address syntax")
             return
         self.sendCode(250, b"2.1.5 Ok")
+
+    def _suppressed(self, recipient: str) -> Entry | None:
+        suppression = self.engine.suppression
+        if suppression is None or not self.engine.config.suppression.enabled:
+            return None
+        return suppression.lookup(recipient)
 
     def do_DATA(self, rest: bytes) -> None:
         txn = self._txn

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 _ENHANCED = re.compile(rb"[245]\.\d{1,3}\.\d{1,3}(?: |$)")
 # Replies that carry no enhanced code (RFC 2034 §3: greeting, HELO/EHLO; 334/354 carry data).
@@ -60,3 +61,11 @@ def check_mail_parameters(opts: bytes | None, max_size: int) -> tuple[int, bytes
             shown = key.decode("ascii", "backslashreplace").encode()
             return 555, b"5.5.4 Unsupported option: " + shown
     return None
+
+
+def suppressed_reply(address: str, reason: str, since: float) -> bytes:
+    """``5.1.1 <a@b> is suppressed (reason, since 2026-12-04)`` (the date in UTC)."""
+    day = datetime.fromtimestamp(since, tz=UTC).strftime("%Y-%m-%d")
+    why = " ".join(reason.split())[:200] or "listed"
+    text = f"5.1.1 <{address}> is suppressed ({why}, since {day})"
+    return text.encode("utf-8", "replace")

@@ -53,6 +53,8 @@ class Counters:
     dkim_signed: int = 0  # relay messages signed (issue 11)
     dkim_unsignable: int = 0  # relay messages sent unsigned because they could not be signed
     interval_start: float = 0.0
+    # Final failures and received bounces by bounce category, since start (/metrics).
+    bounces: dict[str, int] = attrs.field(factory=dict)
     history: deque[Interval] = attrs.field(factory=lambda: deque(maxlen=4096))
     books: Books = attrs.field(factory=Books)
     # The engine's own mail (DSNs, delivery reports, notices): outcome -> recipients.
@@ -119,6 +121,9 @@ class Counters:
     def deferred_once(self, n: int = 1) -> None:
         self.deferred += n
         self.total_deferred += n
+
+    def bounced(self, category: str, n: int = 1) -> None:
+        self.bounces[category] = self.bounces.get(category, 0) + n
 
     def refused(self, n: int = 1) -> None:
         self.rejected += n

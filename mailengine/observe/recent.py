@@ -14,6 +14,7 @@ class FinalFailure:
     address: str
     hard: bool  # 5xx (hard) or retries exhausted (soft)
     reason: str
+    category: str = ""  # a bounce category (reports.categories)
 
 
 @attrs.define

@@ -184,6 +184,8 @@ class ActionResult:
     source: str = ""  # the directory the message was in
     changed_recipients: int = 0  # recipients deleted
     dest: str = ""  # where the message is afterwards ("" when gone or unchanged)
+    sender: str = ""  # the message's MAIL FROM and the recipients the action touched
+    recipients: tuple[str, ...] = ()  # (for the event log)
 
 
 class QueueActions:
@@ -343,6 +345,26 @@ class QueueActions:
                 os.rename(claimed, self.store.path(dirname, message_id, ".inf"))
                 return ActionResult(message_id, action, False, f"unreadable .inf: {exc}", dirname)
             envelope = None
+        before = tuple(envelope.rcpt_to_send) if envelope is not None else ()
+        result = self._change(action, dirname, message_id, claimed, envelope, domain, now)
+        if envelope is None or not result.ok:
+            return result
+        touched = before
+        if action == "delete" and result.dest:  # only one domain's recipients went
+            kept = {a.lower() for a in envelope.rcpt_to_send}
+            touched = tuple(a for a in before if a.lower() not in kept)
+        return attrs.evolve(result, sender=envelope.mail_from, recipients=touched)
+
+    def _change(
+        self,
+        action: str,
+        dirname: str,
+        message_id: str,
+        claimed: str,
+        envelope: Envelope | None,
+        domain: str,
+        now: float,
+    ) -> ActionResult:
         if action == "delete":
             return self._delete(dirname, message_id, claimed, envelope, domain, now)
         assert envelope is not None

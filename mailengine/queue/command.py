@@ -14,6 +14,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from mailengine.observe.eventlog import append_records
+from mailengine.observe.events import action_records
 from mailengine.queue.actions import (
     ACTION_SOURCES,
     ACTIONS,
@@ -27,6 +29,7 @@ from mailengine.queue.actions import (
     plural,
 )
 from mailengine.queue.audit import audit_lines, read_books, survey
+from mailengine.queue.lastreply import last_replies, last_reply_of
 from mailengine.queue.shape import DomainShape, bucket_labels, format_age
 from mailengine.queue.store import DIRS, BadMessageId, QueueStore
 
@@ -105,6 +108,9 @@ def print_entries(entries: list[QueueEntry], total: int, now: float) -> None:
             f"{e.message_id:<44} {e.dirname:<8} {format_age(now - env.time_created):>11} "
             f"{env.send_tries:>5}  {(env.mail_from or '<>'):<28} {len(rcpts)}: {shown}"
         )
+        reply = last_reply_of(env)
+        if reply:
+            print(f"{'':<44} last reply: {reply}")
     print(plural(total, "message") + (f" ({len(entries)} shown)" if len(entries) < total else ""))
 
 
@@ -137,6 +143,37 @@ MEMORY_NOTE = (
 )
 
 
+def events_wanted(config_path: str) -> bool:
+    """``[events] enabled`` and a log retention (as the engine decides); on when the
+    configuration cannot be read (the command still did what it did)."""
+    from mailengine.config.loader import ConfigError, load_config
+
+    try:
+        config = load_config(config_path)
+    except (ConfigError, OSError):
+        return True
+    return bool(config.events.enabled) and config.logs.retention_days > 0
+
+
+def record_events(results: list[ActionResult], root: str, config_path: str, now: float) -> None:
+    """The event log's lines for what the command did (written at once: no engine timer)."""
+    if not any(r.ok for r in results) or not events_wanted(config_path):
+        return
+    log_dir = os.path.join(root, "log")
+    records = [
+        event
+        for r in results
+        if r.ok
+        for event in action_records(
+            r.action, r.message_id, r.sender, r.recipients, now=now, by="cli"
+        )
+    ]
+    try:
+        append_records(log_dir, records, now)
+    except OSError as exc:
+        print(f"mailengine: cannot write the event log in {log_dir}: {exc}", file=sys.stderr)
+
+
 def print_results(results: list[ActionResult]) -> int:
     for r in results:
         print(f"{r.message_id}: {r.text}" if r.ok else f"{r.message_id}: NOT done: {r.text}")
@@ -158,7 +195,8 @@ def _confirm(question: str, yes: bool, ask: Callable[[str], str]) -> bool:
     return ask(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
 
-def run_action(actions: QueueActions, args: argparse.Namespace, now: float) -> int:
+def run_action(actions: QueueActions, args: argparse.Namespace, now: float, root: str) -> int:
+    config_path = getattr(args, "config", None) or os.path.join(root, "config", "mailengine.toml")
     action = args.queue_command
     actions.restore_stale_claims(now)
     if args.ids:
@@ -168,6 +206,7 @@ def run_action(actions: QueueActions, args: argparse.Namespace, now: float) -> i
                 results.append(actions.act(action, message_id, now))
             except BadMessageId:
                 results.append(ActionResult(message_id, action, False, "not a message id"))
+        record_events(results, root, config_path, now)
         return print_results(results)
     if not args.domain:
         print(f"mailengine: {action} needs message ids or --domain", file=sys.stderr)
@@ -184,7 +223,9 @@ def run_action(actions: QueueActions, args: argparse.Namespace, now: float) -> i
         return 0
     if not _confirm(question, args.yes, input):
         return 1
-    return print_results(actions.act_on_matching(action, which, now))
+    results = actions.act_on_matching(action, which, now)
+    record_events(results, root, config_path, now)
+    return print_results(results)
 
 
 def run(args: argparse.Namespace, mailq: str) -> int:
@@ -211,6 +252,12 @@ def run(args: argparse.Namespace, mailq: str) -> int:
                 return 1
             print(f"# {detail.entry.dirname}/{args.id}.inf")
             print(detail.inf_text.rstrip("\n"))
+            envelope = detail.entry.envelope
+            replies = last_replies(envelope) if envelope is not None else {}
+            if replies:
+                print("# last reply per recipient")
+                for address, reply in replies.items():
+                    print(f"{address}\t{reply}")
             print(f"# headers of {detail.entry.dirname}/{args.id}.dat")
             print(detail.headers)
             return 0
@@ -222,7 +269,8 @@ def run(args: argparse.Namespace, mailq: str) -> int:
             print_summary(actions.summary(tuple(args.dir or SUMMARY_DIRS), now))
             return 0
         if command in ACTIONS:
-            return run_action(actions, args, now)
+            root = os.path.dirname(os.path.abspath(mailq))
+            return run_action(actions, args, now, root)
     except BadMessageId as exc:
         print(f"mailengine: {exc} is not a message id", file=sys.stderr)
         return 2

@@ -103,6 +103,22 @@ def _text_parts(msg: email.message.Message) -> Iterator[bytes]:
                 yield body
 
 
+def bounce_text(data: bytes, limit: int = 65536) -> str:
+    """The bounce's own text (not the quoted original), for category patterns."""
+    msg = email.message_from_bytes(data)
+    parts = []
+    for body in _text_parts(msg):
+        parts.append(body[:limit].decode("utf-8", "replace"))
+    for part in msg.walk():
+        if part.get_content_type() == "message/delivery-status":
+            payload = part.get_payload()
+            blocks = payload if isinstance(payload, list) else []
+            for block in blocks:
+                if isinstance(block, email.message.Message):
+                    parts.append(str(block.get("Diagnostic-Code", "")))
+    return " ".join(" ".join(parts).split())[:limit]
+
+
 def classify_bounce(data: bytes) -> BounceClass:
     """Hard, soft, or not a bounce, for the message content ``data`` (headers + body)."""
     msg = email.message_from_bytes(data)

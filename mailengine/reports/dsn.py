@@ -16,6 +16,7 @@ from email.utils import formatdate
 from mailengine.delivery.outcome import HARD, RecipientResult
 from mailengine.queue.content import split_headers
 from mailengine.queue.envelope import Envelope
+from mailengine.reports.categories import category_text
 from mailengine.reports.mail import finish, header_block, postmaster
 
 MAX_COPY_BYTES = 100_000  # longer originals are cut in the reproduced copy
@@ -59,7 +60,7 @@ def transcript_text(results: Sequence[RecipientResult]) -> str:
         if id(r.transcript) in seen:
             continue
         seen.add(id(r.transcript))
-        lines.append(f" {r.address}")
+        lines.append(f" {r.address}" + (f" ({category_text(r.category)})" if r.category else ""))
         lines.append("")
         lines.extend(r.transcript or [f"<-- {r.reply}"])
         lines.append("")
@@ -77,6 +78,7 @@ def _recipient_fields(r: RecipientResult, last_attempt: str) -> str:
         + (f"Diagnostic-Code: smtp; {r.reply}\n" if r.code else "")
         + f"Last-Attempt-Date: {last_attempt}\n"
         + (f"X-MailEngine-Reason: {r.reply}\n" if not r.code and r.reply else "")
+        + (f"X-MailEngine-Category: {r.category}\n" if r.category else "")
     )
 
 

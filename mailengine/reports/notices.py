@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from mailengine.delivery.outcome import RecipientResult
 from mailengine.reports.mail import finish, header_block, postmaster
 
 NOTICE_INTERVAL_SECONDS = 3600.0  # each kind of notice at most once an hour
@@ -44,9 +45,12 @@ def build_notice(
     return finish(text + "\n" + body + "\n")
 
 
-def undeliverable_lines(addresses: Iterable[str]) -> str:
-    """Manual §3: one address per line."""
-    return "".join(f"{a}\n" for a in addresses)
+def undeliverable_lines(failures: Iterable[RecipientResult], with_reply: bool = True) -> str:
+    """One ``address<TAB>reply`` line per failure (README), or the manual's bare
+    address (§3) with ``[logs] undeliverable_reasons = false``."""
+    if not with_reply:
+        return "".join(f"{r.address}\n" for r in failures)
+    return "".join(f"{r.address}\t{' '.join(r.reply.split()) or r.code}\n" for r in failures)
 
 
 def disk_space_is_low(free_bytes: int, threshold_mb: int) -> bool:

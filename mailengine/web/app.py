@@ -27,6 +27,7 @@ from mailengine.web import (
     queueforms,
     queuepages,
     settingspage,
+    suppressionpages,
 )
 from mailengine.web.admin import Routes, WebAdmin
 from mailengine.web.auth import Access, Gate, PasswordSource
@@ -90,6 +91,7 @@ def make_app(admin: WebAdmin) -> Klein:
         settingspage,
         queuepages,
         queueforms,
+        suppressionpages,
         controls,
         logs,
         api,

@@ -13,6 +13,7 @@ from mailengine.observe import statslines
 from mailengine.observe.books import balance_line
 from mailengine.queue.actions import plural
 from mailengine.queue.shape import format_age as age
+from mailengine.reports.categories import category_text
 from mailengine.web.admin import Routes, WebAdmin
 from mailengine.web.auth import identity_of
 from mailengine.web.chart import SERIES, traffic_chart
@@ -418,11 +419,14 @@ def failures_card(s: Snapshot) -> Html:
                 "td",
                 el("span", "hard" if f.hard else "soft", class_="pill bad" if f.hard else "pill"),
             ),
+            el("td", category_text(f.category), class_="nowrap"),
             el("td", f.reason, class_="error-text"),
         )
         for f in s.failures[:FAILURE_ROWS]
     ]
-    table = grid(["Time", "Address", "", "Reason"], rows, "No final failures since start.")
+    table = grid(
+        ["Time", "Address", "", "Category", "Reason"], rows, "No final failures since start."
+    )
     more = el("a", "all in hard-/soft-undeliverable.txt", href="/gui/admin/logs", class_="aside")
     return el(
         "section",

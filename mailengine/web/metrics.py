@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from mailengine.reports.categories import CATEGORIES
 from mailengine.web.admin import Routes, WebAdmin
 from mailengine.web.snapshot import Snapshot
 
@@ -62,6 +63,13 @@ def render_metrics(s: Snapshot) -> str:
         [({"outcome": k}, v) for k, v in s.own_mail.items()],
     )
     out += books_metrics(s)
+    out += family(
+        "mailengine_bounces_total",
+        "counter",
+        "Final failures and received bounces since start, by bounce category "
+        "(README: Bounce categories).",
+        [({"category": c}, t.bounces.get(c, 0)) for c in CATEGORIES],
+    )
     out += family(
         "mailengine_rejected_total",
         "counter",

@@ -15,6 +15,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mailengine.engine import Engine
+from mailengine.observe.events import action_records
 from mailengine.queue.actions import (
     ACTIONS,
     ActionResult,
@@ -101,7 +102,7 @@ class QueueControl:
             raise ValueError(f"no queue action {action!r}")
         if not is_valid_message_id(message_id):
             raise BadMessageId(message_id)
-        result = await self.memory.act(action, message_id)
+        result = await self._act_in_memory(action, message_id)
         if result is None:
             now = self.now()
             result = await self.run_blocking(lambda: self.files.act(action, message_id, now))
@@ -117,7 +118,7 @@ class QueueControl:
         results = []
         if MEMORY in which.dirs:
             acts = [
-                defer.ensureDeferred(self.memory.act(action, entry.message_id, which.domain))
+                defer.ensureDeferred(self._act_in_memory(action, entry.message_id, which.domain))
                 for entry in self.memory.entries(which)
             ]
             for one in await defer.gatherResults(acts, consumeErrors=True):
@@ -134,6 +135,21 @@ class QueueControl:
             results.extend(found)
         self._audit(user, results)
         return results
+
+    async def _act_in_memory(
+        self, action: str, message_id: str, domain: str = ""
+    ) -> ActionResult | None:
+        """The memory action, with the sender and the recipients it touched (event log)."""
+        msg = self.engine.queue.messages.get(message_id)
+        before = tuple(msg.envelope.rcpt_to_send) if msg is not None else ()
+        result = await self.memory.act(action, message_id, domain)
+        if result is None or not result.ok or msg is None:
+            return result
+        kept = {a.lower() for a in msg.envelope.rcpt_to_send}
+        touched = before
+        if action == "delete" and kept:
+            touched = tuple(a for a in before if a.lower() not in kept)
+        return attrs.evolve(result, sender=msg.envelope.mail_from, recipients=touched)
 
     def _update_live(self, results: list[ActionResult]) -> None:
         """Tell the LiveQueue at once what the file actions changed."""
@@ -157,6 +173,14 @@ class QueueControl:
         done = [r for r in results if r.ok]
         if not done:
             return
+        now = self.now()
+        for r in done:
+            self.engine.events.emit_records(
+                action_records(
+                    r.action, r.message_id, r.sender, r.recipients, now=now, by=f"web:{user}"
+                ),
+                now,
+            )
         action = done[0].action
         if len(done) == 1:
             log.info(

@@ -16,6 +16,7 @@ from mailengine.queue.actions import (
     QueueFilter,
     parse_age,
 )
+from mailengine.queue.lastreply import last_replies, last_reply_of
 from mailengine.queue.shape import bucket_labels
 from mailengine.queue.shape import format_age as age
 from mailengine.queue.store import BadMessageId
@@ -104,7 +105,7 @@ def next_attempt(entry: QueueEntry, now: float) -> str:
 def entry_row(entry: QueueEntry, now: float) -> Html:
     env = entry.envelope
     if env is None:
-        problem = el("td", f"unreadable: {entry.error}", colspan=7, class_="error-text")
+        problem = el("td", f"unreadable: {entry.error}", colspan=8, class_="error-text")
         return tr(message_link(entry.message_id), problem)
     rcpts = entry.recipients
     shown = ", ".join(rcpts[:2]) + (f" (+{len(rcpts) - 2} more)" if len(rcpts) > 2 else "")
@@ -116,6 +117,7 @@ def entry_row(entry: QueueEntry, now: float) -> Html:
         num(env.send_tries),
         next_attempt(entry, now),
         num(kilobytes(entry.size)),
+        el("td", last_reply_of(env), class_="small error-text"),
         el("td", env.log[-1] if env.log else "", class_="small muted"),
     )
 
@@ -237,6 +239,10 @@ def facts(detail: MessageDetail, now: float) -> list[tuple[str, str]]:
         ("Sent", "\n".join(env.rcpt_sent) or NONE),
         ("Failed (hard)", "\n".join(env.rcpt_failed) or NONE),
         ("Soft failures", "\n".join(env.rcpt_transient) or NONE),
+        (
+            "Last reply",
+            "\n".join(f"{a}: {r}" for a, r in last_replies(env).items()) or NONE,
+        ),
         ("Created", f"{created} ({age(now - env.time_created)} ago)"),
         ("Priority", str(env.priority)),
         ("Send tries", str(env.send_tries)),
@@ -310,6 +316,7 @@ def add_routes(app: Routes, admin: WebAdmin) -> None:
             "#tries",
             "Next attempt",
             "#size",
+            "Last reply",
             "Last log entry",
         ]
         table = grid(columns, [entry_row(e, now) for e in entries], "No messages here match.")

@@ -44,6 +44,7 @@ class Totals:
     rejected: int
     dkim_signed: int = 0
     dkim_unsignable: int = 0
+    bounces: dict[str, int] = attrs.field(factory=dict)  # by bounce category
 
 
 @attrs.frozen
@@ -313,6 +314,7 @@ def take_snapshot(
             rejected=c.total_rejected,
             dkim_signed=c.dkim_signed,
             dkim_unsignable=c.dkim_unsignable,
+            bounces=dict(c.bounces),
         ),
         queue=QueueDepth(
             dirs=dict(dir_counts),

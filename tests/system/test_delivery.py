@@ -10,7 +10,7 @@ import pytest
 from mailengine.policy.verp import decode_bounce_address
 from mailengine.queue.inf import parse_inf
 from tests.dnsserver import DNSServerProcess
-from tests.harness import free_port, read_text, wait_for
+from tests.harness import free_port, read_text, undeliverable_addresses, wait_for
 from tests.sinks import SinkServer, route
 
 pytestmark = pytest.mark.system
@@ -129,7 +129,9 @@ def test_a_5xx_is_logged_undeliverable_and_a_dsn_with_transcript_goes_to_the_sen
     assert "A copy of your message is reproduced below:" in text
     assert "this is the message text" in text
     wait_for(
-        lambda: read_text(os.path.join(engine.root, "hard-undeliverable.txt")) == "john@d6.test\n",
+        lambda: read_text(os.path.join(engine.root, "hard-undeliverable.txt")).startswith(
+            "john@d6.test\t550 5.1.1"
+        ),
         what="hard-undeliverable.txt",
     )
 
@@ -275,7 +277,10 @@ def test_starttls_is_used_when_offered_and_a_domain_that_must_verify_fails_soft(
     )
     send(engine, ["b@strict.test"])
     soft = os.path.join(engine.root, "soft-undeliverable.txt")
-    wait_for(lambda: read_text(soft) == "b@strict.test\n", what="the unverified domain to fail")
+    wait_for(
+        lambda: undeliverable_addresses(soft) == ["b@strict.test"],
+        what="the unverified domain to fail",
+    )
     assert sink.received() == []  # never sent over an unverified (or plain) session
     # The certificate was the strict domain's problem: the server is not "down" for others.
     send(engine, ["a@opportunistic.test"])
@@ -304,7 +309,10 @@ def test_rejected_mail_servers_are_never_dialled_and_the_next_mx_gets_the_mail(
     send(engine, ["a@d13.test", "b@d14.test"])
     wait_for(lambda: primary.received(), what="the second MX")
     soft = os.path.join(engine.root, "soft-undeliverable.txt")
-    wait_for(lambda: read_text(soft) == "b@d14.test\n", what="d14.test, only at a rejected IP")
+    wait_for(
+        lambda: undeliverable_addresses(soft) == ["b@d14.test"],
+        what="d14.test, only at a rejected IP",
+    )
     assert primary.received()[0].rcpts == ["a@d13.test"]
     assert own.sessions == []  # never connected to
 

@@ -24,7 +24,7 @@ import pytest
 
 from mailengine.config.passwords import set_password
 from mailengine.queue.inf import parse_inf
-from tests.harness import port_open, read_text, wait_for
+from tests.harness import port_open, read_text, undeliverable_addresses, wait_for
 from tests.sinks import SinkServer, route
 
 pytestmark = pytest.mark.system
@@ -128,7 +128,7 @@ def connect_from(engine: Any, source: str) -> tuple[socket.socket, bytes]:
 
 
 def undeliverable(engine: Any, kind: str) -> list[str]:
-    return read_text(os.path.join(engine.root, f"{kind}-undeliverable.txt")).split()
+    return undeliverable_addresses(os.path.join(engine.root, f"{kind}-undeliverable.txt"))
 
 
 # -- inbound ------------------------------------------------------------------

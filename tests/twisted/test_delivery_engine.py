@@ -203,7 +203,8 @@ def test_undeliverable_files_are_written_only_with_log_undeliverable(parts):
     accept(engine, 2, "z@nowhere.test")
     reactor.advance(0)
     with open(hard, encoding="utf-8") as fh:
-        assert fh.read() == "z@nowhere.test\n"
+        line = fh.read()
+    assert line.startswith("z@nowhere.test\t") and line.endswith("\n"), line
 
 
 def test_a_message_left_without_recipients_is_finished_not_put_back_into_retry(parts):
@@ -261,3 +262,41 @@ def test_the_engines_own_dsns_are_counted_apart_from_the_clients_mail(parts):
     # src.test does not exist either: the DSN failed too, but not as the client's mail.
     assert (c.total_failed_hard, c.own["failed_hard"], c.books.generated) == (1, 1, 1)
     assert c.books.failed_hard == 2  # the books follow every recipient, the engine's too
+
+
+def test_undeliverable_files_hold_the_reply_or_with_the_setting_off_the_bare_address(parts):
+    engine, delivery, reactor = parts
+    hard = engine.root_file("hard-undeliverable.txt")
+    accept(engine, 1, "y@nowhere.test")  # StaticResolver: does not exist
+    reactor.advance(0)
+    engine.config.override("logs", "undeliverable_reasons", False)
+    accept(engine, 2, "z@nowhere.test")
+    reactor.advance(0)
+    with open(hard, encoding="utf-8") as fh:
+        first, second = fh.read().splitlines()
+    address, tab, reply = first.partition("\t")
+    assert address == "y@nowhere.test" and tab and reply
+    assert second == "z@nowhere.test"
+    [latest, *_] = engine.recent_failures.latest()
+    assert latest.category == "bad_domain"  # the engine's 5.1.2 for a missing domain
+    assert engine.counters.bounces == {"bad_domain": 2}
+
+
+def test_the_event_log_records_each_final_failure_with_its_category_when_flushed(parts, tmp_path):
+    from mailengine.observe.eventlog import EventLog
+    from mailengine.observe.events import parse_lines
+
+    engine, delivery, reactor = parts
+    engine.events = EventLog(
+        str(tmp_path / "log"), retention_days=lambda: 10, is_enabled=lambda: True
+    )
+    engine.events.start(reactor)
+    accept(engine, 1, "y@nowhere.test")
+    reactor.advance(0)
+    assert not os.path.exists(tmp_path / "log")  # buffered until the timer
+    reactor.advance(1)
+    [path] = os.listdir(tmp_path / "log")
+    [event] = parse_lines((tmp_path / "log" / path).read_text())
+    assert event["event"] == "failed" and event["recipient"] == "y@nowhere.test"
+    assert event["category"] == "bad_domain" and event["message_id"] == "M1@h"
+    engine.events.stop()

@@ -60,10 +60,14 @@ def save(admin, group, **fields):
     page = admin.get("/gui/admin/settings").text
     for name in names:
         # Resubmit every field as the browser would: its current text.
-        m = re.search(rf'<(?:input|textarea)[^>]*name="{re.escape(name)}"[^>]*>', page)
+        m = re.search(rf'<(?:input|textarea|select)[^>]*name="{re.escape(name)}"[^>]*>', page)
         assert m, name
         tag = m.group(0)
-        if 'type="checkbox"' in tag:
+        if tag.startswith("<select"):
+            body = re.search(rf'name="{re.escape(name)}"[^>]*>(.*?)</select>', page, re.S)
+            chosen = re.search(r'<option[^>]*value="([^"]*)"[^>]*selected', body.group(1))
+            current[name] = chosen.group(1) if chosen else ""
+        elif 'type="checkbox"' in tag:
             if " checked" in tag:
                 current[name] = "true"
         elif tag.startswith("<textarea"):

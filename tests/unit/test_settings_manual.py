@@ -108,6 +108,11 @@ ADDITIONS = {
     ("dkim", "key"): "issue 11: DKIM signing keys",
     ("dkim", "headers"): "issue 11: DKIM signed header fields",
     ("dkim", "canonicalization"): "issue 11: DKIM canonicalization",
+    ("events", "enabled"): "issue 12: the per-recipient event log",
+    ("events", "webhook_url"): "issue 12: the event log's webhook",
+    ("logs", "undeliverable_reasons"): "issue 12: the reply beside the address",
+    ("suppression", "enabled"): "issue 12: the suppression list",
+    ("suppression", "action"): "issue 12: refuse or drop suppressed recipients",
 }
 
 
@@ -399,6 +404,24 @@ PROOFS: dict[str, tuple[str, ...]] = {
         "test_low_free_disk_space_is_mailed_to_the_admin_through_the_engine",
         "twisted/test_delivery_engine.py::"
         "test_low_disk_space_is_told_at_start_and_again_only_after_an_hour",
+    ),
+    "events.enabled": ("system/test_events.py::test_events_enabled_false_writes_no_event_file",),
+    "events.webhook_url": (
+        "system/test_events.py::"
+        "test_the_webhook_gets_every_event_once_in_order_and_catches_up_after_being_down",
+    ),
+    "logs.undeliverable_reasons": (
+        "twisted/test_delivery_engine.py::"
+        "test_undeliverable_files_hold_the_reply_or_with_the_setting_off_the_bare_address",
+    ),
+    "suppression.enabled": (
+        "system/test_suppression.py::"
+        "test_a_hard_bounced_address_is_refused_at_the_next_rcpt_and_removing_it_lets_it_through",
+        "system/test_suppression.py::test_with_suppression_disabled_a_listed_address_is_relayed",
+    ),
+    "suppression.action": (
+        "system/test_suppression.py::"
+        "test_drop_accepts_a_suppressed_recipient_and_records_a_suppressed_event",
     ),
     "server.stop_timeout_seconds": (
         "system/test_foundation.py::"

@@ -1,0 +1,91 @@
+"""The suppression list's SQLite store: lookups, CSV, and never refusing mail wrongly."""
+
+import io
+import sqlite3
+
+from mailengine.inbound.replies import suppressed_reply
+from mailengine.queue.suppression import (
+    Entry,
+    SuppressionList,
+    entries_from_csv,
+    entries_to_csv,
+)
+
+
+def test_added_addresses_are_found_case_insensitively_and_removed(tmp_path):
+    listing = SuppressionList(str(tmp_path / "s.sqlite"))
+    assert listing.lookup("a@x.test") is None  # no file yet: nothing suppressed
+    assert listing.add("<A@X.test>", "bad mailbox: 550 5.1.1", "delivery", "engine", 100.0)
+    assert not listing.add("a@x.test", "again", "cli", "me", 200.0)  # the first reason stays
+    entry = listing.lookup("a@X.TEST")
+    assert entry == Entry("a@x.test", "bad mailbox: 550 5.1.1", "delivery", 100.0, "engine")
+    with sqlite3.connect(tmp_path / "s.sqlite") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert listing.remove("A@x.test") and not listing.remove("a@x.test")
+    assert listing.lookup("a@x.test") is None
+
+
+def test_search_matches_address_or_reason_literally_newest_first(tmp_path):
+    listing = SuppressionList(str(tmp_path / "s.sqlite"))
+    listing.add("a_b@x.test", "full", "cli", "me", 1.0)
+    listing.add("axb@x.test", "50% spam", "cli", "me", 2.0)
+    assert [e.address for e in listing.search("x.test")[0]] == ["axb@x.test", "a_b@x.test"]
+    assert [e.address for e in listing.search("a_b")[0]] == ["a_b@x.test"]
+    assert listing.search("50%") == ([listing.lookup("axb@x.test")], 1)
+    assert listing.search("", 1, 1)[1] == 2
+
+
+def test_csv_export_imports_back_and_bare_address_lines_are_accepted(tmp_path):
+    listing = SuppressionList(str(tmp_path / "s.sqlite"))
+    listing.add("a@x.test", 'reason, with "quotes"', "cli", "me", 5.0)
+    out = io.StringIO()
+    assert entries_to_csv(listing.entries(), out) == 1
+    other = SuppressionList(str(tmp_path / "t.sqlite"))
+    rows = list(entries_from_csv(out.getvalue(), now=9.0, source="import", by="x"))
+    assert other.add_many(rows) == 1 and other.lookup("a@x.test") == listing.lookup("a@x.test")
+    bare = list(entries_from_csv("b@y.test\nc@y.test,why\n", now=9.0, source="import", by="x"))
+    assert [(e.address, e.reason, e.created) for e in bare] == [
+        ("b@y.test", "", 9.0),
+        ("c@y.test", "why", 9.0),
+    ]
+    try:
+        list(entries_from_csv("address\nnot an address\n", now=0, source="s", by="b"))
+    except ValueError as exc:
+        assert "row 1" in str(exc)
+    else:
+        raise AssertionError("accepted a bad row")
+
+
+def test_a_corrupt_database_lets_mail_through_and_is_reported_once(tmp_path):
+    path = tmp_path / "s.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    told = []
+    listing = SuppressionList(str(path), on_problem=told.append)
+    assert listing.lookup("a@x.test") is None
+    assert listing.lookup("b@x.test") is None
+    assert len(told) == 1 and str(path) in told[0] and listing.problems == 2
+
+
+def test_a_locked_database_answers_at_once_and_lets_mail_through(tmp_path):
+    path = str(tmp_path / "s.sqlite")
+    listing = SuppressionList(path, on_problem=lambda text: told.append(text))
+    told: list[str] = []
+    listing.add("a@x.test", "why", "cli", "me", 1.0)
+    assert listing.lookup("a@x.test") is not None
+    listing.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=DELETE")  # out of WAL: a writer now blocks readers
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        assert listing.lookup("a@x.test") is None  # busy: not refused, and no waiting
+        assert told
+    finally:
+        holder.execute("ROLLBACK")
+        holder.execute("PRAGMA journal_mode=WAL")
+        holder.close()
+    assert listing.lookup("a@x.test") is not None
+
+
+def test_the_refusal_names_the_address_the_reason_and_the_day():
+    reply = suppressed_reply("a@x.test", "bad mailbox:\n550 5.1.1", 86400 * 365)
+    assert reply == b"5.1.1 <a@x.test> is suppressed (bad mailbox: 550 5.1.1, since 1971-01-01)"

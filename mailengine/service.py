@@ -88,7 +88,7 @@ def build_engine(root: str, config: Config, reactor: Any, *, test_mode: bool = F
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), fn)
 
     committer = GroupCommit(run_in_thread, store.sync_all)
-    queue = LiveQueue(store, config, reactor, committer, counters)
+    queue = LiveQueue(store, config, reactor, committer, counters, run_in_thread=run_in_thread)
     hostname = socket.gethostname()
     # Ids keep the name of the start: they must stay unique, not follow renames.
     ids = MessageIdFactory(os.getpid(), reactor.seconds(), config.server.helo_text or hostname)

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from mailengine.engine import Engine
 from mailengine.queue.actions import QueueActions
 from mailengine.queue.journal import recover_journal
+from mailengine.queue.store import DIRS
 
 log = Logger(namespace="mailengine.queue")
 
@@ -47,9 +48,11 @@ class QueueChecker(service.Service):
         store.ensure_dirs()
         if store.take_shutdown_request():
             log.info("removed a stale retry/shutdown.txt left from before this start")
-        repaired = store.repair_interrupted_moves()
-        if repaired:
-            log.warn("finished {n} queue moves cut short by a crash", n=len(repaired))
+        # working/ is small and must be whole before mail arrives; the other
+        # directories may hold millions of files: their repairs run in the committer's
+        # thread (after them, in order, every queue write of this run), then the first
+        # check. SMTP answers meanwhile.
+        self._report_repairs(store.repair_interrupted_moves(("working",)))
         self.restore_claims()
         restored = recover_journal(store)
         if restored:
@@ -57,11 +60,26 @@ class QueueChecker(service.Service):
         moved = store.recover_working()
         if moved:
             log.info("moved {n} messages left in working/ to retry/", n=len(moved))
-        leftovers = store.remove_stale_temp_files(self.engine.reactor.seconds() - 3600)
-        if leftovers:
-            log.info("removed {n} half-written temporary files left by a crash", n=leftovers)
         self.engine.config.subscribe(self._setting_changed)
-        self.check()
+        cutoff = self.engine.reactor.seconds() - 3600
+        others = tuple(d for d in DIRS if d != "working")
+
+        def repair() -> tuple[list[str], int]:
+            return store.repair_interrupted_moves(others), store.remove_stale_temp_files(cutoff)
+
+        def repaired(result: tuple[list[str], int]) -> None:
+            self._report_repairs(result[0])
+            if result[1]:
+                log.info("removed {n} half-written temporary files left by a crash", n=result[1])
+
+        d = self.engine.committer.submit(repair)
+        d.addCallback(repaired)
+        d.addErrback(lambda f: log.failure("repairing the queue directories failed", f))
+        d.addBoth(lambda _: self.check() if self.running else None)
+
+    def _report_repairs(self, repaired: list[str]) -> None:
+        if repaired:
+            log.warn("finished {n} queue moves cut short by a crash", n=len(repaired))
 
     def restore_claims(self) -> list[str]:
         """Put back ``.inf-claimed`` files an operator action left when it was cut short.

@@ -16,6 +16,7 @@ import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from mailengine.config.model import Config
 from mailengine.observe.counters import Counters
@@ -24,6 +25,7 @@ from mailengine.queue.content import to_canonical
 from mailengine.queue.envelope import Envelope
 from mailengine.queue.inf import InfError
 from mailengine.queue.journal import ReceiptJournal
+from mailengine.queue.retryindex import RetryIndex, epoch_of, inode_of, rcpts_counted
 from mailengine.queue.scanner import RetryScanner, ScanReport
 from mailengine.queue.store import QueueStore
 from mailengine.scheduler.schedule import Schedule, has_memory_room
@@ -31,6 +33,15 @@ from mailengine.scheduler.schedule import Schedule, has_memory_room
 log = Logger(namespace="mailengine.queue")
 
 JOURNAL_TICK_SECONDS = 5.0
+# The active set (Postfix's qmgr_message_active_limit is 20,000): retry/ messages due
+# within the horizon are held whole (envelope, schedule entry), up to this many; the
+# rest of retry/ is in the compact index (queue/retryindex.py) and comes in as it
+# comes due. Memory then does not grow with a backlog's envelopes (issue 12 item 6).
+ACTIVE_LIMIT = 20_000
+HORIZON_SECONDS = 3600.0
+PROMOTE_SECONDS = 1.0
+DATED_AHEAD_SECONDS = 30 * 86400.0
+PROMOTE_BATCH = 2_000
 
 
 @attrs.define(eq=False)
@@ -68,8 +79,14 @@ class LiveQueue:
         committer: GroupCommit,
         counters: Counters,
         now: Callable[[], float] | None = None,
+        run_in_thread: Callable[[Callable[[], Any]], defer.Deferred] | None = None,
     ) -> None:
         self.store = store
+        # File reading off the reactor thread (inline when none is given: tests).
+        self.run_in_thread = run_in_thread or defer.maybeDeferred
+        self.index = RetryIndex()
+        self._promote_call: IDelayedCall | None = None
+        self._promoting = False
         self.config = config
         self.clock = clock
         self.committer = committer
@@ -236,13 +253,75 @@ class LiveQueue:
         return self.committer.submit(write, durable=durable).addCallbacks(written, failed)
 
     def _index_retry(self, msg: QueuedMessage) -> None:
+        """A message now in retry/: active (whole, scheduled) when it is due within the
+        horizon and the active set has room, else only in the compact index."""
+        message_id = msg.message_id
         msg.location = "retry"
         msg.epoch = max(msg.epoch, self.scanner.epoch)
         msg.data = None
-        self.messages[msg.message_id] = msg
-        due = msg.envelope.retry_time if msg.envelope.retry_time is not None else self._now()
-        self.schedule.add(msg.message_id, due, msg.envelope.priority)
+        now = self._now()
+        due = msg.envelope.retry_time if msg.envelope.retry_time is not None else now
+        if due > now + HORIZON_SECONDS or not self._has_active_room(message_id):
+            self.messages.pop(message_id, None)
+            self.schedule.remove(message_id)
+            rcpts = len(msg.envelope.rcpt_to_send)  # in the books: it was read
+            self.index.add(message_id, due, msg.inode, msg.epoch, rcpts)
+            self._arm_promote()
+            return
+        self.index.remove(message_id)  # (counted in the books as held whole now)
+        self.messages[message_id] = msg
+        self.schedule.add(message_id, due, msg.envelope.priority)
         self._notify()
+
+    def _has_active_room(self, message_id: str) -> bool:
+        # Everything known whole that is not message data in memory: retry/ messages
+        # and the few being moved.
+        held = len(self.messages) - self.memory_count - (message_id in self.messages)
+        return held < ACTIVE_LIMIT
+
+    def _arm_promote(self) -> None:
+        if self._promote_call is None and not self._stopping:
+            self._promote_call = self.clock.callLater(PROMOTE_SECONDS, self.promote)
+
+    def promote(self) -> None:
+        """Bring index entries that come due within the horizon into the active set
+        (their files are read in a worker thread), as room allows."""
+        self._promote_call = None
+        if self._stopping or self._promoting:
+            self._arm_promote()
+            return
+        room = ACTIVE_LIMIT - (len(self.messages) - self.memory_count)
+        if room > 0:
+            picked = self.index.pop_due(self._now() + HORIZON_SECONDS, min(room, PROMOTE_BATCH))
+            if picked:
+                # They leave the books here and come back in, read afresh, when found.
+                self.counters.books.removed += sum(rcpts_counted(p) for _, p in picked)
+                self._promoting = True
+                d = self.scanner.read_ids(picked, self.run_in_thread)
+
+                def done(result: Any) -> None:
+                    self._promoting = False
+                    if isinstance(result, Failure):
+                        log.failure("reading retry/ messages that came due failed", result)
+                    self._arm_promote()
+
+                d.addBoth(done)
+                return
+        if len(self.index):
+            self._arm_promote()
+
+    def drop_indexed(self, message_id: str) -> bool:
+        """Remove an entry of the compact index (its file went, or is read afresh)."""
+        packed = self.index.remove(message_id)
+        if packed is None:
+            return False
+        self.counters.books.removed += rcpts_counted(packed)
+        return True
+
+    @property
+    def indexed_count(self) -> int:
+        """Messages the engine knows: held whole, and in the compact index of retry/."""
+        return len(self.messages) + len(self.index)
 
     def accept_incoming(self, envelope: Envelope, data: bytes) -> defer.Deferred:
         """Mail for a local domain: incoming/ with save_incoming, else dropped (manual §2).
@@ -295,18 +374,37 @@ class LiveQueue:
         """The same, listing and reading in worker threads (the periodic check)."""
         return self.scanner.scan_in_background(run_in_thread)
 
-    def retry_state(self, message_id: str, inode: int) -> str:
-        """What a listed ``retry/ID.inf`` is to the index: "known", "busy" (ours, being
-        written or moved) or "unknown" (new, or replaced by another program: re-read)."""
+    def retry_state(self, message_id: str, inode: int, epoch: int) -> str:
+        """What a listed ``retry/ID.inf`` is to the index: "known" (marked as seen by
+        pass ``epoch``), "busy" (ours, being written or moved) or "unknown" (new, or
+        replaced by another program: re-read)."""
         known = self.messages.get(message_id)
         if known is None:
+            packed = self.index.get(message_id)
+            if packed is not None and inode_of(packed) in (0, inode):
+                self.index.mark_seen(message_id, epoch)
+                return "known"
             return "unknown"
         if known.location != "retry":
             return "busy"
         if known.inode in (0, inode):
             known.inode = inode
+            known.epoch = max(known.epoch, epoch)
             return "known"
         return "unknown"
+
+    def index_unread(self, message_id: str, inode: int, mtime: float, epoch: int) -> bool:
+        """Index a listed file without reading it when its time says it is not due soon:
+        the engine dates a deferred message's ``.inf`` to its retry time (as Postfix
+        dates deferred files), so a big backlog is indexed from the listing alone."""
+        now = self._now()
+        # Further ahead than any retry interval: not our dating (a clock or a copy
+        # gone wrong); the file says when it is due.
+        if not now + HORIZON_SECONDS < mtime <= now + DATED_AHEAD_SECONDS:
+            return False
+        self.index.add(message_id, mtime, inode, epoch)
+        self._arm_promote()
+        return True
 
     def index_found(self, envelope: Envelope, inode: int, epoch: int) -> bool:
         """Index a message read from retry/ by a scan; False when it is ours meanwhile."""
@@ -318,6 +416,7 @@ class LiveQueue:
             self.schedule.remove(message_id)  # replaced by another program
             del self.messages[message_id]
             self.counters.books.removed += len(known.envelope.rcpt_to_send)
+        self.drop_indexed(message_id)
         msg = QueuedMessage(envelope, None, "retry", inode=inode, size=envelope.received_size)
         msg.epoch = epoch
         self._index_retry(msg)
@@ -329,28 +428,32 @@ class LiveQueue:
         message is ours elsewhere (in memory, being sent, being written)."""
         known = self.messages.get(message_id)
         if known is None:
-            return 0
+            packed = self.index.get(message_id)
+            return 0 if packed is None else inode_of(packed)
         return known.inode if known.location == "retry" else None
 
     def forget_if_gone(self, message_id: str, epoch: int) -> bool:
         """Its ``retry/ID.inf`` is gone (held, deleted or claimed by an operator action):
         forget it, unless it was indexed again since the check began (``epoch``)."""
         known = self.messages.get(message_id)
-        if known is None or known.location != "retry" or known.epoch >= epoch:
+        if known is None:
+            packed = self.index.get(message_id)
+            if packed is None or epoch_of(packed) >= epoch:
+                return False
+            return self.drop_indexed(message_id)
+        if known.location != "retry" or known.epoch >= epoch:
             return False
         self.forget(message_id)
         return True
 
-    def forget_unseen(self, seen: set[str], epoch: int) -> int:
-        """After a scan pass: forget retry/ messages whose files are gone (removed or held
-        by the operator). Those indexed during the pass (epoch) were not listed by it."""
+    def forget_unseen(self, epoch: int) -> int:
+        """After a scan pass: forget active retry/ messages whose files are gone (removed
+        or held by the operator): not seen by the pass, nor indexed since it began.
+        (The compact index is walked in slices by the scanner: ``index.stale``.)"""
         gone = [
             message_id
             for message_id, msg in self.messages.items()
-            if msg.location == "retry"
-            and msg.inode
-            and msg.epoch < epoch
-            and message_id not in seen
+            if msg.location == "retry" and msg.inode and msg.epoch < epoch
         ]
         for message_id in gone:
             self.forget(message_id)
@@ -358,6 +461,7 @@ class LiveQueue:
 
     def forget(self, message_id: str) -> QueuedMessage | None:
         """Stop tracking a message (its files were removed or moved by someone else)."""
+        self.drop_indexed(message_id)
         self.schedule.remove(message_id)
         msg = self.messages.pop(message_id, None)
         if msg is not None:
@@ -455,7 +559,14 @@ class LiveQueue:
         msg.location = "moving"
         durable = location == "journal" or self.config.queue.use_disk_for_relay
 
-        write = self.put_work("retry", envelope.message_id, location, data, inf_bytes)
+        put = self.put_work("retry", envelope.message_id, location, data, inf_bytes)
+        due = envelope.retry_time
+
+        def write() -> int:
+            inode = put()
+            if due is not None:
+                self.store.date_inf("retry", envelope.message_id, due)
+            return inode
 
         def written(inode: int) -> None:
             # Known by inode: a later rewrite by `mailengine queue` (a new file) is re-read.
@@ -532,6 +643,8 @@ class LiveQueue:
     def drain(self) -> defer.Deferred:
         """Write every message still held (memory or working/) to retry/ (graceful stop)."""
         self._stopping = True
+        if self._promote_call is not None and self._promote_call.active():
+            self._promote_call.cancel()
         if self._wake is not None and self._wake.active():
             self._wake.cancel()
         if self._journal_tick is not None and self._journal_tick.active():
@@ -558,11 +671,13 @@ class LiveQueue:
 
     def queued_recipients(self) -> int:
         """Recipients still to send of every message the engine holds (the books' queued)."""
-        return sum(len(m.envelope.rcpt_to_send) for m in self.messages.values())
+        whole = sum(len(m.envelope.rcpt_to_send) for m in self.messages.values())
+        return whole + self.index.recipients
 
     def counts(self) -> dict[str, int]:
         by: dict[str, int] = {"memory": 0, "journal": 0, "working": 0, "retry": 0}
         for msg in self.messages.values():
             if msg.location in by:
                 by[msg.location] += 1
+        by["retry"] += len(self.index)
         return by

@@ -10,7 +10,7 @@ once, skipped and left in place (manual §5).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,8 @@ log = Logger(namespace="mailengine.queue")
 # Directory entries per trip to the worker thread: big enough that the hops cost
 # nothing, small enough that the reactor's share of a batch stays well under 10 ms.
 BATCH = 500
+# Index entries checked per reactor turn when a pass looks for files that went.
+SWEEP_SLICE = 20_000
 
 RunInThread = Callable[[Callable[[], Any]], defer.Deferred]
 # (id, inode, what was found): an Envelope, a reason it is unusable, or None (gone).
@@ -77,12 +79,11 @@ def check_files(store: QueueStore, wanted: list[tuple[str, int]], now: float) ->
 
 @attrs.define
 class _Pass:
-    """One scan in progress."""
+    """One scan in progress; what it lists is marked with its epoch."""
 
     epoch: int
     now: float
     report: ScanReport = attrs.field(factory=ScanReport)
-    seen: set[str] = attrs.field(factory=set)
 
 
 class RetryScanner:
@@ -91,7 +92,8 @@ class RetryScanner:
     def __init__(self, queue: LiveQueue) -> None:
         self.queue = queue
         self.store = queue.store
-        self._bad: dict[str, int] = {}  # id -> inode of an .inf already warned about
+        # id -> (inode, epoch): an .inf already warned about, and the pass that saw it
+        self._bad: dict[str, tuple[int, int]] = {}
         self._running: defer.Deferred | None = None
         self.epoch = 0  # bumped per pass: what a pass indexed itself is never "gone"
 
@@ -102,10 +104,12 @@ class RetryScanner:
     def scan(self) -> ScanReport:
         """A whole pass on the calling thread (tests; a few files after an operator action)."""
         p = self._begin()
-        entries = self._entries()
+        entries = self.store.scan("retry")
         while batch := list(islice(entries, BATCH)):
             wanted = self._wanted(p, batch)
             self._apply(p, read_files(self.store, wanted, p.now))
+        ids = self.queue.index.ids()
+        p.report.removed += self._sweep(ids, p.epoch)
         return self._finish(p)
 
     def scan_in_background(self, run_in_thread: RunInThread) -> defer.Deferred:
@@ -126,7 +130,7 @@ class RetryScanner:
 
     async def _scan_in_threads(self, run_in_thread: RunInThread) -> ScanReport:
         p = self._begin()
-        entries = self._entries()
+        entries = self.store.scan("retry")
         while True:
             batch = await run_in_thread(lambda: list(islice(entries, BATCH)))
             if not batch:
@@ -135,7 +139,18 @@ class RetryScanner:
             if wanted:
                 found = await run_in_thread(partial(read_files, self.store, wanted, p.now))
                 self._apply(p, found)
+        ids = self.queue.index.ids()
+        for start in range(0, len(ids), SWEEP_SLICE):
+            p.report.removed += self._sweep(ids[start : start + SWEEP_SLICE], p.epoch)
+            await run_in_thread(lambda: None)  # let the reactor serve between slices
         return self._finish(p)
+
+    def _sweep(self, ids: list[str], epoch: int) -> int:
+        """Drop index entries whose files the pass did not list (held, deleted)."""
+        gone = list(self.queue.index.stale(ids, epoch))
+        for message_id in gone:
+            self.queue.drop_indexed(message_id)
+        return len(gone)
 
     def check_ids(self, ids: list[str], run_in_thread: RunInThread) -> defer.Deferred:
         """Re-check the named messages' files (inotify said they changed), in a thread."""
@@ -145,6 +160,16 @@ class RetryScanner:
             known = self.queue.known_inode(message_id)
             if known is not None:  # None: ours, being written or moved
                 wanted.append((message_id, known))
+        return self._check(p, wanted, run_in_thread)
+
+    def read_ids(self, wanted: list[tuple[str, int]], run_in_thread: RunInThread) -> defer.Deferred:
+        """Read these files whatever their inode (index entries coming due)."""
+        p = self._begin()
+        return self._check(p, [(message_id, -1) for message_id, _ in wanted], run_in_thread)
+
+    def _check(
+        self, p: _Pass, wanted: list[tuple[str, int]], run_in_thread: RunInThread
+    ) -> defer.Deferred:
         if not wanted:
             return defer.succeed(p.report)
 
@@ -159,25 +184,26 @@ class RetryScanner:
 
     # -- the steps -----------------------------------------------------------
 
-    def _entries(self) -> Iterator[tuple[str, int]]:
-        return ((message_id, inode) for message_id, inode, _ in self.store.scan("retry"))
-
     def _begin(self) -> _Pass:
         self.epoch += 1
         return _Pass(self.epoch, self.queue.now())
 
-    def _wanted(self, p: _Pass, batch: list[tuple[str, int]]) -> list[tuple[str, int]]:
-        """Which listed files need reading: new ones, and ones another program replaced."""
+    def _wanted(self, p: _Pass, batch: list[tuple[str, int, float]]) -> list[tuple[str, int]]:
+        """Which listed files need reading: new ones due soon (a later one is indexed
+        from its listing), and ones another program replaced."""
         wanted = []
-        for message_id, inode in batch:
-            p.seen.add(message_id)
-            state = self.queue.retry_state(message_id, inode)
+        queue = self.queue
+        for message_id, inode, mtime in batch:
+            state = queue.retry_state(message_id, inode, p.epoch)
             if state == "known":
                 p.report.known += 1
             elif state == "busy":
                 continue
-            elif self._bad.get(message_id) == inode:
+            elif self._bad.get(message_id, (0, 0))[0] == inode:
+                self._bad[message_id] = (inode, p.epoch)
                 p.report.invalid += 1
+            elif queue.index_unread(message_id, inode, mtime, p.epoch):
+                p.report.new += 1
             else:
                 wanted.append((message_id, inode))
         return wanted
@@ -187,7 +213,7 @@ class RetryScanner:
             if result is None:
                 continue  # gone between listing and reading
             if isinstance(result, str):
-                self._bad[message_id] = inode
+                self._bad[message_id] = (inode, p.epoch)
                 p.report.invalid += 1
                 log.warn(
                     "retry/{id}.inf skipped and left in place: {why}", id=message_id, why=result
@@ -198,9 +224,8 @@ class RetryScanner:
                 p.report.new += 1
 
     def _finish(self, p: _Pass) -> ScanReport:
-        p.report.removed = self.queue.forget_unseen(p.seen, p.epoch)
-        for message_id in [m for m in self._bad if m not in p.seen]:
-            del self._bad[message_id]
+        p.report.removed += self.queue.forget_unseen(p.epoch)
+        self._bad = {m: seen for m, seen in self._bad.items() if seen[1] >= p.epoch}
         if self.queue.config.logs.debug_program:
             r = p.report
             log.info(
@@ -214,4 +239,4 @@ class RetryScanner:
 
     def mark_bad(self, message_id: str, inode: int) -> None:
         """A file found unusable when loading it: not read again until it changes."""
-        self._bad[message_id] = inode
+        self._bad[message_id] = (inode, self.epoch)

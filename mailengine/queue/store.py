@@ -169,6 +169,11 @@ class QueueStore:
         if durable:
             self.sync_dir(dirname)
 
+    def date_inf(self, dirname: str, message_id: str, when: float) -> None:
+        """Set ``ID.inf``'s times to ``when`` (a deferred message's retry time: a scan then
+        knows when it is due from the listing alone, as Postfix's deferred queue does)."""
+        os.utime(self.path(dirname, message_id, ".inf"), (when, when), follow_symlinks=False)
+
     def sync_dir(self, dirname: str) -> None:
         fd = os.open(self.dir(dirname), os.O_RDONLY)
         try:
@@ -295,13 +300,13 @@ class QueueStore:
                     pass
         return moved
 
-    def repair_interrupted_moves(self) -> list[str]:
+    def repair_interrupted_moves(self, dirs: tuple[str, ...] = DIRS) -> list[str]:
         """Finish moves cut short by a crash: put each ``.inf-moving`` beside its ``.dat``."""
         repaired = []
-        for dirname in DIRS:
-            for name in os.listdir(self.dir(dirname)):
-                if not name.endswith(".inf-moving"):
-                    continue
+        for dirname in dirs:
+            with os.scandir(self.dir(dirname)) as entries:  # retry/ may hold millions
+                names = [e.name for e in entries if e.name.endswith(".inf-moving")]
+            for name in names:
                 message_id = name[: -len(".inf-moving")]
                 if not is_valid_message_id(message_id):
                     continue

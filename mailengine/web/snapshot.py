@@ -320,7 +320,7 @@ def take_snapshot(
             dirs=dict(dir_counts),
             memory_messages=queue.memory_count,
             memory_bytes=queue.memory_bytes,
-            indexed=len(queue.messages),
+            indexed=queue.indexed_count,
         ),
         open_connections=status.open_connections if status is not None else 0,
         hosts=tuple(sorted(status.hosts, key=lambda h: -h.open_connections))

@@ -5,7 +5,7 @@ import time
 
 import attrs
 import pytest
-from twisted.internet import task
+from twisted.internet import defer, task
 
 from mailengine.config.model import Config
 from mailengine.queue.checker import CLAIM_SETTLE_SECONDS, QueueChecker
@@ -25,12 +25,20 @@ class ScanCounter:
         return run_in_thread(lambda: None)
 
 
+class InlineCommitter:
+    """The committer's contract: work runs in order (here at once, on this thread)."""
+
+    def submit(self, work, **kwargs):
+        return defer.maybeDeferred(work)
+
+
 @attrs.define
 class FakeEngine:
     store: QueueStore
     config: Config
     reactor: task.Clock
     queue: ScanCounter
+    committer: InlineCommitter = attrs.field(factory=InlineCommitter)
 
 
 @pytest.fixture
@@ -141,4 +149,22 @@ def test_a_claim_made_just_now_is_left_to_its_action_and_looked_at_again_later(r
     assert ids(store, "retry") == []
     engine.reactor.advance(CLAIM_SETTLE_SECONDS + 1)  # the action never finished
     assert ids(store, "retry") == ["busy@h"]
+    checker.stopService()
+
+
+def test_repairs_of_big_directories_run_in_the_committer_thread_before_the_first_scan(rig):
+    engine, checker, threads, stops = rig
+    held = SyncThreads(hold=True)
+    engine.committer.submit = lambda work, **kwargs: held(work)
+    put(engine.store, "retry", "cut@h", 0)
+    os.rename(  # a move into retry/ cut short by a crash
+        engine.store.path("retry", "cut@h", ".inf"),
+        engine.store.path("retry", "cut@h", ".inf-moving"),
+    )
+    checker.startService()
+    assert engine.queue.scans == 0 and len(held.waiting) == 1  # nothing on the reactor
+    assert not os.path.exists(engine.store.path("retry", "cut@h", ".inf"))
+    held.release()
+    assert os.path.exists(engine.store.path("retry", "cut@h", ".inf"))
+    assert engine.queue.scans == 1
     checker.stopService()

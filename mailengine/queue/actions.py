@@ -462,12 +462,11 @@ class QueueActions:
         restored = []
         for dirname in DIRS:
             try:
-                names = os.listdir(self.store.dir(dirname))
+                with os.scandir(self.store.dir(dirname)) as entries:  # maybe millions
+                    names = [e.name for e in entries if e.name.endswith(CLAIM)]
             except FileNotFoundError:
                 continue
             for name in names:
-                if not name.endswith(CLAIM):
-                    continue
                 message_id = name[: -len(CLAIM)]
                 if not is_valid_message_id(message_id):
                     continue

@@ -81,28 +81,38 @@ class QueueChecker(service.Service):
         if repaired:
             log.warn("finished {n} queue moves cut short by a crash", n=len(repaired))
 
-    def restore_claims(self) -> list[str]:
+    def restore_claims(self) -> defer.Deferred:
         """Put back ``.inf-claimed`` files an operator action left when it was cut short.
 
         A claim a few seconds old may be an action running right now (a
-        ``mailengine queue`` beside the start): it is looked at again later.
+        ``mailengine queue`` beside the start): it is looked at again later. The
+        directories are walked in the committer's thread (retry/ may hold millions of
+        files), before any later queue work.
         """
         young: list[str] = []
         now = self.engine.reactor.seconds()
-        restored = QueueActions(self.engine.store).restore_stale_claims(
-            now, min_age=CLAIM_SETTLE_SECONDS, young=young
-        )
-        if restored:
-            log.warn(
-                "restored {n} messages claimed by an operator action that never finished: {ids}",
-                n=len(restored),
-                ids=", ".join(restored[:10]) + (" ..." if len(restored) > 10 else ""),
-            )
-        if young:
-            self._claims_call = self.engine.reactor.callLater(
-                CLAIM_SETTLE_SECONDS, self.restore_claims
-            )
-        return restored
+        actions = QueueActions(self.engine.store)
+
+        def restore() -> list[str]:
+            return actions.restore_stale_claims(now, min_age=CLAIM_SETTLE_SECONDS, young=young)
+
+        def restored(ids: list[str]) -> list[str]:
+            if ids:
+                log.warn(
+                    "restored {n} messages claimed by an operator action that never "
+                    "finished: {ids}",
+                    n=len(ids),
+                    ids=", ".join(ids[:10]) + (" ..." if len(ids) > 10 else ""),
+                )
+            if young and self.running:
+                self._claims_call = self.engine.reactor.callLater(
+                    CLAIM_SETTLE_SECONDS, self.restore_claims
+                )
+            return ids
+
+        d = self.engine.committer.submit(restore).addCallback(restored)
+        d.addErrback(lambda f: log.failure("restoring claimed messages failed", f))
+        return d
 
     def _setting_changed(self, section: str, key: str, value: Any) -> None:
         # A new interval counts from now, not after the old (maybe long) wait.

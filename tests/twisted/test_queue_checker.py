@@ -162,7 +162,7 @@ def test_repairs_of_big_directories_run_in_the_committer_thread_before_the_first
         engine.store.path("retry", "cut@h", ".inf-moving"),
     )
     checker.startService()
-    assert engine.queue.scans == 0 and len(held.waiting) == 1  # nothing on the reactor
+    assert engine.queue.scans == 0 and len(held.waiting) == 2  # claims, then repairs
     assert not os.path.exists(engine.store.path("retry", "cut@h", ".inf"))
     held.release()
     assert os.path.exists(engine.store.path("retry", "cut@h", ".inf"))

@@ -92,8 +92,8 @@ class RetryScanner:
     def __init__(self, queue: LiveQueue) -> None:
         self.queue = queue
         self.store = queue.store
-        # id -> (inode, epoch): an .inf already warned about, and the pass that saw it
-        self._bad: dict[str, tuple[int, int]] = {}
+        # id -> (inode, epoch, why): an .inf already warned about, the pass that saw it
+        self._bad: dict[str, tuple[int, int, str]] = {}
         self._running: defer.Deferred | None = None
         self.epoch = 0  # bumped per pass: what a pass indexed itself is never "gone"
 
@@ -199,8 +199,8 @@ class RetryScanner:
                 p.report.known += 1
             elif state == "busy":
                 continue
-            elif self._bad.get(message_id, (0, 0))[0] == inode:
-                self._bad[message_id] = (inode, p.epoch)
+            elif self._bad.get(message_id, (0, 0, ""))[0] == inode:
+                self._bad[message_id] = (inode, p.epoch, self._bad[message_id][2])
                 p.report.invalid += 1
             elif queue.index_unread(message_id, inode, mtime, p.epoch):
                 p.report.new += 1
@@ -213,11 +213,16 @@ class RetryScanner:
             if result is None:
                 continue  # gone between listing and reading
             if isinstance(result, str):
-                self._bad[message_id] = (inode, p.epoch)
+                before = self._bad.get(message_id)
+                self._bad[message_id] = (inode, p.epoch, result)
                 p.report.invalid += 1
-                log.warn(
-                    "retry/{id}.inf skipped and left in place: {why}", id=message_id, why=result
-                )
+                if before is None or before[0] != inode or before[2] != result:
+                    # Once per file and reason (a watch event and a scan may both read it).
+                    log.warn(
+                        "retry/{id}.inf skipped and left in place: {why}",
+                        id=message_id,
+                        why=result,
+                    )
                 continue
             self._bad.pop(message_id, None)
             if self.queue.index_found(result, inode, p.epoch):
@@ -239,4 +244,4 @@ class RetryScanner:
 
     def mark_bad(self, message_id: str, inode: int) -> None:
         """A file found unusable when loading it: not read again until it changes."""
-        self._bad[message_id] = (inode, self.epoch)
+        self._bad[message_id] = (inode, self.epoch, "")

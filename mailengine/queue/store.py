@@ -248,8 +248,9 @@ class QueueStore:
         """Parse ``ID.inf``; InfError when invalid, or when its ``.dat`` is missing or
         is no regular file. Safe on files of any kind dropped by anyone (issue 9)."""
         text = decode_inf(self.read_inf(dirname, message_id))
-        self.check_data_file(dirname, message_id)
-        return parse_envelope(text, message_id, now=now, require_recipients=require_recipients)
+        envelope = parse_envelope(text, message_id, now=now, require_recipients=require_recipients)
+        self.check_data_file(dirname, message_id)  # after: what is wrong with the .inf first
+        return envelope
 
     def scan(self, dirname: str) -> Iterator[tuple[str, int, float]]:
         """(id, inode, mtime) for every ``.inf`` in ``dirname`` (inode from getdents: cheap)."""

@@ -76,3 +76,21 @@ def test_shutdown_txt_stops_and_other_names_go_to_the_scanner(parts):
     watcher._names = {"shutdown.txt"}
     watcher.handle()
     assert stops == [1] and not os.path.exists(os.path.join(store.dir("retry"), "shutdown.txt"))
+
+
+def test_a_damaged_file_read_by_a_scan_and_an_event_is_reported_once(parts):
+    from twisted.logger import globalLogPublisher
+
+    store, clock, config, queue, syncs, _ = parts
+    with open(store.path("retry", "lonely@h", ".inf"), "w") as fh:
+        fh.write("mailfrom=a@b.test\nrcpttosend=c@d.test\n")  # and no .dat
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        assert queue.scan_retry().invalid == 1
+        checked(queue, ["lonely@h"])  # the file's close event arrives after the scan
+        assert queue.scan_retry().invalid == 1
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    warned = [e for e in events if "skipped and left in place" in e.get("log_format", "")]
+    assert len(warned) == 1

@@ -283,11 +283,13 @@ def converse(receiver: Receiver, jobs: Sequence[tuple[list[str], bytes]], **sess
 
 
 class MisbehavingServer:
-    """Serves a fresh ``Receiver(**options)`` to every connection on ``host``."""
+    """Serves a fresh ``Receiver(**options)`` to every connection on ``host`` (only the
+    first ``faulty_connections`` get its faults when that is given)."""
 
-    def __init__(self, host: str, **options: object) -> None:
+    def __init__(self, host: str, faulty_connections: int | None = None, **options: object):
         self.host = host
         self.options = options
+        self.faulty_connections = faulty_connections
         self.lock = threading.Lock()
         self.receivers: list[Receiver] = []
         self._loop = _Loop.get()
@@ -316,8 +318,14 @@ class MisbehavingServer:
             pass
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        receiver = Receiver(**self.options)  # type: ignore[arg-type]
         with self.lock:
+            options = dict(self.options)
+            if (
+                self.faulty_connections is not None
+                and len(self.receivers) >= self.faulty_connections
+            ):
+                options.pop("faults", None)
+            receiver = Receiver(**options)  # type: ignore[arg-type]
             self.receivers.append(receiver)
         self._writers.add(writer)
         try:

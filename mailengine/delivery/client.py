@@ -26,6 +26,7 @@ from mailengine.delivery.session import (
     END,
     QUIT_SENT,
     READY,
+    REPLY_LINE_LIMIT,
     SESSION_READY,
     START_TLS,
     TLS_FAILED,
@@ -180,6 +181,8 @@ class OutboundClient(LineOnlyReceiver, TimeoutMixin):
     def lineReceived(self, line: bytes) -> None:
         if line[-1:] == b"\r":
             line = line[:-1]
+        if len(line) > REPLY_LINE_LIMIT:
+            line = line[:REPLY_LINE_LIMIT]  # (the transcript keeps no more than the session)
         self.resetTimeout()
         if self.opening is not None:
             self.opening.append("<-- " + line.decode("utf-8", "replace"))
@@ -233,7 +236,9 @@ class OutboundClient(LineOnlyReceiver, TimeoutMixin):
 
     def _send_body(self) -> None:
         job = self.job
-        assert job is not None
+        if job is None:  # cannot happen: BODY answers the DATA of this job's transaction
+            self._protocol_error("354 with no message to send")
+            return
         self.setTimeout(None)  # while the body goes out, the write timeout watches
         self._body_held = True
         self._transport().writeSequence((job.body, b".\r\n"))  # stored stuffed, ends in CRLF

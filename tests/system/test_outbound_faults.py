@@ -2,6 +2,7 @@
 stuck in memory, no reconnect storms, every acknowledged recipient accounted for."""
 
 import os
+import random
 import smtplib
 import threading
 import time
@@ -10,7 +11,7 @@ import pytest
 
 from mailengine.queue.inf import parse_inf
 from tests.harness import free_port, read_text, wait_for
-from tests.misbehaving import Fault, MisbehavingServer
+from tests.misbehaving import KINDS, STEPS, Fault, MisbehavingServer
 from tests.system.test_web_delivery import TOKEN, call, metrics
 
 pytestmark = pytest.mark.system
@@ -170,9 +171,16 @@ def _rcpts(inf, key):
 def test_every_misbehaviour_through_the_engine_loses_nothing_and_sends_nothing_falsely(
     engine_factory, use_disk
 ):
-    names = sorted(MISBEHAVIOURS)
+    duplicates = run_misbehaviours(engine_factory, MISBEHAVIOURS, use_disk, first_host=20)
+    assert set(duplicates) <= DUPLICATES_ALLOWED, duplicates
+
+
+def run_misbehaviours(engine_factory, misbehaviours, use_disk, first_host):
+    """Three messages, each to one recipient at every server (and one 452 at the good
+    one); a graceful stop once the good server has them; then the books are checked."""
+    names = sorted(misbehaviours)
     servers = {
-        name: MisbehavingServer(f"127.0.9.{20 + i}", **MISBEHAVIOURS[name])
+        name: MisbehavingServer(f"127.0.9.{first_host + i}", **misbehaviours[name])
         for i, name in enumerate(names)
     }
     domain = {name: f"m{i}.test" for i, name in enumerate(names)}
@@ -198,8 +206,47 @@ def test_every_misbehaviour_through_the_engine_loses_nothing_and_sends_nothing_f
         wait_for(lambda: len(servers["behaves"].deliveries()) == 3, what="the good server")
         assert engine.stop() in (0, -15, 143)  # a graceful stop with sessions in flight
         duplicates = account(engine, servers, sent)
-        assert set(duplicates) <= DUPLICATES_ALLOWED, duplicates
         assert not os.listdir(os.path.join(engine.mailq, "working"))
+        return duplicates
     finally:
         for server in servers.values():
             server.close()
+
+
+def test_a_server_that_closes_after_the_dot_without_replying_gets_the_message_again(
+    engine_factory,
+):
+    # RFC 5321 §6.1: the one case where a duplicate is the price of never losing mail.
+    server = MisbehavingServer("127.0.9.3", faulty_connections=1, faults=[Fault("close", "DOT")])
+    try:
+        engine = engine_factory(
+            {
+                "dns": {"bypass": [f"dup.test,mx.dup.test,MX,127.0.9.3:{server.port}"]},
+                "queue": {"retry_intervals_minutes": [0.05]},
+            }
+        )
+        send_sessions(engine, 1, 1, "x@dup.test")
+        wait_for(lambda: len(server.deliveries()) == 2, timeout=60, what="the second delivery")
+        first, second = server.deliveries()
+        assert first.body == second.body and not first.acknowledged and second.acknowledged
+        wait_for(lambda: not infs(engine), what="the message done")
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(("seed", "use_disk"), [(1, False), (2, True)])
+def test_random_mixtures_of_misbehaviour_through_the_engine(engine_factory, seed, use_disk):
+    chooser = random.Random(seed)
+    mixtures = {
+        f"mixture {i}": {
+            "faults": [
+                Fault(chooser.choice(KINDS), chooser.choice(STEPS), chooser.randint(1, 2))
+                for _ in range(chooser.randint(1, 3))
+            ],
+            "pipelining": chooser.random() < 0.7,
+            "split": chooser.random() < 0.3,
+            "bare_lf": chooser.random() < 0.3,
+        }
+        for i in range(8)
+    }
+    run_misbehaviours(engine_factory, {"behaves": {}, **mixtures}, use_disk, first_host=40)

@@ -1,6 +1,8 @@
 """The recipient books: the equation, its log line and mailq/books.txt (pure)."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailengine.observe.books import Books, balance_line, books_text, parse_books_text
 from mailengine.observe.counters import Counters
@@ -63,3 +65,14 @@ def test_the_audit_finds_files_that_disagree_with_the_books_or_contradict_themse
     assert not ok
     assert "hold 3 recipients still to send, the books 2: they DISAGREE" in text
     assert "retry/B@h.inf: still to send but already sent or failed: c@y.test" in text
+
+
+@given(
+    st.builds(Books, *[st.integers(0, 10**12)] * 8),
+    st.integers(0, 10**12),
+    st.sampled_from(["running", "stopped"]),
+)
+def test_any_books_survive_their_file(books, queued, state):
+    text = books_text(books, queued=queued, written_at="2026/12/04 17:00:00", state=state)
+    parsed, fields = parse_books_text(text)
+    assert parsed == books and fields["queued"] == str(queued) and fields["state"] == state

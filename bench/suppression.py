@@ -137,8 +137,11 @@ def main() -> None:
     size = os.path.getsize(path) / 1e6
     print(f"database: {size:,.0f} MB")
     listing = SuppressionList(path)
-    rate, hits = lookups_per_second(listing, args.entries, args.lookups)
-    print(f"lookup():      {rate:>10,.0f} lookups/s ({hits:,} hits of {args.lookups:,})")
+    # The first pass reads the pages it needs from disk; the second finds them in the
+    # page cache, as a running engine's lookups mostly do.
+    for which in ("first pass", "again"):
+        rate, hits = lookups_per_second(listing, args.entries, args.lookups)
+        print(f"lookup(), {which}: {rate:>10,.0f} lookups/s ({hits:,} hits of {args.lookups:,})")
     best = {True: 0.0, False: 0.0}
     for checked in (False, True, False, True):  # alternated, best of two: a busy machine
         rate = rcpts_per_second(workdir, path, args.entries, args.lookups // 4, checked)

@@ -71,6 +71,7 @@ class EventWebhook(service.Service):
         self.busy = False
         self.backoff = 0.0
         self._retry: Any = None
+        self._cursor_kept = False
         self.delivered_batches = 0
 
     # -- the cursor ------------------------------------------------------------
@@ -116,6 +117,10 @@ class EventWebhook(service.Service):
         """New lines may be there (the event log flushed): send unless busy or backing off."""
         if not self.running or self.busy or not self._url():
             return
+        if not self._cursor_kept:
+            # The starting point is kept as soon as a URL is set: a restart before the
+            # first acknowledgement must not skip what was written meanwhile.
+            self._keep_cursor()
         if self._retry is not None and self._retry.active():
             return
         self._send_next()
@@ -171,11 +176,15 @@ class EventWebhook(service.Service):
         if self.backoff:
             log.info("event webhook reachable again; catching up")
         self.backoff = 0.0
+        self._keep_cursor()
+        self.poke()
+
+    def _keep_cursor(self) -> None:
         try:
             self.save_cursor()
+            self._cursor_kept = True
         except OSError as exc:
             log.warn("cannot save the event webhook's cursor: {why}", why=exc)
-        self.poke()
 
     def _failed(self, failure: Any) -> None:
         self._failed_with(failure.getErrorMessage())

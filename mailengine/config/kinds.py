@@ -308,6 +308,81 @@ class IntervalList(Kind):
 
 
 @attrs.frozen
+class Minutes(Kind):
+    """A positive number of minutes; fractions allowed (0.5 = 30 seconds)."""
+
+    def allowed(self) -> str:
+        return "a number of minutes > 0, like 30 or 0.5"
+
+    def parse(self, raw: Any) -> float:
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not raw > 0:
+            raise Invalid(f"must be {self.allowed()}")
+        return float(raw)
+
+
+@attrs.frozen
+class Pattern(Text):
+    """A regular expression (Python syntax), matched case-insensitively."""
+
+    def allowed(self) -> str:
+        return 'a regular expression like "TSS04|4\\.7\\.28|rate limit"'
+
+    def parse(self, raw: Any) -> str:
+        text = super().parse(raw)
+        try:
+            re.compile(text)
+        except re.error as exc:
+            raise Invalid(f"not a regular expression ({exc}); must be {self.allowed()}") from None
+        return text
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@attrs.frozen
+class Name(Text):
+    """A short name for a rule or a pool (shown in the web admin and /metrics labels)."""
+
+    def allowed(self) -> str:
+        return "a name of letters, digits, '-', '_' and '.' (64 at most), like google"
+
+    def accepts(self, text: str) -> bool:
+        return bool(_NAME.match(text))
+
+
+@attrs.frozen
+class HostSuffixList(Kind):
+    def allowed(self) -> str:
+        return 'a list of host name endings like ".google.com"'
+
+    def parse(self, raw: Any) -> tuple[str, ...]:
+        out: list[str] = []
+        for item in self._list(raw):
+            text = item.strip().lower() if isinstance(item, str) else ""
+            if not _is_hostname(text.lstrip(".")):
+                raise Invalid(f"{item!r} is not a host name ending; must be {self.allowed()}")
+            out.append(text)
+        return tuple(out)
+
+
+@attrs.frozen
+class AddressIPList(Kind):
+    """Single IP addresses (no ranges): each one is bound as a source address."""
+
+    def allowed(self) -> str:
+        return 'a list of IP addresses like ["192.0.2.10", "192.0.2.11"]'
+
+    def parse(self, raw: Any) -> tuple[str, ...]:
+        out: list[str] = []
+        for item in self._list(raw):
+            text = item.strip() if isinstance(item, str) else ""
+            if not _is_ip(text):
+                raise Invalid(f"{item!r} is not an IP address; must be {self.allowed()}")
+            out.append(text)
+        return tuple(out)
+
+
+@attrs.frozen
 class IPList(Kind):
     zero_means: str = "everyone"  # "": the manual's "0" is not allowed in this list
 

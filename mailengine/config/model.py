@@ -48,6 +48,8 @@ class Config:
     suppression: Section
     reports: Section
     dkim: Section
+    shaping: Section
+    egress: Section
     web: Section
 
     def __getattr__(self, name: str) -> Section:

@@ -806,6 +806,72 @@ SETTINGS += (
     ),
 )
 
+SETTINGS += (
+    # [shaping], [egress] (issue 10): arrays of tables
+    _s(
+        "shaping",
+        "rule",
+        k.TableList(
+            fields=(
+                k.Field("name", k.Name(), "google"),
+                k.Field("domains", k.DomainList(), ["gmail.com", "googlemail.com"], False, ()),
+                k.Field("mx_suffixes", k.HostSuffixList(), [".google.com"], False, ()),
+                k.Field("max_connections", k.Int(minimum=0), 20, False, 0),
+                k.Field("max_messages_per_connection", k.Int(minimum=0), 100, False, 0),
+                k.Field("max_messages_per_minute", k.Int(minimum=0), 0, False, 0),
+                k.Field("pool", k.Text(), "", False, ""),
+            ),
+            unique=("name",),
+        ),
+        [],
+        "Limits",
+        """Traffic shaping rules, one [[shaping.rule]] table each; the first rule that lists
+       a recipient domain in domains applies to it, else the first whose mx_suffixes
+       match one of the domain's MX host names. max_connections: connections at once per
+       MX site (the set of MX hosts; domains of one provider share it), 0 = [smtp_out]
+       max_connections_per_host. max_messages_per_connection: then QUIT and connect
+       again (0: no limit). max_messages_per_minute: for each matching domain (0: no
+       limit). pool: the [[egress.pool]] whose source addresses the connections use ("":
+       [smtp_out] outbound_ip). Domains without a rule are sent as before, each on its
+       own: a slow one never holds back another.""",
+    ),
+    _s(
+        "shaping",
+        "reaction",
+        k.TableList(
+            fields=(
+                k.Field("pattern", k.Pattern(), "TSS04|4\\.7\\.28|rate limit"),
+                k.Field("action", k.Choice(choices=("suspend", "throttle")), "suspend"),
+                k.Field("minutes", k.Minutes(), 30),
+            ),
+        ),
+        [],
+        "Limits",
+        """Reactions to deferrals, one [[shaping.reaction]] table each; the first whose
+       pattern (a regular expression, any case) is found in a failure reply "<code>
+       <enhanced code> <text>" applies to that recipient domain. suspend: no new
+       connection for the domain for minutes (its mail waits, shown with the reply).
+       throttle: the domain's rate is halved (at least 1 a minute), then grows back by
+       10 % every minutes without another such reply.""",
+    ),
+    _s(
+        "egress",
+        "pool",
+        k.TableList(
+            fields=(
+                k.Field("name", k.Name(), "bulk"),
+                k.Field("source_ips", k.AddressIPList(), ["192.0.2.10", "192.0.2.11"]),
+            ),
+            unique=("name",),
+        ),
+        [],
+        "TCP/IP",
+        """Egress pools, one [[egress.pool]] table each: the local source addresses a
+       [[shaping.rule]] with pool = name sends from, each new connection from the next
+       address in turn.""",
+    ),
+)
+
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(s.section for s in SETTINGS))
 BY_NAME: dict[tuple[str, str], Setting] = {(s.section, s.key): s for s in SETTINGS}
 

@@ -18,6 +18,8 @@ SECTION_HELP = {
     "suppression": "Addresses never relayed to again (mailq/suppression.sqlite).",
     "reports": "Delivery reports mailed after send attempts (manual §4).",
     "dkim": "DKIM signing of relay mail by its From: domain (issue 11).",
+    "shaping": "Traffic shaping per destination: rules and reactions to deferrals (issue 10).",
+    "egress": "Source addresses for outbound connections, in pools (issue 10).",
     "web": "The web admin at http://host:<port>/gui/admin, its JSON API and /metrics.",
 }
 

@@ -24,7 +24,7 @@ from mailengine.delivery.job import Job
 from mailengine.delivery.outcome import HARD, SENT, UNTRIED, RecipientResult
 from mailengine.delivery.plan import Hop, HostHealth
 from mailengine.delivery.slots import ConnectionSlots, wants_connection
-from mailengine.scheduler.caps import bandwidth_cap
+from mailengine.scheduler.shaping import Path, Shaper
 
 IDLE_SECONDS = 3.0  # an idle connection waits this long for more work, then QUITs
 SHORTAGE_SECONDS = 1.0  # no new connection this long after running out of descriptors
@@ -33,7 +33,8 @@ KEPT_POOLS = 5000  # idle pools kept for their counters (the web admin's hosts)
 log = Logger(namespace="mailengine.smtp_out")
 
 
-PoolKey = tuple[str, int, str]  # (address, port, name whose certificate must verify or "")
+# (address, port, name whose certificate must verify or "", shaping path key or "")
+PoolKey = tuple[str, int, str, str]
 
 
 def _untried(job: Job) -> None:
@@ -66,10 +67,13 @@ class _Factory(protocol.ClientFactory):
 class HostPool:
     """Jobs for one MX address, and the connections that serve them."""
 
-    def __init__(self, pools: Pools, key: PoolKey, hop: Hop) -> None:
+    def __init__(self, pools: Pools, key: PoolKey, hop: Hop, path: Path | None = None) -> None:
         self.pools = pools
         self.key = key
         self.hop = hop
+        self.path = path  # a shaping rule's MX site: its caps, egress pool, session length
+        self.rule = path.rule if path is not None else None
+        self.sessions: dict[OutboundClient, int] = {}  # messages started per connection
         self.settings = pools.settings
         self.verify_name = key[2]
         self.pending: deque[Job] = deque()
@@ -119,7 +123,11 @@ class HostPool:
             self._release_stranded()
             return
         per_host, total = pools.caps()
+        if self.rule is not None and self.rule.max_connections:
+            per_host = self.rule.max_connections
         while wants_connection(len(self.pending), self.connecting, len(self.idle)):
+            if pools.shaper.connection_wait(self.path) is not None:
+                break  # the rule's site is at its cap: a close on the site wakes us
             if pools.slots.may_open(self.key, per_host_max=per_host, total_max=total):
                 self.dial()
             else:
@@ -131,9 +139,10 @@ class HostPool:
     def dial(self) -> None:
         pools = self.pools
         pools.slots.opened(self.key)
+        pools.shaper.connection_opened(self.path)
         self.connecting += 1
         hop = self.hop
-        bind = pools.bind_address_for(hop.address)
+        bind = pools.bind_address_for(hop.address, pools.shaper.source_for(self.path))
         pools.reactor.connectTCP(
             hop.address,
             hop.port,
@@ -175,6 +184,8 @@ class HostPool:
             self.pools.bandwidth_waits[call] = None
             return
         job.on_connection(client)
+        if self.rule is not None and self.rule.max_messages_per_connection:
+            self.sessions[client] = self.sessions.get(client, 0) + 1
         client.send(job)
 
     def _send_later(self, client: OutboundClient, job: Job) -> None:
@@ -199,6 +210,10 @@ class HostPool:
         """The connection is free: next job, or park it."""
         if self.pools.stopping:
             client.quit()
+            return
+        limit = self.rule.max_messages_per_connection if self.rule is not None else 0
+        if limit and self.sessions.get(client, 0) >= limit:
+            client.quit()  # its rule's messages per connection: the next one reconnects
             return
         if self.pending:
             self.give(client, self.pending.popleft())
@@ -282,16 +297,20 @@ class HostPool:
 
     def lost(self, client: OutboundClient) -> None:
         self.clients.discard(client)
+        self.sessions.pop(client, None)
         if client in self.idle:
             self.idle.remove(client)
         self._closed()
 
     def _closed(self) -> None:
         self.pools.slots.closed(self.key)
+        self.pools.shaper.connection_closed(self.path)
         if self.pending and not self.pools.stopping:
             self.open_more()
             self._release_stranded()
         self.pools.slot_wanted()
+        if self.path is not None and self.rule is not None and self.rule.max_connections:
+            self.pools.site_slot_freed(self.path)
         self.pools.forget_if_unused(self)
 
     def count(self, results: list[RecipientResult]) -> None:
@@ -315,6 +334,7 @@ class Pools:
         bandwidth_limit: Callable[[], int],
         outbound_ip: Callable[[], str],
         on_descriptor_shortage: Callable[[str], None] = lambda reason: None,
+        shaper: Shaper | None = None,
     ) -> None:
         self.reactor = reactor
         self.settings = settings
@@ -330,22 +350,57 @@ class Pools:
         self.pools: dict[PoolKey, HostPool] = {}
         self.idle_pools: set[HostPool] = set()
         self.bandwidth_waits: dict[Any, None] = {}  # sends held back by the bandwidth cap
-        self.bandwidth = bandwidth_cap()
+        self.shaper = shaper or Shaper()
+        self.by_path: dict[str, set[HostPool]] = {}  # pools sharing a rule's MX site cap
         self.stopping = False
         self.protocol_errors = 0  # sessions ended by a server out of step (/metrics)
         # RFC 7435 opportunistic TLS: encrypt, check nothing.
         self.opportunistic_context = ssl.CertificateOptions(verify=False)
 
-    def pool_for(self, hop: Hop, verify_name: str = "") -> HostPool:
-        key = (hop.address, hop.port, verify_name)
+    def pool_for(self, hop: Hop, verify_name: str = "", path: Path | None = None) -> HostPool:
+        key = (hop.address, hop.port, verify_name, path.key if path is not None else "")
         pool = self.pools.get(key)
         if pool is None:
-            pool = self.pools[key] = HostPool(self, key, hop)
+            pool = self.pools[key] = HostPool(self, key, hop, path)
+            if path is not None:
+                self.by_path.setdefault(path.key, set()).add(pool)
         return pool
+
+    def _drop(self, pool: HostPool) -> None:
+        self.pools.pop(pool.key, None)
+        self.idle_pools.discard(pool)
+        if pool.path is not None:
+            sharing = self.by_path.get(pool.path.key)
+            if sharing is not None:
+                sharing.discard(pool)
+                if not sharing:
+                    del self.by_path[pool.path.key]
 
     def forget_if_unused(self, pool: HostPool) -> None:
         if not _is_busy(pool) and pool.sent == 0 and pool.failed == 0 and not pool.last_error:
-            self.pools.pop(pool.key, None)
+            self._drop(pool)
+
+    def site_slot_freed(self, path: Path) -> None:
+        """A connection on a rule's MX site closed: another pool of the site may open one."""
+        for pool in list(self.by_path.get(path.key, ())):
+            if pool.pending and self.shaper.connection_wait(path) is None:
+                pool.open_more()
+
+    def withdraw(self, domain: str) -> int:
+        """Jobs for ``domain`` still waiting for a connection end untried (suspended)."""
+        count = 0
+        for pool in list(self.pools.values()):
+            if not any(job.domain == domain for job in pool.pending):
+                continue
+            keep: deque[Job] = deque()
+            for job in pool.pending:
+                if job.domain == domain:
+                    _untried(job)
+                    count += 1
+                else:
+                    keep.append(job)
+            pool.pending = keep
+        return count
 
     def forget_idle(self, keep: int = KEPT_POOLS) -> int:
         """Past ``keep`` pools, forget idle ones with the least traffic (their counters go),
@@ -358,8 +413,7 @@ class Pools:
             (p for p in self.pools.values() if not _is_busy(p)), key=lambda p: p.sent + p.failed
         )[:excess]
         for pool in idle:
-            del self.pools[pool.key]
-            self.idle_pools.discard(pool)
+            self._drop(pool)
         return len(idle)
 
     # -- out of file descriptors ---------------------------------------------
@@ -389,8 +443,10 @@ class Pools:
                 if pool.pending:
                     pool.open_more()
 
-    def bind_address_for(self, address: str) -> tuple[str, int] | None:
-        source = self.outbound_ip()
+    def bind_address_for(self, address: str, source: str | None = None) -> tuple[str, int] | None:
+        """The local address a connection to ``address`` binds: the egress pool's turn
+        (``source``), else [smtp_out] outbound_ip, when of the same family."""
+        source = source or self.outbound_ip()
         if not source:
             return None
         same_family = ipaddress.ip_address(source).version == ipaddress.ip_address(address).version
@@ -401,10 +457,8 @@ class Pools:
         if limit <= 0:
             return 0.0
         now = self.reactor.seconds()
-        wait = self.bandwidth.wait_seconds(limit, now)
-        if wait <= 0:
-            self.bandwidth.take(limit, size, now)
-        return wait
+        wait = self.shaper.bandwidth_wait(size, limit, now)
+        return 0.0 if wait is None or wait.until is None else wait.until - now
 
     def forget_finished_waits(self) -> None:
         for call in [c for c in self.bandwidth_waits if not c.active()]:

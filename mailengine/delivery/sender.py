@@ -16,9 +16,10 @@ from twisted.logger import Logger
 
 from mailengine.delivery.client import ClientSettings
 from mailengine.delivery.descriptors import ensure_descriptors
+from mailengine.delivery.destinations import SHAPING_KEYS, DestinationGate, destinations_of
 from mailengine.delivery.job import Job
 from mailengine.delivery.outcome import HARD, SENT, SOFT, UNTRIED, RecipientResult, apply_attempt
-from mailengine.delivery.plan import count_hosts, group_by_domain, hops_for, next_hop
+from mailengine.delivery.plan import count_hosts, domain_of, group_by_domain, hops_for, next_hop
 from mailengine.delivery.pool import Pools
 from mailengine.delivery.records import Via, attempt_events, categorize_failures
 from mailengine.delivery.reporting import FailureReporting, is_own_mail
@@ -29,7 +30,6 @@ from mailengine.policy.verp import encode_bounce_address
 from mailengine.queue.content import dot_stuff
 from mailengine.queue.live import QueuedMessage
 from mailengine.reports.notices import FD_WARNING, NoticeGate, disk_space_is_low
-from mailengine.scheduler.caps import hourly_message_cap
 
 log = Logger(namespace="mailengine.delivery")
 
@@ -43,10 +43,11 @@ KEPT_DOMAIN_ERRORS = 10000  # last errors per destination domain, for the web ad
 class Attempt:
     """One send attempt of one message: its jobs and their recipients' results."""
 
-    __slots__ = ("jobs", "message", "results", "via", "waiting")
+    __slots__ = ("domains", "jobs", "message", "results", "via", "waiting")
 
     def __init__(self, message: QueuedMessage) -> None:
         self.message = message
+        self.domains = destinations_of(message)  # counted in flight by the shaper
         self.results: list[RecipientResult] = []
         self.via: dict[str, Via] = {}  # lower-case address -> the session it was tried in
         self.waiting = 0
@@ -65,6 +66,10 @@ class DeliveryEngine(service.Service):
         self.engine = engine
         self.reactor = engine.reactor
         self.settings = ClientSettings(test_mode=engine.test_mode)
+        self.gate = DestinationGate(
+            engine.reactor, engine.config, engine.queue.release, self._suspended
+        )
+        self.shaper = self.gate.shaper
         self.pools = Pools(
             engine.reactor,
             self.settings,
@@ -73,10 +78,10 @@ class DeliveryEngine(service.Service):
             bandwidth_limit=lambda: engine.config.smtp_out.max_bandwidth_bytes_per_minute,
             outbound_ip=lambda: engine.config.smtp_out.outbound_ip,
             on_descriptor_shortage=self.out_of_descriptors,
+            shaper=self.shaper,
         )
         self.reporting = FailureReporting(engine)
         self.attempts: dict[str, Attempt] = {}
-        self.hourly = hourly_message_cap()
         self.held_by_rate_cap = False
         self.rate_cap_notices = NoticeGate()
         self.fd_warnings = NoticeGate(FD_WARNING_SECONDS)
@@ -105,6 +110,7 @@ class DeliveryEngine(service.Service):
         super().stopService()
         if self._housekeeping is not None and self._housekeeping.active():
             self._housekeeping.cancel()
+        self.gate.stop()
 
     @property
     def resolver(self) -> Any:
@@ -134,6 +140,9 @@ class DeliveryEngine(service.Service):
             "max_bandwidth_bytes_per_minute",
         ):
             self.pools.caps_changed()
+        if (section, key) in SHAPING_KEYS or key == "max_connections_per_host":
+            self.gate.configure()
+            self.gate.offer_all(self.engine.queue.parked_destinations())
         # A pull waiting for the hourly cap's window is re-planned with the new settings
         # (a lowered or removed cap, a resume) instead of after the old wait.
         if self._pump_call is not None and self._pump_call.active():
@@ -149,6 +158,7 @@ class DeliveryEngine(service.Service):
         self._housekeeping = None
         self.refresh_settings()
         self.pools.forget_idle()
+        self.gate.housekeep(self.engine.queue.parked_destinations())
         if len(self._domain_errors) > KEPT_DOMAIN_ERRORS:  # the oldest half goes
             for domain in list(self._domain_errors)[: KEPT_DOMAIN_ERRORS // 2]:
                 del self._domain_errors[domain]
@@ -197,7 +207,10 @@ class DeliveryEngine(service.Service):
             return
         out = self.engine.config.smtp_out
         debug = self.engine.config.logs.debug_send_loop
-        if out.paused:
+        cap = out.max_messages_per_hour
+        now = self.reactor.seconds()
+        wait = self.shaper.global_wait(now, is_paused=out.paused, hourly_cap=cap)
+        if wait is not None and wait.until is None:  # paused
             if debug:
                 log.info("send loop: paused; nothing taken")
             return
@@ -206,21 +219,19 @@ class DeliveryEngine(service.Service):
             if debug:
                 log.info("send loop: {n} messages in flight; waiting", n=len(self.attempts))
             return
-        cap = out.max_messages_per_hour
-        now = self.reactor.seconds()
+        if wait is not None and wait.until is not None:
+            self._hold_for_rate_cap(cap, now, wait.until)
+            return
         if cap:
-            allowed = self.hourly.available(cap, now)
-            if allowed <= 0:
-                self._hold_for_rate_cap(cap, now)
-                return
-            room = min(room, allowed)
-        messages = self.engine.queue.take_due(room)
+            room = min(room, self.shaper.hourly_room(cap, now))
+        # Messages whose destination may not take them now are parked there (the gate).
+        messages = self.engine.queue.take_due(room, self.gate)
         if not messages:
             return
         if self.held_by_rate_cap:
             self.held_by_rate_cap = False
         if cap:
-            self.hourly.take(cap, len(messages), now)
+            self.shaper.took_messages(len(messages), cap, now)
         if debug:
             log.info(
                 "send loop: took {n} messages ({f} in flight)",
@@ -232,7 +243,7 @@ class DeliveryEngine(service.Service):
         if len(messages) == room:
             self.messages_due()  # there may be more
 
-    def _hold_for_rate_cap(self, cap: int, now: float) -> None:
+    def _hold_for_rate_cap(self, cap: int, now: float, until: float) -> None:
         self.held_by_rate_cap = True
         # At the cap every message waits its turn: one notice an hour, not one each.
         if self.rate_cap_notices.may_send("rate cap", now):
@@ -242,7 +253,7 @@ class DeliveryEngine(service.Service):
                 "window allows more.",
                 cap=cap,
             )
-        wait = max(0.01, self.hourly.wait_seconds(cap, now))
+        wait = max(0.01, until - now)
         if self._pump_call is None:
             self._pump_call = self.reactor.callLater(wait, self.pump)
 
@@ -282,6 +293,7 @@ class DeliveryEngine(service.Service):
         if job.done:
             return  # ended untried by a stop while its lookup was out
         if isinstance(answer, DNSFailure):
+            self.shaper.dns_failed(job.domain, answer.reason)
             # RFC 3463: X.1.2 bad destination system; X.4.3 directory server failure.
             if answer.permanent:
                 job.finish_all(HARD, answer.reason, status="5.1.2")
@@ -320,6 +332,10 @@ class DeliveryEngine(service.Service):
     def _route(self, job: Job) -> None:
         """Send the job to its next usable server, or end it soft when none is left."""
         now = self.reactor.seconds()
+        if self.shaper.is_suspended(job.domain, now):
+            # Suspended while its lookup was out: not offered, due again (and parked).
+            job.finish_with([RecipientResult(a, UNTRIED) for a in job.recipients])
+            return
         index, skipped = next_hop(job.hops, job.hop_index, now, self.pools.health)
         for hop, reason in skipped:
             job.note("--> Attempting to connect to: " + hop.describe())
@@ -334,13 +350,15 @@ class DeliveryEngine(service.Service):
         hop = job.hops[index]
         job.note("--> Attempting to connect to: " + hop.describe())
         verify = job.domain in self.engine.config.smtp_out.tls_verify_domains
-        pool = self.pools.pool_for(hop, hop.host if verify else "")
+        path = self.shaper.path_for(job.domain, (h.host for h in job.hops))
+        pool = self.pools.pool_for(hop, hop.host if verify else "", path)
         if self.engine.config.logs.debug_send_loop:
             log.info("send loop: {id} for {d} -> {h}", id=job.message_id, d=job.domain, h=pool.name)
         pool.submit(job)
 
     def _fail_over(self, job: Job, reason: str) -> None:
         job.note(f"<-- Not connected: {reason}")
+        self.gate.react(job.domain, reason)  # a refusing greeting may say "slow down"
         job.hop_index += 1
         self._route(job)
 
@@ -350,6 +368,7 @@ class DeliveryEngine(service.Service):
         if failures:
             self._domain_errors.pop(job.domain, None)  # the latest last (kept longest)
             self._domain_errors[job.domain] = failures[-1].reply
+            self.gate.react(job.domain, failures[-1].reply)
         elif results and all(r.kind == SENT for r in results):
             self._domain_errors.pop(job.domain, None)  # it works again: no stale error
         if job.pool is not None:
@@ -371,6 +390,7 @@ class DeliveryEngine(service.Service):
         envelope = message.envelope
         self.attempts.pop(message.message_id, None)
         now = self.reactor.seconds()
+        self._destinations_finished(attempt)
         keeps_inf = bool(engine.config.queue.save_done) or any(
             r.kind != SENT for r in attempt.results
         )
@@ -409,6 +429,21 @@ class DeliveryEngine(service.Service):
         if self._drained is not None and not self.attempts:
             drained, self._drained = self._drained, None
             defer.DeferredList(self._stop_writes).addCallback(lambda _: drained.callback(None))
+
+    def _destinations_finished(self, attempt: Attempt) -> None:
+        errors: dict[str, str] = {}
+        sent: set[str] = set()
+        for r in attempt.results:
+            domain = domain_of(r.address)
+            if r.kind == SENT:
+                sent.add(domain)
+            elif r.kind != UNTRIED:
+                errors[domain] = r.reply
+        self.gate.finished(attempt.domains, errors, sent)
+
+    def _suspended(self, domain: str) -> None:
+        """A destination was suspended: its jobs waiting for a connection go back."""
+        self.pools.withdraw(domain)
 
     # -- stop ------------------------------------------------------------
 

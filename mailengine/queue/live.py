@@ -68,6 +68,16 @@ class Consumer(Protocol):
     def messages_due(self) -> None: ...
 
 
+class Gate(Protocol):
+    """The sender's traffic shaping, asked for each due message before it is taken."""
+
+    def blocked_by(self, msg: QueuedMessage) -> str | None:
+        """The destination that may not take it now (it is parked under that name)."""
+
+    def admitted(self, msg: QueuedMessage) -> None:
+        """It is taken: its destinations count it in flight."""
+
+
 class LiveQueue:
     """One per engine. Decisions come from the scheduler; files from the store."""
 
@@ -491,11 +501,13 @@ class LiveQueue:
         delay = max(0.0, due - self._now())
         self._wake = self.clock.callLater(delay, self._notify)
 
-    def take_due(self, limit: int) -> list[QueuedMessage]:
+    def take_due(self, limit: int, gate: Gate | None = None) -> list[QueuedMessage]:
         """Up to ``limit`` due messages, best priority first, with their data loaded.
 
-        A message in retry/ is claimed by renaming it to working/; if another
-        program moved or removed it first, it is forgotten. Disk messages are
+        A message whose destination may not take it now (``gate``) is parked under
+        that destination, still scheduled, until the sender releases it
+        (``release``). A message in retry/ is claimed by renaming it to working/; if
+        another program moved or removed it first, it is forgotten. Disk messages are
         loaded only while memory has room.
         """
         now = self._now()
@@ -508,14 +520,31 @@ class LiveQueue:
             msg = self.messages.get(message_id)
             if msg is None:
                 continue
+            group = gate.blocked_by(msg) if gate is not None else None
+            if group is not None:
+                self.schedule.park(message_id, group, now, msg.envelope.priority)
+                continue
             if msg.location == "retry":
                 if not self.has_room(msg.size or 4096):
                     self.schedule.add(message_id, now, msg.envelope.priority)
                     break
                 if not self._load(msg, now):
                     continue
+            if gate is not None:
+                gate.admitted(msg)
             out.append(msg)
         return out
+
+    def parked_destinations(self) -> list[str]:
+        """Destinations with messages parked under them (waiting for room)."""
+        return [str(group) for group in self.schedule.parked_groups()]
+
+    def release(self, destination: str, count: int) -> int:
+        """Offer up to ``count`` messages parked under ``destination`` again."""
+        moved = self.schedule.release(destination, count)
+        if moved and self.consumer is not None:
+            self.consumer.messages_due()
+        return moved
 
     def _load(self, msg: QueuedMessage, now: float) -> bool:
         message_id = msg.message_id

@@ -2,6 +2,9 @@
 
 Manual §5: priority 0 is highest and +1 at each retry, so retries yield to
 new mail when capacity is short; known future retry times are honoured.
+A due key whose destination may not take it yet is *parked* under that
+destination's name and offered again when the destination has room, so it
+never stands in front of another destination's mail.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ class Schedule:
         self._waiting: list[tuple[float, int, Hashable]] = []
         self._ready: list[tuple[int, float, int, Hashable]] = []
         self._entries: dict[Hashable, tuple[float, int, int]] = {}  # key -> (due, prio, seq)
+        self._parked: dict[Hashable, list[tuple[int, float, int, Hashable]]] = {}
         self._seq = itertools.count()
 
     def __len__(self) -> int:
@@ -71,6 +75,32 @@ class Schedule:
                 del self._entries[key]
                 out.append(key)
         return out
+
+    def park(self, key: Hashable, group: Hashable, due: float, priority: int = 0) -> None:
+        """Schedule ``key`` as due but waiting for ``group`` (see ``release``)."""
+        seq = next(self._seq)
+        self._entries[key] = (due, priority, seq)
+        heapq.heappush(self._parked.setdefault(group, []), (priority, due, seq, key))
+
+    def release(self, group: Hashable, count: int) -> int:
+        """Offer up to ``count`` of ``group``'s parked keys again, best priority first."""
+        parked = self._parked.get(group)
+        moved = 0
+        while parked and moved < count:
+            entry = heapq.heappop(parked)
+            if self._live(entry[3], entry[2]):
+                heapq.heappush(self._ready, entry)
+                moved += 1
+        if not parked:
+            self._parked.pop(group, None)
+        return moved
+
+    def parked_groups(self) -> list[Hashable]:
+        return list(self._parked)
+
+    def parked_count(self, group: Hashable) -> int:
+        """Entries parked under ``group`` (some perhaps removed since: an upper bound)."""
+        return len(self._parked.get(group, ()))
 
     def next_due(self) -> float | None:
         """The earliest due time of a waiting key (None when nothing waits)."""

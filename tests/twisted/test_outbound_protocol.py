@@ -480,7 +480,7 @@ def test_past_the_bound_idle_pools_with_the_least_traffic_are_forgotten_busy_one
     assert wire.pools.forget_idle(keep=2) == 1
     assert sorted(k[0] for k in wire.pools.pools) == ["192.0.2.8", "192.0.2.9"]
     assert wire.pools.forget_idle(keep=0) == 1  # the busy one stays whatever the bound
-    assert list(wire.pools.pools) == [("192.0.2.8", 25, "")]
+    assert list(wire.pools.pools) == [("192.0.2.8", 25, "", "")]
 
 
 class TCPTransport(StringTransport):

@@ -113,6 +113,9 @@ ADDITIONS = {
     ("logs", "undeliverable_reasons"): "issue 12: the reply beside the address",
     ("suppression", "enabled"): "issue 12: the suppression list",
     ("suppression", "action"): "issue 12: refuse or drop suppressed recipients",
+    ("shaping", "rule"): "issue 10: traffic shaping rules",
+    ("shaping", "reaction"): "issue 10: reactions to deferrals",
+    ("egress", "pool"): "issue 10: egress pools of source addresses",
 }
 
 

@@ -1,0 +1,392 @@
+"""Every cap and throttle in one place: may this destination take one more message, may
+this path open one more connection, now — and if not, why and until when (pure).
+
+A *destination* is a recipient domain: its messages wait in its own line (the queue
+parks them under its name), so a slow, suspended or rate-limited destination holds
+only its own mail. A *path* is a rule's MX site (the set of MX host names a domain
+resolves to, so domains hosted by one provider share it): connection caps of a rule
+hold per path. Time comes in as ``now`` (seconds); nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable
+
+import attrs
+
+from mailengine.scheduler.caps import bandwidth_cap, hourly_message_cap
+from mailengine.scheduler.rules import SUSPEND, THROTTLE, Reaction, Rule, Rulebook
+
+IN_FLIGHT_PER_CONNECTION = 4  # messages a destination may hold in flight per connection
+PACE_SLACK_SECONDS = 1.0  # a paced destination may catch up this much after a pause
+RAMP_FACTOR = 1.1  # throttle recovery: +10 % per step (KumoMTA PR #594)
+MAX_RAMP_STEPS = 200  # 1.1**200 is far past any ceiling; avoids float overflow
+RATE_WINDOW_SECONDS = 60.0
+
+
+class Reason(enum.Enum):
+    """Why a message or a connection waits."""
+
+    PAUSED = "paused"
+    HOURLY_CAP = "hourly cap"
+    BANDWIDTH = "bandwidth"
+    SUSPENDED = "suspended"
+    RATE = "rate"
+    CONNECTION_CAP = "connection cap"
+    DNS_WAIT = "DNS wait"
+
+
+@attrs.frozen
+class Wait:
+    """The answer "not now": ``until`` a time, or None until one of its own finishes."""
+
+    reason: Reason
+    until: float | None = None
+    detail: str = ""
+
+
+@attrs.frozen
+class Path:
+    """Where a rule's connections go: the rule and the MX site (sorted host names)."""
+
+    rule: Rule
+    site: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.rule.name}@{self.site}"
+
+
+class Pacer:
+    """``per_minute`` messages spread evenly (one every 60/per_minute s), a little slack."""
+
+    __slots__ = ("next_at",)
+
+    def __init__(self) -> None:
+        self.next_at = -math.inf
+
+    def wait_until(self, now: float) -> float | None:
+        return None if now >= self.next_at else self.next_at
+
+    def take(self, per_minute: float, now: float) -> None:
+        self.next_at = max(self.next_at, now - PACE_SLACK_SECONDS) + 60.0 / per_minute
+
+
+@attrs.define
+class Throttle:
+    """A rate cut by a deferral, recovering by +10 % per step without another one."""
+
+    rate: float  # per minute, as last halved
+    ceiling: float  # the ramp ends here: the rule's rate, or the rate seen before
+    step_seconds: float
+    since: float  # the last deferral
+    reply: str
+
+    def current(self, now: float) -> float:
+        steps = int(max(0.0, now - self.since) // self.step_seconds) if self.step_seconds else 0
+        if steps >= MAX_RAMP_STEPS:
+            return self.ceiling
+        return min(self.ceiling, self.rate * RAMP_FACTOR**steps)
+
+    def is_over(self, now: float) -> bool:
+        return self.current(now) >= self.ceiling
+
+
+@attrs.define(eq=False)
+class DestinationState:
+    """One recipient domain as the shaper knows it (kept incrementally)."""
+
+    domain: str
+    rule: Rule | None = None
+    in_flight: int = 0
+    pacer: Pacer = attrs.Factory(Pacer)
+    throttle: Throttle | None = None
+    suspended_until: float = 0.0
+    suspended_by: str = ""  # the reply that triggered it, or "operator"
+    last_error: str = ""
+    is_dns_failing: bool = False
+    window_start: float = 0.0
+    count_now: int = 0  # messages started in the current rate window
+    count_before: int = 0  # and in the one before
+
+    def count_started(self, now: float) -> None:
+        if now - self.window_start >= RATE_WINDOW_SECONDS:
+            gap = now - self.window_start
+            self.count_before = self.count_now if gap < 2 * RATE_WINDOW_SECONDS else 0
+            self.count_now = 0
+            self.window_start = now
+        self.count_now += 1
+
+    def observed_per_minute(self, now: float) -> float:
+        """Messages started over the last minute (the previous window, weighted)."""
+        elapsed = now - self.window_start
+        if elapsed >= 2 * RATE_WINDOW_SECONDS:
+            return 0.0
+        if elapsed >= RATE_WINDOW_SECONDS:
+            return self.count_now * (2 - elapsed / RATE_WINDOW_SECONDS)
+        return self.count_now + self.count_before * (1 - elapsed / RATE_WINDOW_SECONDS)
+
+    def is_idle(self, now: float) -> bool:
+        return (
+            self.in_flight == 0
+            and self.suspended_until <= now
+            and (self.throttle is None or self.throttle.is_over(now))
+        )
+
+
+class Shaper:
+    """The one answer to "may it go now" for destinations, paths and the whole engine."""
+
+    def __init__(self, rulebook: Rulebook | None = None, per_host: int = 10) -> None:
+        self.rulebook = rulebook or Rulebook()
+        self.per_host = per_host  # [smtp_out] max_connections_per_host
+        self.destinations: dict[str, DestinationState] = {}
+        self.connections: dict[str, int] = {}  # path key -> open connections
+        self.hourly = hourly_message_cap()
+        self.bandwidth = bandwidth_cap()
+        self._turns: dict[str, int] = {}  # egress pool -> next source index
+        self.rule_counts: dict[str, dict[str, int]] = {}  # rule -> event -> count
+
+    # -- configuration -----------------------------------------------------
+
+    def configure(self, rulebook: Rulebook, per_host: int) -> None:
+        """New rules: known destinations are matched again (by domain; MX on next use)."""
+        self.rulebook = rulebook
+        self.per_host = per_host
+        for dest in self.destinations.values():
+            dest.rule = rulebook.for_domain(dest.domain)
+
+    def destination(self, domain: str) -> DestinationState:
+        dest = self.destinations.get(domain)
+        if dest is None:
+            dest = DestinationState(domain, self.rulebook.for_domain(domain))
+            self.destinations[domain] = dest
+        return dest
+
+    def _count(self, rule: Rule | None, event: str) -> None:
+        if rule is not None:
+            counts = self.rule_counts.setdefault(rule.name, {})
+            counts[event] = counts.get(event, 0) + 1
+
+    # -- the whole engine ----------------------------------------------------
+
+    def global_wait(self, now: float, *, is_paused: bool, hourly_cap: int) -> Wait | None:
+        """Sending paused, or the hourly cap reached (``until`` its window allows more)."""
+        if is_paused:
+            return Wait(Reason.PAUSED)
+        if hourly_cap and self.hourly.available(hourly_cap, now) <= 0:
+            return Wait(Reason.HOURLY_CAP, now + self.hourly.wait_seconds(hourly_cap, now))
+        return None
+
+    def hourly_room(self, hourly_cap: int, now: float) -> int:
+        return self.hourly.available(hourly_cap, now)
+
+    def took_messages(self, count: int, hourly_cap: int, now: float) -> None:
+        self.hourly.take(hourly_cap, count, now)
+
+    def bandwidth_wait(self, size: int, limit: int, now: float) -> Wait | None:
+        """Bytes per minute for every connection together; the send is counted when it may go."""
+        if limit <= 0:
+            return None
+        wait = self.bandwidth.wait_seconds(limit, now)
+        if wait > 0:
+            return Wait(Reason.BANDWIDTH, now + wait)
+        self.bandwidth.take(limit, size, now)
+        return None
+
+    # -- destinations ------------------------------------------------------
+
+    def budget(self, dest: DestinationState) -> int:
+        """Messages a destination may hold in flight: enough to keep its connections busy."""
+        rule = dest.rule
+        connections = rule.max_connections if rule and rule.max_connections else self.per_host
+        return IN_FLIGHT_PER_CONNECTION * max(1, connections)
+
+    def per_minute(self, dest: DestinationState, now: float) -> float:
+        """The destination's current rate cap (0: none)."""
+        throttle = dest.throttle
+        if throttle is not None:
+            if not throttle.is_over(now):
+                return max(1.0, throttle.current(now))
+            dest.throttle = None  # ramped all the way back
+        rule = dest.rule
+        return float(rule.max_messages_per_minute) if rule else 0.0
+
+    def may_send(self, domain: str, now: float) -> Wait | None:
+        """May one more message for ``domain`` start now? O(1)."""
+        dest = self.destination(domain)
+        if dest.suspended_until > now:
+            return Wait(Reason.SUSPENDED, dest.suspended_until, dest.suspended_by)
+        if dest.in_flight >= self.budget(dest):
+            return Wait(Reason.CONNECTION_CAP)
+        if self.per_minute(dest, now):
+            until = dest.pacer.wait_until(now)
+            if until is not None:
+                return Wait(Reason.RATE, until)
+        return None
+
+    def room(self, domain: str, now: float) -> int:
+        """How many of its waiting messages may be offered now (paced ones: one)."""
+        if self.may_send(domain, now) is not None:
+            return 0
+        dest = self.destinations[domain]
+        if self.per_minute(dest, now):
+            return 1
+        return self.budget(dest) - dest.in_flight
+
+    def sending(self, domain: str, now: float) -> None:
+        """One message for ``domain`` starts (it was allowed by ``may_send``)."""
+        dest = self.destination(domain)
+        dest.in_flight += 1
+        dest.count_started(now)
+        rate = self.per_minute(dest, now)
+        if rate:
+            dest.pacer.take(rate, now)
+
+    def finished(self, domain: str, *, error: str = "", is_sent: bool = False) -> None:
+        """A message for ``domain`` ended its attempt (``error``: the last failure reply)."""
+        dest = self.destinations.get(domain)
+        if dest is None:
+            return
+        dest.in_flight = max(0, dest.in_flight - 1)
+        if error:
+            dest.last_error = error
+        elif is_sent:
+            dest.last_error = ""
+            dest.is_dns_failing = False
+
+    def dns_failed(self, domain: str, reason: str) -> None:
+        dest = self.destination(domain)
+        dest.is_dns_failing = True
+        dest.last_error = reason
+
+    # -- reactions and operator actions --------------------------------------
+
+    def react(self, domain: str, reply: str, now: float) -> Reaction | None:
+        """Apply the first reaction matching ``reply`` to ``domain``; None when none does."""
+        reaction = self.rulebook.reaction_to(reply)
+        if reaction is None:
+            return None
+        dest = self.destination(domain)
+        if reaction.action == SUSPEND:
+            until = now + reaction.minutes * 60.0
+            if until > dest.suspended_until:
+                dest.suspended_until = until
+                dest.suspended_by = reply
+        elif reaction.action == THROTTLE:
+            self._throttle(dest, reaction, reply, now)
+        self._count(dest.rule, reaction.action)
+        return reaction
+
+    def _throttle(self, dest: DestinationState, reaction: Reaction, reply: str, now: float) -> None:
+        current = self.per_minute(dest, now) or dest.observed_per_minute(now)
+        current = max(1.0, current)
+        throttle = dest.throttle
+        ceiling = throttle.ceiling if throttle is not None else current
+        dest.throttle = Throttle(
+            rate=max(1.0, current / 2),
+            ceiling=ceiling,
+            step_seconds=reaction.minutes * 60.0,
+            since=now,
+            reply=reply,
+        )
+
+    def suspend(self, domain: str, until: float, why: str = "operator") -> None:
+        dest = self.destination(domain)
+        dest.suspended_until = until
+        dest.suspended_by = why
+
+    def resume(self, domain: str) -> None:
+        """Lift a suspension and a throttle at once (the operator's "resume")."""
+        dest = self.destination(domain)
+        dest.suspended_until = 0.0
+        dest.suspended_by = ""
+        dest.throttle = None
+        dest.pacer = Pacer()
+
+    def is_suspended(self, domain: str, now: float) -> bool:
+        dest = self.destinations.get(domain)
+        return dest is not None and dest.suspended_until > now
+
+    # -- paths and connections -----------------------------------------------
+
+    def path_for(self, domain: str, hosts: Iterable[str]) -> Path | None:
+        """The path a domain's connections take, learning an MX-suffix rule on the way;
+        None for rule-less destinations (they keep [smtp_out]'s per-host caps)."""
+        dest = self.destination(domain)
+        if dest.rule is None and self.rulebook.has_mx_rules:
+            hosts = list(hosts)
+            dest.rule = self.rulebook.for_mx(hosts)
+        rule = dest.rule
+        if rule is None:
+            return None
+        return Path(rule, ",".join(sorted({h.lower().rstrip(".") for h in hosts})))
+
+    def connection_wait(self, path: Path | None) -> Wait | None:
+        """May one more connection open on ``path`` (its rule's cap across its MX site)?"""
+        if path is None or not path.rule.max_connections:
+            return None
+        if self.connections.get(path.key, 0) >= path.rule.max_connections:
+            return Wait(Reason.CONNECTION_CAP, None, f"{path.rule.max_connections} per site")
+        return None
+
+    def connection_opened(self, path: Path | None) -> None:
+        if path is not None:
+            self.connections[path.key] = self.connections.get(path.key, 0) + 1
+            self._count(path.rule, "connections")
+
+    def connection_closed(self, path: Path | None) -> None:
+        if path is not None:
+            left = self.connections.get(path.key, 0) - 1
+            if left > 0:
+                self.connections[path.key] = left
+            else:
+                self.connections.pop(path.key, None)
+
+    def source_for(self, path: Path | None) -> str | None:
+        """The next source address of the path's egress pool, in turn; None: no pool."""
+        if path is None or not path.rule.pool:
+            return None
+        pool = self.rulebook.pools.get(path.rule.pool)
+        if pool is None or not pool.source_ips:
+            return None
+        turn = self._turns.get(pool.name, 0)
+        self._turns[pool.name] = turn + 1
+        return pool.source_ips[turn % len(pool.source_ips)]
+
+    # -- views -------------------------------------------------------------
+
+    def state(self, domain: str, now: float) -> tuple[str, str]:
+        """(state, reason) as the web admin and the CLI show them."""
+        dest = self.destinations.get(domain)
+        if dest is None:
+            return "sending", ""
+        if dest.suspended_until > now:
+            return "suspended", dest.suspended_by
+        if dest.throttle is not None and not dest.throttle.is_over(now):
+            rate = int(self.per_minute(dest, now))
+            return f"throttled to {rate}/min", dest.throttle.reply
+        if dest.is_dns_failing:
+            return "DNS failing", dest.last_error
+        if dest.in_flight >= self.budget(dest):
+            return "connection-capped", ""
+        if dest.rule is not None and dest.rule.max_messages_per_minute:
+            return f"rate {dest.rule.max_messages_per_minute}/min", ""
+        return "sending", ""
+
+    def forget_idle(self, now: float, keep: int, is_waiting: Iterable[str] = ()) -> int:
+        """Past ``keep`` destinations, drop idle ones with nothing to remember."""
+        excess = len(self.destinations) - keep
+        if excess <= 0:
+            return 0
+        waiting = set(is_waiting)
+        idle = [
+            d
+            for d, s in self.destinations.items()
+            if d not in waiting and s.is_idle(now) and not s.last_error
+        ][:excess]
+        for domain in idle:
+            del self.destinations[domain]
+        return len(idle)

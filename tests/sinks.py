@@ -41,6 +41,7 @@ class Session:
     commands: list[str] = attrs.field(factory=list)
     tls: bool = False
     closed: bool = False
+    started: float = attrs.field(factory=time.monotonic)
 
 
 class _Loop:
@@ -80,6 +81,7 @@ class SinkServer:
         self.rcpt_reply: Callable[[str], Reply] = lambda rcpt: None
         self.data_reply: Callable[[Message], Reply] = lambda msg: None
         self.stall_on: str = ""  # a command (e.g. "DATA-END", "MAIL") never answered
+        self.delay_seconds = 0.0  # before the greeting and every reply (a slow server)
         self.messages_per_session = (
             0  # then MAIL gets "421 too many messages", closed (0: no limit)
         )
@@ -110,6 +112,15 @@ class SinkServer:
                 for c in s.commands
                 if not verb or c.upper().startswith(verb.upper())
             ]
+
+    def peers(self) -> set[str]:
+        """The source addresses sessions came from."""
+        with self.lock:
+            return {s.peer for s in self.sessions}
+
+    def session_starts(self) -> list[float]:
+        with self.lock:
+            return [s.started for s in self.sessions]
 
     def received(self) -> list[Message]:
         with self.lock:
@@ -176,6 +187,8 @@ class SinkServer:
         def send(code: int, text: str) -> None:
             writer.write(f"{code} {text}\r\n".encode())
 
+        if self.delay_seconds:
+            await asyncio.sleep(self.delay_seconds)
         greeting = self.greeting
         if greeting is not None:
             send(*greeting)
@@ -185,6 +198,7 @@ class SinkServer:
                 return
         send(220, f"{self.name} ESMTP sink")
         sender, rcpts = "", []
+        has_sender = False  # a MAIL was accepted (RFC 5321 §3.3: RCPT needs one)
         taken = 0  # messages this session
         while True:
             line = await reader.readline()
@@ -196,6 +210,8 @@ class SinkServer:
                 session.commands.append(command)
             if self.stall_on and verb == self.stall_on:
                 await self._stall()
+            if self.delay_seconds:
+                await asyncio.sleep(self.delay_seconds)
             if verb == "EHLO":
                 if self.ehlo_reply is not None:
                     send(*self.ehlo_reply)
@@ -227,10 +243,12 @@ class SinkServer:
             elif verb == "MAIL":
                 reply = self.mail_reply(_address(command))
                 if reply is None:
-                    sender, rcpts = _address(command), []
+                    sender, rcpts, has_sender = _address(command), [], True
                     send(250, "2.1.0 sender ok")
                 else:
                     send(*reply)
+            elif verb == "RCPT" and not has_sender:
+                send(503, "5.5.1 MAIL first")
             elif verb == "RCPT":
                 rcpt = _address(command)
                 reply = self.rcpt_reply(rcpt)
@@ -250,6 +268,8 @@ class SinkServer:
                 data = b"".join(data)
                 if self.stall_on == "DATA-END":
                     await self._stall()
+                if self.delay_seconds:
+                    await asyncio.sleep(self.delay_seconds)
                 message = Message(sender, list(rcpts), body, session.peer, session.number)
                 reply = self.data_reply(message)
                 if reply is None:
@@ -260,9 +280,9 @@ class SinkServer:
                     send(250, "2.0.0 queued")
                 else:
                     send(*reply)
-                sender, rcpts = "", []
+                sender, rcpts, has_sender = "", [], False
             elif verb == "RSET":
-                sender, rcpts = "", []
+                sender, rcpts, has_sender = "", [], False
                 send(250, "2.0.0 reset")
             elif verb == "NOOP":
                 send(250, "2.0.0 ok")

@@ -10,7 +10,7 @@ from typing import Any
 from mailengine.config.kinds import Invalid, TableList
 from mailengine.config.kinds import shown as _shown
 from mailengine.config.model import Config
-from mailengine.config.schema import BY_NAME, SECTIONS, SETTINGS, Setting
+from mailengine.config.schema import BY_NAME, SECTIONS, SETTINGS, Setting, cross_problems
 
 
 class ConfigError(Exception):
@@ -86,6 +86,8 @@ def validate(document: dict[str, Any], path: str) -> tuple[dict, dict, list[str]
             parsed[ident] = setting.kind.parse(value)
         except Invalid as exc:
             problems.append(describe_error(path, setting, value, str(exc)))
+    if not problems:
+        problems.extend(f"{path}: {p}" for p in cross_problems(lambda s, k: parsed[(s, k)]))
     return raw, parsed, problems
 
 

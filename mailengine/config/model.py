@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mailengine.config.schema import BY_NAME, SECTIONS, SETTINGS
+from mailengine.config.schema import BY_NAME, SECTIONS, SETTINGS, cross_problems
 
 Listener = Callable[[str, str, Any], None]
 
@@ -82,8 +82,13 @@ class Config:
             value = setting.kind.parse(raw)
         except Invalid as exc:
             raise ConfigError([describe_error(self.path, setting, raw, str(exc))]) from None
-        self._raw[(section, key)] = raw
+        before = self.get(section, key)
         setattr(self._sections[section], key, value)
+        problems = cross_problems(self.get)
+        if problems:
+            setattr(self._sections[section], key, before)
+            raise ConfigError([f"{self.path}: {p}" for p in problems])
+        self._raw[(section, key)] = raw
         for listener in list(self._listeners):
             listener(section, key, value)
         return value

@@ -6,6 +6,7 @@ The shipped ``config/mailengine.toml`` is rendered from this table (see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -874,6 +875,18 @@ SETTINGS += (
 
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(s.section for s in SETTINGS))
 BY_NAME: dict[tuple[str, str], Setting] = {(s.section, s.key): s for s in SETTINGS}
+
+
+def cross_problems(get: Callable[[str, str], Any]) -> list[str]:
+    """Problems between settings (``get(section, key)`` gives a parsed value): a shaping
+    rule naming an egress pool that is not defined."""
+    pools = {row["name"] for row in get("egress", "pool")}
+    return [
+        f"[[shaping.rule]] entry {number}: pool = {rule['pool']!r}: no [[egress.pool]] has "
+        f"that name (pools: {', '.join(sorted(pools)) or 'none'})"
+        for number, rule in enumerate(get("shaping", "rule"), 1)
+        if rule["pool"] and rule["pool"] not in pools
+    ]
 
 
 def setting(section: str, key: str) -> Setting:

@@ -204,6 +204,7 @@ def test_only_listening_and_start_up_resources_wait_for_a_restart():
 # Which test fails when the engine ignores a setting (each was checked by running the
 # suite with the setting forced to its default; see the settings audit report).
 S = "system/test_settings.py::"
+SH = "system/test_shaping.py::"
 PROOFS: dict[str, tuple[str, ...]] = {
     "server.admin_email": (
         S + "test_admin_email_set_through_the_api_is_told_when_descriptors_run_out",
@@ -442,6 +443,16 @@ PROOFS: dict[str, tuple[str, ...]] = {
         "system/test_dkim.py::"
         "test_headers_and_canonicalization_changed_through_the_api_sign_the_next_message",
     ),
+    "shaping.rule": (
+        SH + "test_max_messages_per_minute_holds_while_another_domain_runs_free",
+        SH + "test_max_messages_per_connection_makes_new_sessions",
+        SH + "test_an_mx_suffix_rule_caps_connections_across_domains_sharing_one_mx",
+    ),
+    "shaping.reaction": (
+        SH + "test_a_tss04_deferral_suspends_only_its_destination_then_it_resumes_by_itself",
+        SH + "test_a_throttle_reaction_halves_the_rate_then_ramps_back",
+    ),
+    "egress.pool": (SH + "test_an_egress_pool_uses_each_source_address_in_turn",),
 }
 
 

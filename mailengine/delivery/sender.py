@@ -501,10 +501,16 @@ class DeliveryEngine(service.Service):
                 entry = by_domain.setdefault(domain, [0, envelope.time_created])
                 entry[0] += 1
                 entry[1] = min(entry[1], envelope.time_created)
+        ranked = sorted(by_domain.items(), key=lambda kv: -kv[1][0])[:top]
+        shown = {d for d, _ in ranked}
+        # Suspended, throttled or DNS-failing destinations are shown even when small.
+        for d in self.shaper.unusual(now, top):
+            if d not in shown:
+                ranked.append((d, by_domain.get(d, [0, now])))
         domains = tuple(
-            DomainStatus(d, int(n), max(0.0, now - oldest), self._domain_errors.get(d, ""))
-            for d, (n, oldest) in sorted(by_domain.items(), key=lambda kv: -kv[1][0])[:top]
+            self._domain_status(d, int(n), now - oldest, now) for d, (n, oldest) in ranked
         )
+        shaper = self.shaper
         return DeliveryStatus(
             paused=bool(self.engine.config.smtp_out.paused),
             open_connections=self.pools.open_connections(),
@@ -512,4 +518,39 @@ class DeliveryEngine(service.Service):
             domains=domains,
             held_by_rate_cap=self.held_by_rate_cap,
             protocol_errors=self.pools.protocol_errors,
+            destination_states=tuple(sorted(shaper.state_counts(now).items())),
+            rule_events=tuple(
+                (rule, event, n)
+                for rule, events in sorted(shaper.rule_counts.items())
+                for event, n in sorted(events.items())
+            ),
         )
+
+    def _domain_status(self, domain: str, queued: int, age: float, now: float) -> DomainStatus:
+        view = self.shaper.state(domain, now)
+        return DomainStatus(
+            domain,
+            queued,
+            max(0.0, age),
+            self._domain_errors.get(domain, ""),
+            view.kind,
+            view.label,
+            view.reason,
+            view.until,
+        )
+
+    # -- operator actions (web admin, JSON API) ----------------------------
+
+    def suspend_destination(self, domain: str, minutes: float) -> None:
+        """No new connection for ``domain`` for ``minutes``; its mail waits."""
+        self.gate.suspend(domain.lower(), minutes)
+
+    def resume_destination(self, domain: str) -> None:
+        """Lift a suspension or throttle of ``domain`` at once."""
+        self.gate.resume(domain.lower())
+
+    def retry_destination_now(self, domain: str) -> int:
+        """Every message waiting for ``domain`` (parked or retrying later) is due now."""
+        domain = domain.lower()
+        self.gate.resume(domain)
+        return self.engine.queue.due_now(lambda msg: domain in destinations_of(msg))

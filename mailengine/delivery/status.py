@@ -28,6 +28,10 @@ class DomainStatus:
     queued_recipients: int
     oldest_seconds: float
     last_error: str = ""
+    state: str = "sending"  # scheduler.shaping.STATE_KINDS
+    state_text: str = "sending"  # "throttled to 30/min", "suspended", ...
+    reason: str = ""  # the reply that suspended or throttled it
+    until: float = 0.0  # suspended: when it ends (epoch seconds)
 
 
 @attrs.frozen
@@ -38,6 +42,8 @@ class DeliveryStatus:
     domains: tuple[DomainStatus, ...] = ()  # most queued recipients first
     held_by_rate_cap: bool = False
     protocol_errors: int = 0  # sessions ended by a server out of step, every host
+    destination_states: tuple[tuple[str, int], ...] = ()  # (state kind, destinations)
+    rule_events: tuple[tuple[str, str, int], ...] = ()  # (rule, event, count) since start
 
 
 class DeliveryStatusSource(Protocol):

@@ -535,6 +535,20 @@ class LiveQueue:
             out.append(msg)
         return out
 
+    def due_now(self, which: Callable[[QueuedMessage], bool]) -> int:
+        """Make every scheduled message ``which`` picks due at once (the operator's
+        "retry now"); a walk of the index, for an operator's click, not the send loop."""
+        now = self._now()
+        count = 0
+        for message_id in self.schedule:
+            msg = self.messages.get(str(message_id))
+            if msg is not None and which(msg):
+                self.schedule.add(message_id, now, msg.envelope.priority)
+                count += 1
+        if count:
+            self._notify()
+        return count
+
     def parked_destinations(self) -> list[str]:
         """Destinations with messages parked under them (waiting for room)."""
         return [str(group) for group in self.schedule.parked_groups()]

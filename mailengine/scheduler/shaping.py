@@ -47,6 +47,27 @@ class Wait:
     detail: str = ""
 
 
+SENDING, SUSPENDED, THROTTLED, DNS_FAILING, CAPPED, RATED = (
+    "sending",
+    "suspended",
+    "throttled",
+    "dns_failing",
+    "connection_capped",
+    "rate_limited",
+)
+STATE_KINDS = (SENDING, SUSPENDED, THROTTLED, DNS_FAILING, CAPPED, RATED)
+
+
+@attrs.frozen
+class StateView:
+    """A destination's state: its kind (bounded), words for people, why, until when."""
+
+    kind: str
+    label: str
+    reason: str = ""
+    until: float = 0.0  # suspended: when it ends
+
+
 @attrs.frozen
 class Path:
     """Where a rule's connections go: the rule and the MX site (sorted host names)."""
@@ -358,23 +379,40 @@ class Shaper:
 
     # -- views -------------------------------------------------------------
 
-    def state(self, domain: str, now: float) -> tuple[str, str]:
-        """(state, reason) as the web admin and the CLI show them."""
+    def state(self, domain: str, now: float) -> StateView:
+        """The destination's state as the web admin, /metrics and the CLI show it."""
         dest = self.destinations.get(domain)
         if dest is None:
-            return "sending", ""
+            return StateView(SENDING, "sending")
         if dest.suspended_until > now:
-            return "suspended", dest.suspended_by
+            return StateView(SUSPENDED, "suspended", dest.suspended_by, dest.suspended_until)
         if dest.throttle is not None and not dest.throttle.is_over(now):
             rate = int(self.per_minute(dest, now))
-            return f"throttled to {rate}/min", dest.throttle.reply
+            return StateView(THROTTLED, f"throttled to {rate}/min", dest.throttle.reply)
         if dest.is_dns_failing:
-            return "DNS failing", dest.last_error
+            return StateView(DNS_FAILING, "DNS failing", dest.last_error)
         if dest.in_flight >= self.budget(dest):
-            return "connection-capped", ""
+            return StateView(CAPPED, "connection-capped", "")
         if dest.rule is not None and dest.rule.max_messages_per_minute:
-            return f"rate {dest.rule.max_messages_per_minute}/min", ""
-        return "sending", ""
+            return StateView(RATED, f"at most {dest.rule.max_messages_per_minute}/min", "")
+        return StateView(SENDING, "sending")
+
+    def state_counts(self, now: float) -> dict[str, int]:
+        """Destinations per state kind (a bounded label set for /metrics)."""
+        counts = dict.fromkeys(STATE_KINDS, 0)
+        for domain in self.destinations:
+            counts[self.state(domain, now).kind] += 1
+        return counts
+
+    def unusual(self, now: float, top: int) -> list[str]:
+        """Up to ``top`` destinations that are suspended, throttled or failing DNS."""
+        out = []
+        for domain in self.destinations:
+            if self.state(domain, now).kind in (SUSPENDED, THROTTLED, DNS_FAILING):
+                out.append(domain)
+                if len(out) >= top:
+                    break
+        return out
 
     def forget_idle(self, now: float, keep: int, is_waiting: Iterable[str] = ()) -> int:
         """Past ``keep`` destinations, drop idle ones with nothing to remember."""

@@ -17,6 +17,7 @@ from mailengine.reports.categories import category_text
 from mailengine.web.admin import Routes, WebAdmin
 from mailengine.web.auth import identity_of
 from mailengine.web.chart import SERIES, traffic_chart
+from mailengine.web.destinations import destination_cells
 from mailengine.web.render import (
     NONE,
     Html,
@@ -381,17 +382,9 @@ def hosts_card(s: Snapshot) -> Html:
 
 
 def destinations_card(s: Snapshot) -> Html:
-    rows = [
-        tr(
-            el("a", d.domain, href=url("/gui/admin/queue", dir="retry", domain=d.domain)),
-            num(count(d.queued_recipients), big=True),
-            num(age(d.oldest_seconds)),
-            el("td", d.last_error or NONE, class_="error-text" if d.last_error else "muted"),
-        )
-        for d in s.destinations[:TOP_ROWS]
-    ]
+    rows = [tr(*destination_cells(d)) for d in s.destinations[:TOP_ROWS]]
     table = grid(
-        ["Destination", "#queued recipients", "#oldest", "Last error"],
+        ["Destination", "#queued recipients", "#oldest", "State", "Last error"],
         rows,
         "Nothing queued.",
     )

@@ -146,6 +146,20 @@ def render_metrics(s: Snapshot) -> str:
         [({"domain": d.domain}, round(d.oldest_seconds, 3)) for d in s.destinations],
     )
     out += family(
+        "mailengine_destinations",
+        "gauge",
+        "Destination domains the traffic shaper knows, per state (sending, suspended, "
+        "throttled, dns_failing, connection_capped, rate_limited).",
+        [({"state": state}, n) for state, n in s.destination_states],
+    )
+    out += family(
+        "mailengine_shaping_events_total",
+        "counter",
+        "Per [[shaping.rule]] name since start: suspend and throttle reactions, "
+        "connections opened.",
+        [({"rule": rule, "event": event}, n) for rule, event, n in s.rule_events],
+    )
+    out += family(
         "mailengine_sending_paused",
         "gauge",
         "1 while sending is paused.",

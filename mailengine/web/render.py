@@ -128,6 +128,7 @@ def local_time(epoch: float, fmt: str = "%H:%M:%S") -> str:
 NAV = (
     ("dashboard", "Dashboard", "/gui/admin"),
     ("queue", "Queue", "/gui/admin/queue"),
+    ("destinations", "Destinations", "/gui/admin/destinations"),
     ("suppression", "Suppression", "/gui/admin/suppression"),
     ("settings", "Settings", "/gui/admin/settings"),
     ("logs", "Logs", "/gui/admin/logs"),

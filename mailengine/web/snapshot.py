@@ -83,6 +83,8 @@ class Snapshot:
     books_queued: int = 0
     own_mail: dict[str, int] = attrs.field(factory=dict)  # the engine's DSNs and reports
     protocol_errors: int = 0  # outbound sessions ended by a server out of step
+    destination_states: tuple[tuple[str, int], ...] = ()  # traffic shaping: (state, count)
+    rule_events: tuple[tuple[str, str, int], ...] = ()  # (rule, event, count) since start
 
     @property
     def uptime_seconds(self) -> float:
@@ -333,6 +335,8 @@ def take_snapshot(
         books_queued=shape.queued_recipients if shape.books else queue.queued_recipients(),
         own_mail=dict(c.own),
         protocol_errors=status.protocol_errors if status is not None else 0,
+        destination_states=status.destination_states if status is not None else (),
+        rule_events=status.rule_events if status is not None else (),
     )
 
 

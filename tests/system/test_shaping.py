@@ -244,3 +244,29 @@ def test_rules_edited_through_the_api_apply_at_once_and_are_written_back(engine_
     assert "[[shaping.rule]]" in text and "[[egress.pool]]" in text
     status, reply = api(engine, "GET", "/api/settings/shaping/rule")
     assert status == 200 and reply["value"][0]["name"] == "bulk", reply
+
+
+def test_destinations_view_suspends_resumes_and_shows_state_and_metrics(engine_factory, sinks):
+    from tests.system.test_web_delivery import TOKEN, call, metrics
+
+    sink = sinks("127.0.3.13")
+    engine = engine_factory(
+        settings(dns={"bypass": [route("held.test", sink)]}, web={"api_token": TOKEN})
+    )
+    status, reply = call(engine, "/api/destinations/held.test/suspend", "POST")
+    assert status == 200 and "suspended" in reply["message"], reply
+    send(engine, "h@held.test", 3, "held")
+
+    def held():
+        listed = call(engine, "/api/destinations")[1]["destinations"]
+        return [d for d in listed if d["domain"] == "held.test" and d["queued_recipients"] == 3]
+
+    [shown] = wait_for(held, what="held.test listed with its 3 messages")
+    assert shown["state"] == "suspended" and shown["state_text"].startswith("suspended until")
+    assert shown["reason"] == "operator"
+    assert metrics(engine)[("mailengine_destinations", (("state", "suspended"),))] == 1
+    assert not sink.received()
+    status, reply = call(engine, "/api/destinations/held.test/resume", "POST")
+    assert status == 200, reply
+    wait_for(lambda: len(sink.received()) == 3, what="the resumed mail")
+    assert call(engine, "/api/destinations/held.test/explode", "POST")[0] == 404

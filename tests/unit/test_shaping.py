@@ -15,7 +15,7 @@ from mailengine.scheduler.rules import (
     rules_from,
 )
 from mailengine.scheduler.schedule import Schedule
-from mailengine.scheduler.shaping import Pacer, Reason, Shaper, Throttle, Wait
+from mailengine.scheduler.shaping import Pacer, Reason, Shaper, StateView, Throttle, Wait
 
 GOOGLE = Rule("google", domains=("gmail.com", "googlemail.com"), mx_suffixes=(".google.com",))
 
@@ -99,10 +99,14 @@ def test_rule_less_destination_may_hold_four_messages_per_host_connection_in_fli
 
 
 def test_rule_connections_size_the_budget():
-    s = shaper(Rule("r", domains=("a.test",), max_connections=1))
+    s = shaper(Rule("r", domains=("a.test",), max_connections=1, max_messages_per_minute=9))
+    assert s.state("a.test", 0.0).label == "sending"  # not known yet
+    s.destination("a.test")
+    assert s.state("a.test", 0.0).label == "at most 9/min"
     for _ in range(4):
-        s.sending("a.test", 0.0)
+        s.destination("a.test").in_flight += 1
     assert s.may_send("a.test", 0.0) == Wait(Reason.CONNECTION_CAP)
+    assert s.state("a.test", 0.0).kind == "connection_capped"
 
 
 def test_finished_keeps_last_error_and_a_success_clears_it():
@@ -158,8 +162,10 @@ def test_suspend_reaction_holds_the_destination_for_its_minutes_then_lets_go():
     assert s.may_send("yahoo.test", 129.99) is not None
     assert s.may_send("other.test", 110.0) is None
     assert s.may_send("yahoo.test", 130.0) is None
-    assert s.state("yahoo.test", 110.0) == ("suspended", reply)
-    assert s.state("yahoo.test", 131.0) == ("sending", "")
+    assert s.state("yahoo.test", 110.0) == StateView("suspended", "suspended", reply, 130.0)
+    assert s.state("yahoo.test", 131.0) == StateView("sending", "sending")
+    assert s.state_counts(110.0)["suspended"] == 1
+    assert s.unusual(110.0, 5) == ["yahoo.test"] and s.unusual(131.0, 5) == []
 
 
 def test_a_later_shorter_suspension_does_not_shorten_it():
@@ -196,7 +202,12 @@ def test_throttle_halves_the_rule_rate_then_ramps_ten_percent_per_step():
     assert s.per_minute(dest, 299.0) == 30
     assert s.per_minute(dest, 300.0) == pytest.approx(33)
     assert s.per_minute(dest, 600.0) == pytest.approx(36.3)
-    assert s.state("a.test", 600.0) == ("throttled to 36/min", "451 4.7.1 slow down")
+    view = s.state("a.test", 600.0)
+    assert (view.kind, view.label, view.reason) == (
+        "throttled",
+        "throttled to 36/min",
+        "451 4.7.1 slow down",
+    )
     steps = math.ceil(math.log(2) / math.log(1.1))  # 30 * 1.1**8 >= 60
     assert s.per_minute(dest, steps * 300.0) == 60
     assert dest.throttle is None  # ramped all the way back: throttle over
@@ -343,7 +354,9 @@ def test_forget_idle_keeps_busy_suspended_failing_and_waiting_destinations():
     assert s.forget_idle(1.0, keep=10) == 0
     assert s.forget_idle(1.0, keep=1, is_waiting=["wait.test"]) == 2
     assert set(s.destinations) == {"busy.test", "susp.test", "err.test", "wait.test"}
-    assert s.state("err.test", 1.0) == ("DNS failing", "NXDOMAIN")
+    assert s.state("err.test", 1.0) == StateView("dns_failing", "DNS failing", "NXDOMAIN")
+    assert s.state("busy.test", 1.0).kind == "sending"
+    assert s.state("never.test", 1.0).kind == "sending"
 
 
 # -- the schedule: parking -------------------------------------------------------

@@ -55,6 +55,7 @@ class DestinationGate:
         self.on_suspended = on_suspended  # jobs already handed to connections go back
         self.shaper = Shaper(rulebook_from(config), config.smtp_out.max_connections_per_host)
         self.timers: dict[str, IDelayedCall] = {}
+        self._held: dict[str, set[str]] = {}  # message id -> destinations not to try now
 
     def configure(self) -> None:
         """Settings changed: new rules apply; every parked destination is offered again."""
@@ -65,19 +66,35 @@ class DestinationGate:
     # -- the queue asks ----------------------------------------------------
 
     def blocked_by(self, msg: QueuedMessage) -> str | None:
+        """The destination to park ``msg`` under when none of its destinations may take
+        it now; None when at least one may (the others' recipients wait, see ``held``)."""
         now = self.reactor.seconds()
+        first = None
         for domain in destinations_of(msg):
             wait = self.shaper.may_send(domain, now)
-            if wait is not None:
+            if wait is None:
+                return None
+            if first is None:
+                first = domain
                 if wait.until is not None:
                     self._offer_at(domain, wait.until)
-                return domain
-        return None
+        return first
 
     def admitted(self, msg: QueuedMessage) -> None:
         now = self.reactor.seconds()
+        blocked = set()
         for domain in destinations_of(msg):
-            self.shaper.sending(domain, now)
+            if self.shaper.may_send(domain, now) is None:
+                self.shaper.sending(domain, now)
+            else:
+                blocked.add(domain)
+        if blocked:
+            self._held[msg.message_id] = blocked
+
+    def held(self, message_id: str) -> set[str]:
+        """Destinations of an admitted message that may not take it now: their recipients
+        are not tried this time (asked once, by the attempt that starts)."""
+        return self._held.pop(message_id, set())
 
     # -- the sender tells ----------------------------------------------------
 

@@ -45,9 +45,9 @@ class Attempt:
 
     __slots__ = ("domains", "jobs", "message", "results", "via", "waiting")
 
-    def __init__(self, message: QueuedMessage) -> None:
+    def __init__(self, message: QueuedMessage, held: set[str]) -> None:
         self.message = message
-        self.domains = destinations_of(message)  # counted in flight by the shaper
+        self.domains = destinations_of(message) - held  # counted in flight by the shaper
         self.results: list[RecipientResult] = []
         self.via: dict[str, Via] = {}  # lower-case address -> the session it was tried in
         self.waiting = 0
@@ -261,7 +261,8 @@ class DeliveryEngine(service.Service):
 
     def start_attempt(self, message: QueuedMessage) -> None:
         envelope = message.envelope
-        attempt = Attempt(message)
+        held = self.gate.held(message.message_id)
+        attempt = Attempt(message, held)
         self.attempts[message.message_id] = attempt
         data = message.data or b""
         body = dot_stuff(data)  # once per message, shared by its jobs (TWISTED.md §2.3)
@@ -278,6 +279,11 @@ class DeliveryEngine(service.Service):
             job.note("--> Sending email to: " + ", ".join(recipients))
             if not domain:
                 job.finish_all(HARD, "550 5.1.3 address has no domain", 550)
+                continue
+            if domain in held:
+                # Its destination may not take more now (suspended, rate, its share of
+                # connections): not tried; the message comes back for these recipients.
+                job.finish_with([RecipientResult(a, UNTRIED) for a in recipients])
                 continue
             self._resolving.add(job)
             d = self.resolver.resolve(domain)

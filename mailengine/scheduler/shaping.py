@@ -20,6 +20,7 @@ from mailengine.scheduler.caps import bandwidth_cap, hourly_message_cap
 from mailengine.scheduler.rules import SUSPEND, THROTTLE, Reaction, Rule, Rulebook
 
 IN_FLIGHT_PER_CONNECTION = 4  # messages a destination may hold in flight per connection
+MIN_IN_FLIGHT = 32  # ... and at least this many (the send loop's window is 256 or more)
 PACE_SLACK_SECONDS = 1.0  # a paced destination may catch up this much after a pause
 RAMP_FACTOR = 1.1  # throttle recovery: +10 % per step (KumoMTA PR #594)
 MAX_RAMP_STEPS = 200  # 1.1**200 is far past any ceiling; avoids float overflow
@@ -223,7 +224,7 @@ class Shaper:
         """Messages a destination may hold in flight: enough to keep its connections busy."""
         rule = dest.rule
         connections = rule.max_connections if rule and rule.max_connections else self.per_host
-        return IN_FLIGHT_PER_CONNECTION * max(1, connections)
+        return max(MIN_IN_FLIGHT, IN_FLIGHT_PER_CONNECTION * connections)
 
     def per_minute(self, dest: DestinationState, now: float) -> float:
         """The destination's current rate cap (0: none)."""

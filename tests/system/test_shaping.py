@@ -270,3 +270,30 @@ def test_destinations_view_suspends_resumes_and_shows_state_and_metrics(engine_f
     assert status == 200, reply
     wait_for(lambda: len(sink.received()) == 3, what="the resumed mail")
     assert call(engine, "/api/destinations/held.test/explode", "POST")[0] == 404
+
+
+def test_a_message_for_a_suspended_and_a_healthy_domain_goes_to_the_healthy_one_now(
+    engine_factory, sinks
+):
+    from tests.system.test_web_delivery import TOKEN, call
+
+    held, fine = sinks("127.0.3.14"), sinks("127.0.3.15")
+    engine = engine_factory(
+        settings(
+            dns={"bypass": [route("held.test", held), route("fine.test", fine)]},
+            web={"api_token": TOKEN},
+        )
+    )
+    assert call(engine, "/api/destinations/held.test/suspend", "POST")[0] == 200
+    with smtplib.SMTP("127.0.0.1", engine.smtp_port, timeout=30) as client:
+        client.sendmail(
+            "s@src.test", ["a@held.test", "b@fine.test"], b"Subject: both\r\n\r\nhi\r\n"
+        )
+    wait_for(lambda: fine.received(), what="the healthy half")
+    assert not held.received()
+    assert call(engine, "/api/destinations/held.test/retry", "POST")[0] == 200
+    wait_for(lambda: held.received(), what="the held half after retry now")
+    assert [m.rcpts for m in held.received() + fine.received()] == [
+        ["a@held.test"],
+        ["b@fine.test"],
+    ]

@@ -86,8 +86,8 @@ def test_reaction_first_match_wins_case_insensitive_on_whole_reply():
 
 
 def test_rule_less_destination_may_hold_four_messages_per_host_connection_in_flight():
-    s = shaper(per_host=2)
-    for _ in range(8):
+    s = shaper(per_host=10)
+    for _ in range(40):
         assert s.may_send("a.test", 0.0) is None
         s.sending("a.test", 0.0)
     assert s.may_send("a.test", 0.0) == Wait(Reason.CONNECTION_CAP)
@@ -103,8 +103,9 @@ def test_rule_connections_size_the_budget():
     assert s.state("a.test", 0.0).label == "sending"  # not known yet
     s.destination("a.test")
     assert s.state("a.test", 0.0).label == "at most 9/min"
-    for _ in range(4):
-        s.destination("a.test").in_flight += 1
+    s.destination("a.test").in_flight = 31
+    assert s.may_send("a.test", 0.0) is None
+    s.destination("a.test").in_flight = 32
     assert s.may_send("a.test", 0.0) == Wait(Reason.CONNECTION_CAP)
     assert s.state("a.test", 0.0).kind == "connection_capped"
 
@@ -310,9 +311,11 @@ def test_configure_matches_known_destinations_again():
     s = shaper()
     s.sending("a.test", 0.0)
     rule = Rule("r", domains=("a.test",), max_messages_per_minute=5)
-    s.configure(Rulebook((rule,)), per_host=3)
+    s.configure(Rulebook((rule,)), per_host=9)
     assert s.destinations["a.test"].rule is rule
-    assert s.budget(s.destination("b.test")) == 12
+    assert s.budget(s.destination("b.test")) == 36
+    s.configure(Rulebook((rule,)), per_host=1)
+    assert s.budget(s.destination("b.test")) == 32  # never below MIN_IN_FLIGHT
 
 
 # -- the whole engine ----------------------------------------------------------

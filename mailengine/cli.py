@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mailengine import __version__
-from mailengine.queue.envelope import MAX_PRIORITY
+from mailengine.scheduler.retry import MAX_PRIORITY
 
 COMMANDS_HELP = """\
 commands:

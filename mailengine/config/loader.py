@@ -7,25 +7,11 @@ import os
 import tomllib
 from typing import Any
 
-from mailengine.config.kinds import Invalid, TableList
+from mailengine.config.errors import ConfigError, describe_error
+from mailengine.config.kinds import Invalid
 from mailengine.config.kinds import shown as _shown
 from mailengine.config.model import Config
-from mailengine.config.schema import BY_NAME, SECTIONS, SETTINGS, Setting, cross_problems
-
-
-class ConfigError(Exception):
-    """One or more bad settings; ``problems`` holds one line per problem."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-def describe_error(path: str, setting: Setting, raw: Any, why: str) -> str:
-    if isinstance(setting.kind, TableList) and isinstance(raw, list):
-        # The tables' own problems say which entry (the n-th block) and field.
-        return f"{path}: [[{setting.section}.{setting.key}]] {why}"
-    return f"{path}: [{setting.section}] {setting.key} = {_shown(raw)}: {why}"
+from mailengine.config.schema import BY_NAME, SECTIONS, SETTINGS, cross_problems
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:

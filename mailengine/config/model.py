@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mailengine.config.errors import ConfigError, describe_error
+from mailengine.config.kinds import Invalid
 from mailengine.config.schema import BY_NAME, SECTIONS, SETTINGS, cross_problems
 
 Listener = Callable[[str, str, Any], None]
@@ -72,9 +74,6 @@ class Config:
 
     def apply(self, section: str, key: str, raw: Any) -> Any:
         """Validate ``raw`` and make it current; raises ConfigError. Does not write the file."""
-        from mailengine.config.kinds import Invalid
-        from mailengine.config.loader import ConfigError, describe_error
-
         setting = BY_NAME.get((section, key))
         if setting is None:
             raise ConfigError([f"{self.path}: [{section}] {key} is not a setting"])

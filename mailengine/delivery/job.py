@@ -8,14 +8,19 @@ recipients' outcomes once, to the attempt that made it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from mailengine.delivery.outcome import SENT, RecipientResult
 from mailengine.delivery.plan import Hop
 from mailengine.delivery.transaction import Transaction, render_dialogue
 
-if TYPE_CHECKING:
-    from mailengine.delivery.client import OutboundClient
+
+class Connection(Protocol):
+    """What a job reads of the connection it starts on (``client.OutboundClient``)."""
+
+    owner: Any
+    opening_lines: tuple[str, ...]
+
 
 Finished = Callable[["Job", list[RecipientResult]], None]
 
@@ -94,7 +99,7 @@ class Job:
     def note(self, line: str) -> None:
         self.lines.append(line)
 
-    def on_connection(self, client: OutboundClient) -> None:
+    def on_connection(self, client: Connection) -> None:
         """The job starts on ``client``: its greeting and EHLO belong to the transcript."""
         self.started = True
         self.pool = client.owner

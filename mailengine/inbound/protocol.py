@@ -15,7 +15,7 @@ fixes the traps listed in shared/TWISTED.md §0-1:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.protocol import connectionDone
@@ -23,8 +23,9 @@ from twisted.logger import Logger
 from twisted.mail import smtp
 from twisted.python.failure import Failure
 
+from mailengine.engine import Engine
 from mailengine.inbound.data import DataReader
-from mailengine.inbound.intake import SessionFacts, Transaction
+from mailengine.inbound.intake import Intake, SessionFacts, Transaction
 from mailengine.inbound.received import clean_helo, with_protocol
 from mailengine.inbound.replies import (
     check_mail_parameters,
@@ -42,8 +43,18 @@ from mailengine.policy.relay import (
 )
 from mailengine.queue.suppression import Entry
 
-if TYPE_CHECKING:
-    from mailengine.inbound.server import InboundFactory
+
+class SessionServer(Protocol):
+    """What a session needs from the factory that made it (``server.InboundFactory``)."""
+
+    engine: Engine
+    intake: Intake
+    draining: bool
+
+    def has_auth_users(self) -> bool: ...
+
+    def session_ended(self, session: InboundESMTP) -> None: ...
+
 
 log = Logger(namespace="mailengine.inbound")
 
@@ -59,7 +70,7 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
     transport: Any  # a TCP (and TLS-capable) transport once connected
     portal: Any
 
-    def __init__(self, server: InboundFactory, peer_ip: str, chal: Any, tls: Any) -> None:
+    def __init__(self, server: SessionServer, peer_ip: str, chal: Any, tls: Any) -> None:
         super().__init__(chal=chal, contextFactory=tls)
         self.server = server
         self.engine = server.engine

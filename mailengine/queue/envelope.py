@@ -9,6 +9,7 @@ import attrs
 
 from mailengine.queue import inf
 from mailengine.queue.timestamps import format_retry, format_stamp, parse_retry, parse_stamp
+from mailengine.scheduler.retry import MAX_PRIORITY
 
 ADDRESS_KEYS = {
     "rcpttosend": "rcpt_to_send",
@@ -30,7 +31,6 @@ MANAGED_KEYS = {
     "status",
     *ADDRESS_KEYS,
 }
-MAX_PRIORITY = 99
 # Numbers in ASCII digits only: int() would also take "1_000", " 7" or Arabic-Indic digits.
 _NUMBER = re.compile(r"^-?[0-9]{1,18}$")
 # An address goes on the wire inside <...>: no white space, brackets, commas or controls.

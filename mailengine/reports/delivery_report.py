@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mailengine.delivery.outcome import HARD, SOFT, AttemptSummary, RecipientResult
 from mailengine.queue.envelope import Envelope
+from mailengine.queue.results import HARD, SOFT, AttemptSummary, RecipientResult
 from mailengine.queue.timestamps import format_stamp
 from mailengine.reports.mail import finish, header_block, postmaster
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from email.parser import BytesHeaderParser
 from email.utils import formatdate
 
-from mailengine.delivery.outcome import HARD, RecipientResult
 from mailengine.queue.content import split_headers
 from mailengine.queue.envelope import Envelope
+from mailengine.queue.results import HARD, RecipientResult
 from mailengine.reports.categories import category_text
 from mailengine.reports.mail import finish, header_block, postmaster
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from mailengine.delivery.outcome import RecipientResult
+from mailengine.queue.results import RecipientResult
 from mailengine.reports.mail import finish, header_block, postmaster
 
 NOTICE_INTERVAL_SECONDS = 3600.0  # each kind of notice at most once an hour

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mailengine.queue.envelope import MAX_PRIORITY
+MAX_PRIORITY = 99  # manual §5: priorities run from 0 (first) to 99
 
 
 def retry_delay_seconds(intervals_minutes: Sequence[float], tries_made: int) -> float | None:

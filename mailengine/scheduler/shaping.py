@@ -132,6 +132,7 @@ class DestinationState:
     window_start: float = 0.0
     count_now: int = 0  # messages started in the current rate window
     count_before: int = 0  # and in the one before
+    last_started: float = -math.inf
 
     def count_started(self, now: float) -> None:
         if now - self.window_start >= RATE_WINDOW_SECONDS:
@@ -262,6 +263,7 @@ class Shaper:
         """One message for ``domain`` starts (it was allowed by ``may_send``)."""
         dest = self.destination(domain)
         dest.in_flight += 1
+        dest.last_started = now
         dest.count_started(now)
         rate = self.per_minute(dest, now)
         if rate:
@@ -303,9 +305,14 @@ class Shaper:
         return reaction
 
     def _throttle(self, dest: DestinationState, reaction: Reaction, reply: str, now: float) -> None:
+        throttle = dest.throttle
+        if throttle is not None and dest.last_started < throttle.since:
+            # Every message in flight started before the last cut: their deferrals say
+            # nothing of the new rate, so they only restart its recovery.
+            throttle.since, throttle.reply = now, reply
+            return
         current = self.per_minute(dest, now) or dest.observed_per_minute(now)
         current = max(1.0, current)
-        throttle = dest.throttle
         ceiling = throttle.ceiling if throttle is not None else current
         dest.throttle = Throttle(
             rate=max(1.0, current / 2),

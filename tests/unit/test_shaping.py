@@ -218,10 +218,23 @@ def test_a_further_deferral_halves_again_and_restarts_the_ramp():
     rule = Rule("r", domains=("a.test",), max_messages_per_minute=64)
     s = shaper(rule, reactions=(Reaction("slow", "throttle", 1),))
     s.react("a.test", "451 slow", 0.0)
+    s.sending("a.test", 30.0)  # sent at the new rate
     s.react("a.test", "451 slow", 90.0)  # 32 * 1.1 = 35.2 -> 17.6
     dest = s.destinations["a.test"]
     assert s.per_minute(dest, 90.0) == pytest.approx(17.6)
     assert dest.throttle is not None and dest.throttle.ceiling == 64
+
+
+def test_deferrals_of_messages_started_before_the_cut_only_restart_the_ramp():
+    rule = Rule("r", domains=("a.test",), max_messages_per_minute=64)
+    s = shaper(rule, reactions=(Reaction("slow", "throttle", 1),))
+    for _ in range(5):
+        s.sending("a.test", 0.0)
+    for t in (1.0, 1.1, 1.2, 70.0):  # five in flight at the old rate come back deferred
+        s.react("a.test", "451 slow", t)
+    dest = s.destinations["a.test"]
+    assert s.per_minute(dest, 70.0) == 32  # halved once, its recovery restarted at 70 s
+    assert s.per_minute(dest, 130.0) == pytest.approx(35.2)
 
 
 def test_throttle_floor_is_one_per_minute():

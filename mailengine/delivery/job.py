@@ -20,6 +20,7 @@ class Connection(Protocol):
 
     owner: Any
     opening_lines: tuple[str, ...]
+    transport: Any
 
 
 Finished = Callable[["Job", list[RecipientResult]], None]

@@ -136,7 +136,10 @@ class Transaction:
         out = []
         for i, address in enumerate(self.recipients):
             if self.is_proven(i):
-                out.append(RecipientResult(address, SENT, self.final_code(i)))
+                code, text = self._proving_reply(i)
+                # The server's words of acceptance (queue id): the event log records them.
+                reply = _reply_text(code, text) if code else ""
+                out.append(RecipientResult(address, SENT, code, reply))
                 continue
             code, text = (0, b"") if self.out_of_step else self._deciding_reply(i)
             kind = kind_of_code(code) if code else SOFT
@@ -148,10 +151,11 @@ class Transaction:
             out.append(RecipientResult(address, kind, code, reply, transcript, remote_mta))
         return out
 
-    def final_code(self, index: int) -> int:
+    def _proving_reply(self, index: int) -> tuple[int, bytes]:
+        """The reply that made recipient ``index`` sent: the dot's (test mode: its RCPT's)."""
         if self.test_mode:
-            return self.rcpt_replies[index][0]
-        return self.final_reply[0] if self.final_reply is not None else 0
+            return self.rcpt_replies[index]
+        return self.final_reply if self.final_reply is not None else (0, b"")
 
     def _deciding_reply(self, i: int) -> tuple[int, bytes]:
         """The in-step negative reply that decides recipient ``i``; (0, b"") when none."""

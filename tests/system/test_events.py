@@ -97,6 +97,8 @@ def test_every_acknowledged_recipient_has_a_received_and_one_final_event_or_wait
     assert {e["mx_ip"] for e in delivered} == {"127.0.12.1"}
     assert all(e["egress_ip"] and e["attempt"] == 1 for e in delivered)
     assert all(e["queue_seconds"] >= 0 and e["size"] > 0 for e in delivered)
+    assert {(e["reply"]["code"], e["reply"]["enhanced"]) for e in delivered} == {(250, "2.0.0")}
+    assert {e["reply"]["text"] for e in delivered} == {"queued"}  # the sink's words
     failed = [e for e in events if e["event"] == "failed"]
     assert failed and {e["category"] for e in failed} == {"bad_mailbox"}
     assert {(e["reply"]["code"], e["reply"]["enhanced"]) for e in failed} == {(550, "5.1.1")}

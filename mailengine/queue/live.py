@@ -20,11 +20,13 @@ from twisted.python.failure import Failure
 
 from mailengine.config.model import Config
 from mailengine.observe.counters import Counters
+from mailengine.queue.actions import DomainCut, cut_domain
 from mailengine.queue.commit import GroupCommit
 from mailengine.queue.content import to_canonical
 from mailengine.queue.envelope import Envelope
 from mailengine.queue.inf import InfError
 from mailengine.queue.journal import ReceiptJournal
+from mailengine.queue.location import IN_MEMORY, Location
 from mailengine.queue.retryindex import RetryIndex, epoch_of, inode_of, rcpts_counted
 from mailengine.queue.scanner import RetryScanner, ScanReport
 from mailengine.queue.store import QueueStore
@@ -46,15 +48,14 @@ PROMOTE_BATCH = 2_000
 
 @attrs.define(eq=False)
 class QueuedMessage:
-    """A message and where it is: "memory"; "journal" (in memory, its safe copy in the
-    receipt journal); "working" (files in working/, being sent); or "retry"."""
+    """A message and where it is (queue/location.py)."""
 
     envelope: Envelope
     data: bytes | None = None
-    location: str = "memory"
+    location: Location = Location.MEMORY
     inode: int = 0  # of retry/ID.inf when indexed by a scan; 0 when we wrote it
     size: int = 0
-    segment: Any = None  # the receipt journal segment holding it (location "journal")
+    segment: Any = None  # the receipt journal segment holding it (Location.JOURNAL)
     epoch: int = 0  # the retry/ scan pass during which it was last indexed
 
     @property
@@ -123,7 +124,7 @@ class LiveQueue:
         self.memory_bytes += size
 
     def _release(self, msg: QueuedMessage) -> None:
-        if msg.data is not None or msg.location == "reserved":
+        if msg.data is not None or msg.location == Location.RESERVED:
             self.memory_count -= 1
             self.memory_bytes -= msg.size
         msg.data = None
@@ -151,7 +152,7 @@ class LiveQueue:
         now = self._now()
         durable = self.config.queue.use_disk_for_relay
         size = len(data)
-        msg = QueuedMessage(envelope, None, "reserved", size=size)
+        msg = QueuedMessage(envelope, None, Location.RESERVED, size=size)
         if (
             self.consumer is None
             or self._stopping
@@ -163,7 +164,7 @@ class LiveQueue:
         self._reserve(size)
         self.messages[envelope.message_id] = msg
         if not durable:
-            self._hold(msg, data, "memory")
+            self._hold(msg, data, Location.MEMORY)
             return defer.succeed(envelope.message_id)
         try:
             msg.segment, append = self.journal.append(
@@ -177,7 +178,7 @@ class LiveQueue:
         self._arm_journal_tick()
 
         def written(_: Any) -> str:
-            self._hold(msg, data, "journal")
+            self._hold(msg, data, Location.JOURNAL)
             if self.config.smtp_out.paused:
                 self.spill_to_retry()  # paused while the append was on its way
             return envelope.message_id
@@ -214,7 +215,7 @@ class LiveQueue:
             self._background(work, "-", "removing a journal segment")
         for message_id in overdue:
             msg = self.messages.get(message_id)
-            if msg is not None and msg.location == "journal" and msg.data is not None:
+            if msg is not None and msg.location == Location.JOURNAL and msg.data is not None:
                 self._materialize(msg)
         if self.journal.has_segments:
             self._arm_journal_tick()
@@ -224,7 +225,7 @@ class LiveQueue:
         envelope, data = msg.envelope, msg.data
         assert data is not None
         inf_bytes = envelope.to_inf().encode()
-        msg.location = "working"  # later work on it runs after this write (commit order)
+        msg.location = Location.WORKING  # later work on it runs after this write (commit order)
 
         def write() -> None:
             self.store.write_data_and_inf("working", envelope.message_id, data, inf_bytes)
@@ -233,7 +234,7 @@ class LiveQueue:
         d.addCallback(lambda _: self._settle(msg))
         d.addErrback(self._log_failure, msg.message_id, "writing to working/")
 
-    def _hold(self, msg: QueuedMessage, data: bytes, location: str) -> None:
+    def _hold(self, msg: QueuedMessage, data: bytes, location: Location) -> None:
         msg.data = data
         msg.location = location
         self.schedule.add(msg.message_id, self._now(), msg.envelope.priority)
@@ -242,10 +243,10 @@ class LiveQueue:
     def _write_retry(self, msg: QueuedMessage, data: bytes, durable: bool) -> defer.Deferred:
         envelope = msg.envelope
         inf_bytes = envelope.to_inf().encode()
-        write = self.put_work("retry", envelope.message_id, "new", data, inf_bytes)
+        write = self.put_work("retry", envelope.message_id, Location.OFFLOADING, data, inf_bytes)
         # Known while its files are written, so a retry/ scan meanwhile does not
         # take it for mail another program dropped in.
-        msg.location = "offloading"
+        msg.location = Location.OFFLOADING
         self.messages[envelope.message_id] = msg
 
         def written(inode: int) -> str:
@@ -266,7 +267,7 @@ class LiveQueue:
         """A message now in retry/: active (whole, scheduled) when it is due within the
         horizon and the active set has room, else only in the compact index."""
         message_id = msg.message_id
-        msg.location = "retry"
+        msg.location = Location.RETRY
         msg.epoch = max(msg.epoch, self.scanner.epoch)
         msg.data = None
         now = self._now()
@@ -359,7 +360,7 @@ class LiveQueue:
         and manage it); messages already in flight finish their attempt.
         """
         waiting = [self.messages[k] for k in self.schedule if k in self.messages]
-        spilled = [m for m in waiting if m.location in ("memory", "journal", "working")]
+        spilled = [m for m in waiting if m.location in IN_MEMORY]
         for msg in spilled:
             self.schedule.remove(msg.message_id)
             if msg.envelope.retry_time is None:
@@ -395,7 +396,7 @@ class LiveQueue:
                 self.index.mark_seen(message_id, epoch)
                 return "known"
             return "unknown"
-        if known.location != "retry":
+        if known.location != Location.RETRY:
             return "busy"
         if known.inode in (0, inode):
             known.inode = inode
@@ -421,13 +422,15 @@ class LiveQueue:
         message_id = envelope.message_id
         known = self.messages.get(message_id)
         if known is not None:
-            if known.location != "retry" or known.inode in (0, inode):
+            if known.location != Location.RETRY or known.inode in (0, inode):
                 return False
             self.schedule.remove(message_id)  # replaced by another program
             del self.messages[message_id]
             self.counters.books.removed += len(known.envelope.rcpt_to_send)
         self.drop_indexed(message_id)
-        msg = QueuedMessage(envelope, None, "retry", inode=inode, size=envelope.received_size)
+        msg = QueuedMessage(
+            envelope, None, Location.RETRY, inode=inode, size=envelope.received_size
+        )
         msg.epoch = epoch
         self._index_retry(msg)
         self.counters.books.found += len(envelope.rcpt_to_send)
@@ -440,7 +443,7 @@ class LiveQueue:
         if known is None:
             packed = self.index.get(message_id)
             return 0 if packed is None else inode_of(packed)
-        return known.inode if known.location == "retry" else None
+        return known.inode if known.location == Location.RETRY else None
 
     def forget_if_gone(self, message_id: str, epoch: int) -> bool:
         """Its ``retry/ID.inf`` is gone (held, deleted or claimed by an operator action):
@@ -451,7 +454,7 @@ class LiveQueue:
             if packed is None or epoch_of(packed) >= epoch:
                 return False
             return self.drop_indexed(message_id)
-        if known.location != "retry" or known.epoch >= epoch:
+        if known.location != Location.RETRY or known.epoch >= epoch:
             return False
         self.forget(message_id)
         return True
@@ -463,7 +466,7 @@ class LiveQueue:
         gone = [
             message_id
             for message_id, msg in self.messages.items()
-            if msg.location == "retry" and msg.inode and msg.epoch < epoch
+            if msg.location == Location.RETRY and msg.inode and msg.epoch < epoch
         ]
         for message_id in gone:
             self.forget(message_id)
@@ -479,6 +482,63 @@ class LiveQueue:
             self._settle(msg)
             self.counters.books.removed += len(msg.envelope.rcpt_to_send)
         return msg
+
+    # -- operator actions (the web admin) on messages held in memory --------
+
+    def is_taken(self, message_id: str) -> bool:
+        """Taken by the sender (known but no longer scheduled): left alone."""
+        return message_id not in self.schedule
+
+    def cut_domain(self, msg: QueuedMessage, domain: str, now: float) -> DomainCut:
+        """Drop its recipients at ``domain`` when others remain (queue.actions.cut_domain);
+        a message in working/ gets its ``.inf`` rewritten."""
+        cut = cut_domain(msg.envelope, domain, now)
+        if cut.keep_message:
+            self.counters.books.removed += cut.removed
+            if cut.removed and msg.location == Location.WORKING:
+                inf = msg.envelope.to_inf().encode()
+                work = partial(self.store.replace_inf, "working", msg.message_id, inf)
+                self._background(work, msg.message_id, "queue file update")
+        return cut
+
+    def delete(self, msg: QueuedMessage) -> None:
+        """Forget it (its memory released, its journal copy settled), its files too."""
+        location = msg.location
+        self.forget(msg.message_id)
+        if location == Location.WORKING:
+            work = partial(self.store.delete, "working", msg.message_id)
+            self._background(work, msg.message_id, "queue file update")
+
+    def hold(self, msg: QueuedMessage, envelope: Envelope) -> defer.Deferred:
+        """Write it with ``envelope`` to hold/ (a rename from working/, else new files),
+        then forget it. Meanwhile the sender cannot take it, nor a pause, a stop or
+        the journal write it elsewhere. When the write fails it goes to retry/ instead
+        and the Deferred fails."""
+        message_id, source = msg.message_id, msg.location
+        put = self.put_work("hold", message_id, source, msg.data, envelope.to_inf().encode())
+        self.schedule.remove(message_id)
+        msg.location = Location.HOLDING
+
+        def held(_: Any) -> None:
+            self.forget(message_id)
+
+        def failed(failure: Failure) -> Failure:
+            log.failure("{id}: could not write it to hold/", failure, id=message_id)
+            msg.location = source
+            self.retry_later(msg)
+            return failure
+
+        return self.committer.submit(put, durable=True).addCallbacks(held, failed)
+
+    def make_due_now(self, msg: QueuedMessage, now: float) -> bool:
+        """Make it due now; False when it already was."""
+        due = self.schedule.due_time(msg.message_id)
+        if due is None or due <= now:
+            return False
+        self.schedule.add(msg.message_id, now, msg.envelope.priority)
+        if self.consumer is not None:
+            self.consumer.messages_due()
+        return True
 
     # -- hand-over to the sender -------------------------------------------
 
@@ -524,7 +584,7 @@ class LiveQueue:
             if group is not None:
                 self.schedule.park(message_id, group, now, msg.envelope.priority)
                 continue
-            if msg.location == "retry":
+            if msg.location == Location.RETRY:
                 if not self.has_room(msg.size or 4096):
                     self.schedule.add(message_id, now, msg.envelope.priority)
                     break
@@ -587,7 +647,7 @@ class LiveQueue:
         msg.size = len(data)
         self._reserve(msg.size)
         msg.data = data
-        msg.location = "working"
+        msg.location = Location.WORKING
         return True
 
     def retry_later(self, msg: QueuedMessage) -> defer.Deferred:
@@ -599,8 +659,8 @@ class LiveQueue:
         inf_bytes = envelope.to_inf().encode()
         data, location = msg.data, msg.location
         self._release(msg)
-        msg.location = "moving"
-        durable = location == "journal" or self.config.queue.use_disk_for_relay
+        msg.location = Location.MOVING
+        durable = location == Location.JOURNAL or self.config.queue.use_disk_for_relay
 
         put = self.put_work("retry", envelope.message_id, location, data, inf_bytes)
         due = envelope.retry_time
@@ -633,7 +693,7 @@ class LiveQueue:
             envelope.status = "done"
             inf_bytes = envelope.to_inf().encode()
             write = self.put_work("done", envelope.message_id, location, data, inf_bytes)
-        elif location == "working":
+        elif location == Location.WORKING:
             write = partial(self.store.delete, "working", envelope.message_id)
         else:
             return defer.succeed(None)
@@ -642,13 +702,18 @@ class LiveQueue:
         )
 
     def put_work(
-        self, dirname: str, message_id: str, location: str, data: bytes | None, inf_bytes: bytes
+        self,
+        dirname: str,
+        message_id: str,
+        location: Location,
+        data: bytes | None,
+        inf_bytes: bytes,
     ) -> Callable[[], int]:
         """Work that puts a message into ``dirname`` (a rename from working/, else new
         files) and returns the inode of its new ``.inf``."""
 
         def put() -> int:
-            if location == "working":
+            if location == Location.WORKING:
                 self.store.replace_inf("working", message_id, inf_bytes)
                 self.store.move(message_id, "working", dirname)
             else:
@@ -659,7 +724,7 @@ class LiveQueue:
         return put
 
     def _lost_write(
-        self, failure: Any, msg: QueuedMessage, data: bytes | None, location: str
+        self, failure: Any, msg: QueuedMessage, data: bytes | None, location: Location
     ) -> None:
         # Keep the message where it was and due again later rather than lose it.
         self.write_error = str(failure.value)
@@ -695,7 +760,7 @@ class LiveQueue:
         waits = [
             self.retry_later(msg)
             for msg in list(self.messages.values())
-            if msg.location in ("memory", "working", "journal")
+            if msg.location in IN_MEMORY
         ]
         d = defer.DeferredList(waits, consumeErrors=True)
 
@@ -710,7 +775,7 @@ class LiveQueue:
 
     def held_only_in_memory(self) -> int:
         """Messages with no copy on disk (a stop must not end while there are any)."""
-        return sum(1 for m in self.messages.values() if m.location == "memory")
+        return sum(1 for m in self.messages.values() if m.location == Location.MEMORY)
 
     def queued_recipients(self) -> int:
         """Recipients still to send of every message the engine holds (the books' queued)."""

@@ -15,24 +15,20 @@ from __future__ import annotations
 import copy
 import heapq
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from mailengine.engine import Engine
-from mailengine.queue.actions import ActionResult, QueueEntry, QueueFilter, cut_domain
+from mailengine.queue.actions import ActionResult, QueueEntry, QueueFilter
 from mailengine.queue.envelope import Envelope
 from mailengine.queue.live import QueuedMessage
+from mailengine.queue.location import BUSY as BUSY_WRITING
+from mailengine.queue.location import IN_MEMORY, Location
 
-log = Logger(namespace="mailengine.web")
 RunBlocking = Callable[[Callable[[], Any]], defer.Deferred]
 
 MEMORY = "memory"  # the web's name for messages held in memory
-# LiveQueue locations whose message data is in memory (working: its files too).
-IN_MEMORY = ("memory", "journal", "working")
-HOLDING = "holding"  # ours: hold/ is being written; the engine leaves such a message alone
 BEING_SENT = (
     "being sent now: the delivery engine has taken it for an attempt; if the attempt "
     "does not deliver it, it returns to retry/, where it can be held or deleted"
@@ -80,7 +76,7 @@ class MemoryMessages:
 
     def is_being_sent(self, msg: QueuedMessage) -> bool:
         """Taken by the delivery engine: known to the queue but no longer scheduled."""
-        return msg.message_id not in self.engine.queue.schedule
+        return self.engine.queue.is_taken(msg.message_id)
 
     def is_on_a_connection(self, msg: QueuedMessage) -> bool:
         """Taken and in a transaction now; taken messages may also wait for a connection."""
@@ -136,9 +132,9 @@ class MemoryMessages:
         """``action`` on a message the engine holds in memory; None when it has no such
         message (the caller looks for files)."""
         msg = self.engine.queue.messages.get(message_id)
-        if msg is None or msg.location == "retry":
+        if msg is None or msg.location == Location.RETRY:
             return None
-        if msg.location in (HOLDING, "moving", "reserved", "offloading"):
+        if msg.location in BUSY_WRITING:
             return ActionResult(message_id, action, False, BUSY, MEMORY)
         if not is_in_memory(msg):
             return None
@@ -156,15 +152,10 @@ class MemoryMessages:
         )
 
     def _delete(self, msg: QueuedMessage, domain: str) -> ActionResult:
-        queue, store = self.engine.queue, self.engine.store
-        message_id, source = msg.message_id, msg.location
+        queue, message_id = self.engine.queue, msg.message_id
         if domain:
-            cut = cut_domain(msg.envelope, domain, self.now())
+            cut = queue.cut_domain(msg, domain, self.now())
             if cut.keep_message:
-                queue.counters.books.removed += cut.removed
-                if cut.removed and source == "working":
-                    inf = msg.envelope.to_inf().encode()
-                    self._background(partial(store.replace_inf, "working", message_id, inf), msg)
                 return ActionResult(
                     message_id,
                     "delete",
@@ -174,29 +165,16 @@ class MemoryMessages:
                     cut.removed,
                     dest=MEMORY if cut.removed else "",
                 )
-        queue.forget(message_id)  # releases its memory, settles its journal copy
-        if source == "working":
-            self._background(partial(store.delete, "working", message_id), msg)
+        queue.delete(msg)
         count = len(msg.envelope.rcpt_to_send)
         return ActionResult(message_id, "delete", True, "deleted from memory", MEMORY, count)
 
     async def _hold(self, msg: QueuedMessage) -> ActionResult:
-        queue = self.engine.queue
-        message_id, source, data = msg.message_id, msg.location, msg.data
-        assert data is not None
+        message_id = msg.message_id
         envelope = with_note(msg.envelope, self.now(), "held by the operator")
-        inf = envelope.to_inf().encode()
-
-        # Its files in working/ are moved (manual §5: renames); otherwise written anew.
-        put = queue.put_work("hold", message_id, source, data, inf)
-        queue.schedule.remove(message_id)  # the sender cannot take it meanwhile
-        msg.location = HOLDING  # nor a pause, a stop or the journal write it elsewhere
         try:
-            await self.engine.committer.submit(put, durable=True)
+            await self.engine.queue.hold(msg, envelope)
         except Exception as exc:
-            log.failure("{id}: could not write it to hold/", id=message_id)
-            msg.location = source
-            queue.retry_later(msg)
             why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             return ActionResult(
                 message_id,
@@ -206,21 +184,10 @@ class MemoryMessages:
                 MEMORY,
                 dest="retry",
             )
-        queue.forget(message_id)
         return ActionResult(message_id, "hold", True, "held (memory -> hold/)", MEMORY, dest="hold")
 
     def _retry_now(self, msg: QueuedMessage) -> ActionResult:
-        queue, now = self.engine.queue, self.now()
-        due = queue.schedule.due_time(msg.message_id)
-        if due is not None and due > now:
-            queue.schedule.add(msg.message_id, now, msg.envelope.priority)
-            consumer = queue.consumer
-            if consumer is not None:
-                consumer.messages_due()
+        if self.engine.queue.make_due_now(msg, self.now()):
             return ActionResult(msg.message_id, "retry-now", True, "due now (in memory)", MEMORY)
         text = "already due: sent as soon as the sender has room (connections, hourly cap)"
         return ActionResult(msg.message_id, "retry-now", True, text, MEMORY)
-
-    def _background(self, work: Callable[[], Any], msg: QueuedMessage) -> None:
-        d = self.engine.committer.submit(work)
-        d.addErrback(lambda f: log.failure("{id}: queue file update failed", f, id=msg.message_id))

@@ -25,6 +25,7 @@ from mailengine.queue.actions import (
     QueueFilter,
 )
 from mailengine.queue.inf import is_valid_message_id
+from mailengine.queue.location import Location
 from mailengine.queue.shape import DomainShape, queue_shape
 from mailengine.queue.store import BadMessageId
 from mailengine.web.inmemory import MEMORY, MemoryMessages, RunBlocking
@@ -84,7 +85,7 @@ class QueueControl:
         in_memory = [
             msg.envelope
             for msg in list(self.engine.queue.messages.values())
-            if msg.location in ("memory", "journal") and msg.data is not None
+            if msg.location in (Location.MEMORY, Location.JOURNAL) and msg.data is not None
         ]
         if MEMORY not in dirs:
             in_memory = []
@@ -160,7 +161,7 @@ class QueueControl:
                 continue
             if r.source == "retry":
                 msg = queue.messages.get(r.message_id)
-                if msg is not None and msg.location == "retry":
+                if msg is not None and msg.location == Location.RETRY:
                     queue.forget(r.message_id)
             if r.dest == "retry":
                 changed.append(r.message_id)

@@ -21,9 +21,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mailengine.queue.envelope import Envelope
 from mailengine.queue.live import QueuedMessage
+from mailengine.queue.location import Location
 from mailengine.web.dashboard import dashboard_body
 from mailengine.web.metrics import render_metrics
-from mailengine.web.snapshot import count_dirs, shape_of, take_snapshot
+from mailengine.web.running import Running
+from mailengine.web.snapshot import DeliveryView, count_dirs, shape_of, take_snapshot
 from tests.twisted.web_harness import make_engine
 
 
@@ -47,7 +49,7 @@ def main() -> None:
             [f"user{i}@d{i % 1000}.test", f"other{i}@d{(i * 7) % 1000}.test"],
             time_created=now - (i % 7200),
         )
-        engine.queue.messages[env.message_id] = QueuedMessage(env, None, "retry")
+        engine.queue.messages[env.message_id] = QueuedMessage(env, None, Location.RETRY)
     for _ in range(360):
         engine.counters.received("relay", 900)
         engine.counters.delivered(880)
@@ -62,7 +64,9 @@ def main() -> None:
     copy_t, _ = timed(lambda: [m.envelope for m in engine.queue.messages.values()])
     shape_t, shape = timed(lambda: shape_of(envelopes, now))
     counts = count_dirs(engine.store)
-    snap_t, snap = timed(lambda: take_snapshot(engine, now, counts, shape))
+    snap_t, snap = timed(
+        lambda: take_snapshot(engine, now, counts, shape, DeliveryView(engine, Running()))
+    )
     page_t, page = timed(lambda: dashboard_body(snap, "csrf"))
     metrics_t, text = timed(lambda: render_metrics(snap))
     print(f"index: {n:,} messages, {2 * n:,} recipients, 1,000 domains")

@@ -143,7 +143,6 @@ class EngineService(service.MultiService):
         self.stopping = False
         self.writeback: StopWriteBack | None = None
         self._logfiles: DailyLogFiles | None = None
-        engine.parts["service"] = self  # the web admin's shutdown calls request_stop()
         checker = QueueChecker(engine, self.request_stop)
         checker.setServiceParent(self)
         watcher = RetryWatcher(engine, self.request_stop, checker.run_in_thread, checker.scan_retry)
@@ -214,8 +213,10 @@ class EngineService(service.MultiService):
         if web.port == 0 or web.allowed_ips.has_zero:
             return
         from mailengine.web.app import make_site
+        from mailengine.web.running import Running
 
-        site = make_site(self.engine)
+        # The web admin's shutdown calls request_stop(); its pages ask the delivery engine.
+        site = make_site(self.engine, Running(delivery=self.engine.parts["delivery"], service=self))
         self.engine.parts["web"] = site
         self.listeners.append(
             Listener(

@@ -21,6 +21,7 @@ from mailengine.engine import Engine
 from mailengine.web.auth import Access, Identity, identity_of, is_api
 from mailengine.web.queuecontrol import QueueControl, RunBlocking
 from mailengine.web.render import Html, el, flash_box, layout, url
+from mailengine.web.running import Running
 from mailengine.web.snapshot import (
     DeliveryView,
     LiveShape,
@@ -93,15 +94,21 @@ class Routes:
 
 class WebAdmin:
     def __init__(
-        self, engine: Engine, clock: Any, run_blocking: RunBlocking, access: Access
+        self,
+        engine: Engine,
+        clock: Any,
+        run_blocking: RunBlocking,
+        access: Access,
+        running: Running,
     ) -> None:
         self.engine = engine
+        self.running = running
         self.clock = clock
         self.run_blocking = run_blocking
         self.access = access
-        self.queue = QueueControl(engine, run_blocking, self.now)
+        self.queue = QueueControl(engine, run_blocking, self.now, running)
         self.shape = LiveShape(engine.queue, run_blocking)
-        self.delivery = DeliveryView(engine)
+        self.delivery = DeliveryView(engine, running)
 
     def now(self) -> float:
         return float(self.clock.seconds())
@@ -244,10 +251,10 @@ class WebAdmin:
 
     def shutdown(self, request: Any) -> bool:
         """Ask the service for a graceful stop; False when it is not reachable."""
-        service = self.engine.parts.get("service")
-        stop: Callable[[], None] | None = getattr(service, "request_stop", None)
-        if stop is None:
+        service = self.running.service
+        if service is None:
             return False
+        stop = service.request_stop
         log.info("web admin {user}: shutdown requested", user=identity_of(request).user)
         self.clock.callLater(0.2, stop)  # let this answer reach the browser first
         return True

@@ -32,6 +32,7 @@ from mailengine.web import (
 )
 from mailengine.web.admin import Routes, WebAdmin
 from mailengine.web.auth import Access, Gate, PasswordSource
+from mailengine.web.running import Running
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 STATIC_TYPES = {"css": b"text/css; charset=utf-8", "js": b"text/javascript; charset=utf-8"}
@@ -55,6 +56,7 @@ def build_admin(
     *,
     clock: Any = None,
     run_blocking: Callable[[Callable[[], Any]], defer.Deferred] | None = None,
+    running: Running | None = None,
 ) -> WebAdmin:
     clock = clock if clock is not None else engine.reactor
     if run_blocking is None:
@@ -65,7 +67,7 @@ def build_admin(
 
     passwords = PasswordSource(os.path.join(engine.config_dir, "password.txt"))
     access = Access(engine.config, passwords, lambda: float(clock.seconds()))
-    return WebAdmin(engine, clock, run_blocking, access)
+    return WebAdmin(engine, clock, run_blocking, access, running or Running())
 
 
 def make_app(admin: WebAdmin) -> Klein:
@@ -122,8 +124,8 @@ class QuietSite(server.Site):
         pass
 
 
-def make_site(engine: Engine) -> server.Site:
-    site = QuietSite(make_resource(engine))
+def make_site(engine: Engine, running: Running) -> server.Site:
+    site = QuietSite(make_resource(engine, running=running))
     site.noisy = False
     site.displayTracebacks = False
     return site

@@ -81,7 +81,7 @@ def audit(request: Any, action: str, domain: str) -> None:
 
 def add_routes(app: Routes, admin: WebAdmin) -> None:
     def actions() -> DestinationActions | None:
-        delivery = admin.engine.parts.get("delivery")
+        delivery = admin.running.delivery
         return delivery if hasattr(delivery, "suspend_destination") else None
 
     def act(action: str, domain: str) -> str:

@@ -25,6 +25,7 @@ from mailengine.queue.envelope import Envelope
 from mailengine.queue.live import QueuedMessage
 from mailengine.queue.location import BUSY as BUSY_WRITING
 from mailengine.queue.location import IN_MEMORY, Location
+from mailengine.web.running import Running
 
 RunBlocking = Callable[[Callable[[], Any]], defer.Deferred]
 
@@ -70,8 +71,9 @@ def with_note(envelope: Envelope, now: float, text: str) -> Envelope:
 class MemoryMessages:
     """The engine's in-memory messages as queue entries, and the actions on them."""
 
-    def __init__(self, engine: Engine, now: Callable[[], float]) -> None:
+    def __init__(self, engine: Engine, now: Callable[[], float], running: Running) -> None:
         self.engine = engine
+        self.running = running
         self.now = now
 
     def is_being_sent(self, msg: QueuedMessage) -> bool:
@@ -80,7 +82,7 @@ class MemoryMessages:
 
     def is_on_a_connection(self, msg: QueuedMessage) -> bool:
         """Taken and in a transaction now; taken messages may also wait for a connection."""
-        delivery = self.engine.parts.get("delivery")
+        delivery = self.running.delivery
         if delivery is None:
             return True  # whoever took it (a test) did not say: assume the worst
         attempt = delivery.attempts.get(msg.message_id)

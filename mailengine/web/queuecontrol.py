@@ -29,15 +29,22 @@ from mailengine.queue.location import Location
 from mailengine.queue.shape import DomainShape, queue_shape
 from mailengine.queue.store import BadMessageId
 from mailengine.web.inmemory import MEMORY, MemoryMessages, RunBlocking
+from mailengine.web.running import Running
 
 log = Logger(namespace="mailengine.web")
 
 
 class QueueControl:
-    def __init__(self, engine: Engine, run_blocking: RunBlocking, now: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        run_blocking: RunBlocking,
+        now: Callable[[], float],
+        running: Running | None = None,
+    ) -> None:
         self.engine = engine
         self.files = QueueActions(engine.store)
-        self.memory = MemoryMessages(engine, now)
+        self.memory = MemoryMessages(engine, now, running or Running())
         self.run_blocking = run_blocking
         self.now = now
 

@@ -29,6 +29,7 @@ from mailengine.queue.live import LiveQueue
 from mailengine.queue.shape import DomainShape, queue_shape
 from mailengine.queue.store import DIRS, QueueStore
 from mailengine.web.inmemory import RunBlocking
+from mailengine.web.running import Running
 
 log = Logger(namespace="mailengine.web")
 TOP_DESTINATIONS = 20
@@ -227,8 +228,8 @@ def last_hour(engine: Engine, now: float) -> tuple[tuple[Interval, ...], Interva
     return intervals, total
 
 
-def delivery_status(engine: Engine, now: float, top: int) -> DeliveryStatus | None:
-    delivery = engine.parts.get("delivery")
+def delivery_status(running: Running, now: float, top: int) -> DeliveryStatus | None:
+    delivery = running.delivery
     if delivery is None or not hasattr(delivery, "status"):
         return None
     try:
@@ -248,8 +249,11 @@ class DeliveryView:
     a reused one has its ages brought up to date.
     """
 
-    def __init__(self, engine: Engine, timer: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self, engine: Engine, running: Running, timer: Callable[[], float] = time.perf_counter
+    ) -> None:
         self.engine = engine
+        self.running = running
         self.timer = timer
         self._status: DeliveryStatus | None = None
         self._at = 0.0
@@ -267,7 +271,7 @@ class DeliveryView:
                 ),
             )
         started = self.timer()
-        status = delivery_status(self.engine, now, top)
+        status = delivery_status(self.running, now, top)
         self._cost = self.timer() - started
         self._status, self._at = status, now
         return status
@@ -282,13 +286,13 @@ def take_snapshot(
     now: float,
     dir_counts: dict[str, int],
     shape: QueueShape,
+    delivery: DeliveryView,
     top: int = TOP_DESTINATIONS,
-    delivery: DeliveryView | None = None,
 ) -> Snapshot:
     """Everything the pages show; ``dir_counts`` and ``shape`` were worked out off the reactor."""
     c = engine.counters
     intervals, traffic = last_hour(engine, now)
-    status = (delivery or DeliveryView(engine)).get(now, top)
+    status = delivery.get(now, top)
     if status is not None and status.domains:
         destinations = tuple(status.domains[:top])
     else:

@@ -65,7 +65,7 @@ def test_every_form_post_needs_a_login(admin, path):
     r = admin.post(path, {"confirm": "yes", "action": "delete", "id": "M1@h"})
     assert r.code == 302
     assert admin.engine.config.smtp_out.paused is False
-    assert admin.engine.parts["service"].stops == 0
+    assert admin.running.service.stops == 0
 
 
 @pytest.mark.parametrize(

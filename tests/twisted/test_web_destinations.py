@@ -58,7 +58,7 @@ def admin(tmp_path):
     engine, clock = make_engine(str(tmp_path))
     browser = Browser(engine, clock)
     assert browser.login().code == 303
-    browser.engine.parts["delivery"] = Delivery()
+    browser.running.delivery = Delivery()
     return browser
 
 
@@ -72,7 +72,7 @@ def test_the_destinations_page_shows_each_state_with_its_reason(admin):
 
 
 def test_the_buttons_suspend_resume_and_retry_a_destination(admin):
-    delivery = admin.engine.parts["delivery"]
+    delivery = admin.running.delivery
     r = admin.post_form("/gui/admin/destinations/suspend", {"domain": "Yahoo.TEST"})
     assert r.code == 303
     admin.post_form("/gui/admin/destinations/resume", {"domain": "yahoo.test"})

@@ -238,7 +238,7 @@ def test_a_taken_message_waiting_for_a_connection_is_not_labelled_being_sent(adm
     class Delivery:
         attempts = {"Q1@h": Attempt(False), "Q2@h": Attempt(True)}
 
-    engine.parts["delivery"] = Delivery()
+    admin.running.delivery = Delivery()
     relay(engine, "Q1@h", "a@x.test")
     relay(engine, "Q2@h", "b@x.test")
     engine.queue.take_due(2)

@@ -325,7 +325,7 @@ def test_pausing_shows_on_the_dashboard_and_resuming_clears_it(admin):
 
 
 def test_shutdown_asks_first_then_asks_the_service_to_stop(admin):
-    service = admin.engine.parts["service"]
+    service = admin.running.service
     r = admin.post_form("/gui/admin/controls/shutdown")
     assert "Shut down MailEngine?" in r.text and service.stops == 0
     r = admin.post_form("/gui/admin/controls/shutdown", {"confirm": "yes"})
@@ -393,7 +393,7 @@ class Delivery:
 
 
 def test_the_dashboard_uses_the_delivery_engines_status_when_it_runs(admin):
-    admin.engine.parts["delivery"] = Delivery()
+    admin.running.delivery = Delivery()
     page = admin.get("/gui/admin").text
     assert ">SENDING<" in page and "Sending: 7 connections open to 1 host." in page
     assert "mx1.big.test (192.0.2.1:25)" in page and "550 5.1.1 no such user" in page
@@ -404,7 +404,7 @@ def test_the_dashboard_uses_the_delivery_engines_status_when_it_runs(admin):
 
 
 def test_a_host_out_of_step_shows_as_misbehaving_on_the_dashboard_and_in_metrics(admin):
-    admin.engine.parts["delivery"] = Delivery()
+    admin.running.delivery = Delivery()
     page = admin.get("/gui/admin").text
     assert "misbehaving (2 protocol errors): 250 ok is no reply to DATA" in page
     samples = {
@@ -418,7 +418,7 @@ def test_a_host_out_of_step_shows_as_misbehaving_on_the_dashboard_and_in_metrics
 
 
 def test_a_pause_with_attempts_under_way_says_they_still_finish(admin):
-    admin.engine.parts["delivery"] = Delivery(open_connections=3)
+    admin.running.delivery = Delivery(open_connections=3)
     admin.post_form("/gui/admin/controls/pause")
     text = admin.get("/gui/admin/live").text
     assert ">PAUSED<" in text
@@ -427,7 +427,7 @@ def test_a_pause_with_attempts_under_way_says_they_still_finish(admin):
 
 def test_the_hourly_cap_shows_with_its_value(admin):
     change_setting(admin.engine.config, "smtp_out", "max_messages_per_hour", 5000)
-    admin.engine.parts["delivery"] = Delivery(open_connections=0, held=True)
+    admin.running.delivery = Delivery(open_connections=0, held=True)
     text = admin.get("/gui/admin/live").text
     assert ">RATE CAP<" in text and "5,000 messages were sent in the last hour" in text
     assert "no connection open" in text
@@ -448,9 +448,11 @@ def test_a_costly_delivery_status_is_asked_for_less_often(admin):
     from mailengine.web.snapshot import DeliveryView
 
     delivery = Delivery()
-    admin.engine.parts["delivery"] = delivery
+    admin.running.delivery = delivery
     ticks = iter(range(1000))
-    view = DeliveryView(admin.engine, timer=lambda: next(ticks) * 0.1)  # 0.1 s per call
+    view = DeliveryView(
+        admin.engine, admin.running, timer=lambda: next(ticks) * 0.1
+    )  # 0.1 s per call
     now = admin.clock.seconds()
     first = view.get(now, 20)
     again = view.get(now + 1.5, 20)  # within 20 x 0.1 s: reused, its ages moved on
@@ -458,7 +460,7 @@ def test_a_costly_delivery_status_is_asked_for_less_often(admin):
     assert again.hosts == first.hosts
     view.get(now + 2.5, 20)
     assert delivery.calls == 2
-    cheap = DeliveryView(admin.engine, timer=lambda: 0.0)
+    cheap = DeliveryView(admin.engine, admin.running, timer=lambda: 0.0)
     cheap.get(now, 20)
     cheap.get(now, 20)
     assert delivery.calls == 4  # a cheap answer is asked for every time

@@ -23,6 +23,7 @@ from mailengine.queue.ids import MessageIdFactory
 from mailengine.queue.live import LiveQueue
 from mailengine.queue.store import QueueStore
 from mailengine.web.app import make_resource
+from mailengine.web.running import Running
 
 START = 1_700_000_000.0
 PASSWORD = "s3cret-pass"
@@ -74,7 +75,6 @@ def make_engine(root: str, *, password: bool = True) -> tuple[Engine, task.Clock
         ids=MessageIdFactory(1, START, "mx.test"),
         hostname="mx.test",
     )
-    engine.parts["service"] = FakeService()
     return engine, clock
 
 
@@ -118,7 +118,11 @@ class Browser:
     def __init__(self, engine: Engine, clock: task.Clock) -> None:
         self.engine = engine
         self.clock = clock
-        self.resource = make_resource(engine, clock=clock, run_blocking=run_inline)
+        # The running parts the service hands the web admin: tests put fakes in.
+        self.running = Running(service=FakeService())
+        self.resource = make_resource(
+            engine, clock=clock, run_blocking=run_inline, running=self.running
+        )
         self.stub = StubTreq(self.resource)
         self.csrf = ""
 

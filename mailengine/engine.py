@@ -48,12 +48,6 @@ class Engine:
     )
     # mailq/suppression.sqlite (queue.suppression); build_engine makes it.
     suppression: SuppressionList | None = None
-    # Filled in by service.py as the parts exist:
-    #   "inbound"  - the SMTP server factory; drain() -> Deferred (graceful stop)
-    #   "resolver" - an MXResolver (mailengine.dns.answer)
-    #   "delivery" - the delivery engine; drain() -> Deferred, status() (delivery.status)
-    #   "web"      - the admin Site
-    parts: dict[str, Any] = attrs.field(factory=dict)
 
     @property
     def name(self) -> str:

@@ -6,7 +6,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
 from twisted.internet import defer, threads
@@ -50,6 +50,9 @@ from mailengine.startup import (
     try_binding,
     unwritable_queue,
 )
+
+if TYPE_CHECKING:  # imported when the parts are made (the plugin loads this module)
+    from mailengine.inbound.server import InboundFactory
 
 log = Logger(namespace="mailengine")
 
@@ -115,7 +118,6 @@ def build_engine(root: str, config: Config, reactor: Any, *, test_mode: bool = F
         retention_days=lambda: config.logs.retention_days,
         is_enabled=lambda: config.events.enabled,
     )
-    engine.parts["resolver"] = MailResolver.from_config(config, reactor)
     keys, problems = load_keys(config.dkim.key, engine.config_dir)
     if problems:
         raise StartupError(
@@ -142,11 +144,11 @@ class EngineService(service.MultiService):
         self.stopped_by_shutdown_file = False
         self.stopping = False
         self.writeback: StopWriteBack | None = None
+        self.inbound: InboundFactory | None = None  # none when receiving is off
         self._logfiles: DailyLogFiles | None = None
         checker = QueueChecker(engine, self.request_stop)
         checker.setServiceParent(self)
         watcher = RetryWatcher(engine, self.request_stop, checker.run_in_thread, checker.scan_retry)
-        engine.parts["watcher"] = watcher
         watcher.setServiceParent(self)
         StatsReporter(engine).setServiceParent(self)
         self.bookkeeper = Bookkeeper(engine)
@@ -156,7 +158,8 @@ class EngineService(service.MultiService):
         )
         webhook.setServiceParent(self)
         engine.events.flushed.append(webhook.poke)
-        preload = PreloadService(engine.parts["resolver"], engine.config, engine.reactor)
+        self.resolver = MailResolver.from_config(engine.config, engine.reactor)
+        preload = PreloadService(self.resolver, engine.config, engine.reactor)
         preload.setServiceParent(self)
         self._add_delivery()
         self._add_smtp()
@@ -165,9 +168,8 @@ class EngineService(service.MultiService):
     def _add_delivery(self) -> None:
         from mailengine.delivery.sender import DeliveryEngine
 
-        delivery = DeliveryEngine(self.engine)
-        self.engine.parts["delivery"] = delivery
-        delivery.setServiceParent(self)
+        self.delivery = DeliveryEngine(self.engine, self.resolver)
+        self.delivery.setServiceParent(self)
         if self.engine.suppression is not None:
             self.engine.suppression.on_problem = self._suppression_problem
 
@@ -178,7 +180,7 @@ class EngineService(service.MultiService):
             "against it until it can",
             text=text,
         )
-        self.engine.parts["delivery"].reporting.admin_notice(
+        self.delivery.reporting.admin_notice(
             "suppression",
             "the suppression list cannot be read",
             f"Looking up a recipient in the suppression list failed: {text}\n"
@@ -197,7 +199,7 @@ class EngineService(service.MultiService):
             raise StartupError(
                 f"STARTTLS: {exc}; change [smtp_in] tls_certificate / tls_private_key"
             ) from None
-        self.engine.parts["inbound"] = factory
+        self.inbound = factory
         self.listeners.append(
             Listener(
                 "SMTP",
@@ -216,8 +218,7 @@ class EngineService(service.MultiService):
         from mailengine.web.running import Running
 
         # The web admin's shutdown calls request_stop(); its pages ask the delivery engine.
-        site = make_site(self.engine, Running(delivery=self.engine.parts["delivery"], service=self))
-        self.engine.parts["web"] = site
+        site = make_site(self.engine, Running(delivery=self.delivery, service=self))
         self.listeners.append(
             Listener(
                 "the web admin",
@@ -270,7 +271,7 @@ class EngineService(service.MultiService):
             raise self._startup_failure(problem)
         self._logfiles = DailyLogFiles(engine.log_dir, lambda: engine.config.logs.retention_days)
         globalLogPublisher.addObserver(self._logfiles)
-        self._accept_watch = AcceptFailureWatch(engine.parts["delivery"].out_of_descriptors)
+        self._accept_watch = AcceptFailureWatch(self.delivery.out_of_descriptors)
         globalLogPublisher.addObserver(self._accept_watch)
         os.makedirs(engine.log_dir, exist_ok=True)
         for name in ("password.txt",):
@@ -317,9 +318,7 @@ class EngineService(service.MultiService):
         )
         self.ports = []
         # Received and sent transactions finish side by side, so the bound is one bound.
-        yield defer.gatherResults(
-            [self._in_flight("inbound", bound), self._in_flight("delivery", bound)]
-        )
+        yield defer.gatherResults([self._inbound_in_flight(bound), self._delivery_in_flight(bound)])
         held = sum(n for where, n in engine.queue.counts().items() if where != "retry")
         self.writeback = StopWriteBack(
             engine.queue,
@@ -338,31 +337,33 @@ class EngineService(service.MultiService):
             globalLogPublisher.removeObserver(self._logfiles)
             self._logfiles.close()
 
-    def _in_flight(self, name: str, bound: float) -> defer.Deferred:
-        """The part's drain, bounded; fires (never fails) when it is over."""
-        part = self.engine.parts.get(name)
-        if part is None or not hasattr(part, "drain"):
+    def _inbound_in_flight(self, bound: float) -> defer.Deferred:
+        """SMTP sessions' drain, bounded; fires (never fails) when it is over."""
+        inbound = self.inbound
+        if inbound is None:
             return defer.succeed(None)
-        if name == "delivery":  # it cuts its own connections at the bound, then writes back
-            d = defer.maybeDeferred(part.drain, bound)
-            limit = bound + DELIVERY_GRACE_SECONDS
-        else:
-            d = defer.maybeDeferred(part.drain)
-            limit = bound
-        d.addTimeout(limit, self.engine.reactor)
 
         def late(failure: Any) -> None:
-            if name == "inbound":
-                log.warn(
-                    "{n} SMTP sessions still open after {s} s are closed; their mail was "
-                    "not acknowledged, so their senders keep it",
-                    n=len(getattr(part, "sessions", ())),
-                    s=bound,
-                )
-            else:
-                log.failure("{name} did not finish within {s} s", failure, name=name, s=limit)
+            log.warn(
+                "{n} SMTP sessions still open after {s} s are closed; their mail was "
+                "not acknowledged, so their senders keep it",
+                n=len(inbound.sessions),
+                s=bound,
+            )
 
-        return d.addErrback(late)
+        d = defer.maybeDeferred(inbound.drain)
+        return d.addTimeout(bound, self.engine.reactor).addErrback(late)
+
+    def _delivery_in_flight(self, bound: float) -> defer.Deferred:
+        """The delivery engine cuts its own connections at the bound, then writes back;
+        bounded again (with grace); fires (never fails) when it is over."""
+        limit = bound + DELIVERY_GRACE_SECONDS
+
+        def late(failure: Any) -> None:
+            log.failure("delivery did not finish within {s} s", failure, s=limit)
+
+        d = defer.maybeDeferred(self.delivery.drain, bound)
+        return d.addTimeout(limit, self.engine.reactor).addErrback(late)
 
     def _say_still_stopping(self, bound: float) -> None:
         writeback = self.writeback

@@ -1,7 +1,7 @@
 """The delivery engine: takes due messages from the live queue, resolves their domains,
 hands jobs to the connection pools and writes each attempt back (manual §3, §5).
 
-``engine.parts["delivery"]``: ``status(now, top)`` for the web admin and
+service.py hands it to the web admin (``status(now, top)``, web/running.py) and calls
 ``drain()`` for a graceful stop.
 """
 
@@ -24,7 +24,7 @@ from mailengine.delivery.pool import Pools
 from mailengine.delivery.records import Via, attempt_events, categorize_failures
 from mailengine.delivery.reporting import FailureReporting, is_own_mail
 from mailengine.delivery.status import DeliveryStatus, DomainStatus, HostStatus
-from mailengine.dns.answer import Destination, DNSFailure, Resolution
+from mailengine.dns.answer import Destination, DNSFailure, MXResolver, Resolution
 from mailengine.engine import Engine
 from mailengine.policy.verp import encode_bounce_address
 from mailengine.queue.content import dot_stuff
@@ -62,8 +62,9 @@ class Attempt:
 class DeliveryEngine(service.Service):
     """The queue's consumer: pulls only as much as it has room for."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, resolver: MXResolver) -> None:
         self.engine = engine
+        self.resolver = resolver
         self.reactor = engine.reactor
         self.settings = ClientSettings(test_mode=engine.test_mode)
         self.gate = DestinationGate(
@@ -111,10 +112,6 @@ class DeliveryEngine(service.Service):
         if self._housekeeping is not None and self._housekeeping.active():
             self._housekeeping.cancel()
         self.gate.stop()
-
-    @property
-    def resolver(self) -> Any:
-        return self.engine.parts["resolver"]
 
     def refresh_settings(self) -> None:
         """Copy the live settings connections read on every transaction."""

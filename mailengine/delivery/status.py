@@ -47,6 +47,6 @@ class DeliveryStatus:
 
 
 class DeliveryStatusSource(Protocol):
-    """Implemented by the delivery engine (``engine.parts["delivery"]``)."""
+    """Implemented by the delivery engine (``DeliveryEngine``)."""
 
     def status(self, now: float, top: int = 20) -> DeliveryStatus: ...

@@ -1,6 +1,6 @@
 """The engine's MXResolver: bypass table, then a shared TTL cache over twisted.names (shell).
 
-One instance per engine (``engine.parts["resolver"]``). Answers are cached per
+One instance per engine (made by service.py, handed to delivery). Answers are cached per
 (name, record type), so MX hosts shared by many domains are asked about once;
 concurrent questions about one name share one query on the wire.
 """

@@ -1,6 +1,6 @@
 """The inbound SMTP factory: admission, TLS and AUTH set-up, sessions, graceful drain.
 
-``engine.parts["inbound"]`` is this factory; service.py listens with it on
+service.py makes this factory (``EngineService.inbound``), listens with it on
 each of ``[smtp_in] listen_ips`` and calls ``drain()`` on a graceful stop.
 """
 

@@ -40,13 +40,13 @@ def parts(tmp_path):
         ids=MessageIdFactory(1, 0, "me.test"),
         hostname="me.test",
     )
-    engine.parts["resolver"] = StaticResolver(
+    resolver = StaticResolver(
         {
             "d.test": Destination("d.test", (Target(10, "mx.d.test", ("192.0.2.1",)),)),
             "later.test": DNSFailure("later.test", False, "DNS timeout"),
         }
     )
-    delivery = DeliveryEngine(engine)
+    delivery = DeliveryEngine(engine, resolver)
     delivery.startService()
     yield engine, delivery, reactor
     delivery.stopService()
@@ -151,7 +151,7 @@ class LateResolver:
 
 def test_a_stop_while_dns_is_asked_ends_at_once_and_the_late_answer_dials_nothing(parts):
     engine, delivery, reactor = parts
-    resolver = engine.parts["resolver"] = LateResolver()
+    resolver = delivery.resolver = LateResolver()
     accept(engine, 1)
     reactor.advance(0)
     drained = []

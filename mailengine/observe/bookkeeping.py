@@ -4,13 +4,15 @@ at a graceful stop with one log line saying whether they balance."""
 from __future__ import annotations
 
 import os
+from typing import Any, Protocol
 
 from twisted.application import service
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from mailengine.engine import Engine
 from mailengine.observe.books import BOOKS_FILE, Books, balance_line, books_text
+from mailengine.observe.counters import Counters
+from mailengine.queue.store import QueueStore
 from mailengine.queue.timestamps import format_stamp
 
 log = Logger(namespace="mailengine.queue")
@@ -18,10 +20,32 @@ log = Logger(namespace="mailengine.queue")
 WRITE_EVERY_SECONDS = 10.0
 
 
+class QueuedRecipients(Protocol):
+    """The live queue (``LiveQueue``): what it holds, counted."""
+
+    def queued_recipients(self) -> int: ...
+
+
+class BooksParts(Protocol):
+    """What the bookkeeper needs of the engine (``Engine``)."""
+
+    @property
+    def store(self) -> QueueStore: ...
+
+    @property
+    def reactor(self) -> Any: ...
+
+    @property
+    def counters(self) -> Counters: ...
+
+    @property
+    def queue(self) -> QueuedRecipients: ...
+
+
 class Bookkeeper(service.Service):
     """Writes the books while they move; ``close()`` after the queue is written to retry/."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: BooksParts) -> None:
         self.engine = engine
         self._call: IDelayedCall | None = None
         self._written: Books | None = None

@@ -2,20 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application import service
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from mailengine.engine import Engine
+from mailengine.config.model import Config
 from mailengine.observe import statslines
+from mailengine.observe.counters import Counters
 
 log = Logger(namespace="mailengine.stats")
 
 
+class QueueMemory(Protocol):
+    """The live queue's memory use (``LiveQueue``)."""
+
+    @property
+    def memory_count(self) -> int: ...
+
+    @property
+    def memory_bytes(self) -> int: ...
+
+
+class StatsParts(Protocol):
+    """What the stats lines need of the engine (``Engine``)."""
+
+    @property
+    def counters(self) -> Counters: ...
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def reactor(self) -> Any: ...
+
+    @property
+    def queue(self) -> QueueMemory: ...
+
+
 class StatsReporter(service.Service):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: StatsParts) -> None:
         self.engine = engine
         self._call: IDelayedCall | None = None
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from mailengine.engine import Engine
+from mailengine.config.model import Config
 from mailengine.queue.actions import QueueActions
+from mailengine.queue.commit import GroupCommit
 from mailengine.queue.journal import recover_journal
-from mailengine.queue.store import DIRS
+from mailengine.queue.live import LiveQueue
+from mailengine.queue.store import DIRS, QueueStore
 
 log = Logger(namespace="mailengine.queue")
 
@@ -22,12 +24,31 @@ log = Logger(namespace="mailengine.queue")
 CLAIM_SETTLE_SECONDS = 2.0
 
 
+class QueueParts(Protocol):
+    """What the queue's services need of the engine (``Engine``)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def reactor(self) -> Any: ...
+
+    @property
+    def store(self) -> QueueStore: ...
+
+    @property
+    def queue(self) -> LiveQueue: ...
+
+    @property
+    def committer(self) -> GroupCommit: ...
+
+
 class QueueChecker(service.Service):
     """Runs the periodic queue check; ``request_stop`` is called when shutdown.txt appears."""
 
     def __init__(
         self,
-        engine: Engine,
+        engine: QueueParts,
         request_stop: Callable[[], None],
         run_in_thread: Callable[[Callable[[], Any]], defer.Deferred] | None = None,
     ) -> None:

@@ -13,18 +13,17 @@ import os
 from collections.abc import Callable
 from functools import partial
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from mailengine.config.model import Config
 from mailengine.queue.envelope import Envelope
 from mailengine.queue.inf import InfError
+from mailengine.queue.retryindex import RetryIndex
 from mailengine.queue.store import QueueStore
-
-if TYPE_CHECKING:
-    from mailengine.queue.live import LiveQueue
 
 log = Logger(namespace="mailengine.queue")
 
@@ -86,10 +85,39 @@ class _Pass:
     report: ScanReport = attrs.field(factory=ScanReport)
 
 
+class ScannedQueue(Protocol):
+    """What the scanner asks of the live queue (``LiveQueue``) it indexes retry/ for."""
+
+    @property
+    def store(self) -> QueueStore: ...
+
+    @property
+    def index(self) -> RetryIndex: ...
+
+    @property
+    def config(self) -> Config: ...
+
+    def now(self) -> float: ...
+
+    def drop_indexed(self, message_id: str) -> bool: ...
+
+    def known_inode(self, message_id: str) -> int | None: ...
+
+    def index_found(self, envelope: Envelope, inode: int, epoch: int) -> bool: ...
+
+    def forget_if_gone(self, message_id: str, epoch: int) -> bool: ...
+
+    def forget_unseen(self, epoch: int) -> int: ...
+
+    def retry_state(self, message_id: str, inode: int, epoch: int) -> str: ...
+
+    def index_unread(self, message_id: str, inode: int, mtime: float, epoch: int) -> bool: ...
+
+
 class RetryScanner:
     """Scans retry/ for ``queue``; ``scan()`` inline, ``scan_in_background()`` in threads."""
 
-    def __init__(self, queue: LiveQueue) -> None:
+    def __init__(self, queue: ScannedQueue) -> None:
         self.queue = queue
         self.store = queue.store
         # id -> (inode, epoch, why): an .inf already warned about, the pass that saw it

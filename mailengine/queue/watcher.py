@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from mailengine.engine import Engine
+from mailengine.queue.checker import QueueParts
 from mailengine.queue.inf import is_valid_message_id
 from mailengine.queue.scanner import RunInThread
 from mailengine.queue.store import SHUTDOWN_FILE
@@ -50,7 +50,7 @@ class RetryWatcher(service.Service):
 
     def __init__(
         self,
-        engine: Engine,
+        engine: QueueParts,
         request_stop: Callable[[], None],
         run_in_thread: RunInThread,
         rescan: Callable[[], Any],

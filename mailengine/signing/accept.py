@@ -3,14 +3,17 @@ message and the mail the engine writes itself (DSNs, reports, notices). Twisted 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailengine.engine import Engine
-from mailengine.signing.signer import Signed
+from mailengine.config.model import Config
+from mailengine.observe.counters import Counters
+from mailengine.signing.signer import Signed, Signer
 
 log = Logger(namespace="mailengine.signing")
 
@@ -23,11 +26,27 @@ log = Logger(namespace="mailengine.signing")
 INLINE_BYTES = 64 * 1024
 
 
+class SigningParts(Protocol):
+    """What signing needs of the engine (``Engine``): keys, settings, a thread, counts."""
+
+    @property
+    def signer(self) -> Signer: ...
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def run_in_thread(self) -> Callable[[Callable[[], Any]], Any] | None: ...
+
+    @property
+    def counters(self) -> Counters: ...
+
+
 class Signing:
     """Signs with the keys of the From: domain; a message that cannot be signed goes on
     unsigned with a warning and is counted, never refused."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: SigningParts) -> None:
         self.engine = engine
 
     def signed(self, message_id: str, content: bytes, now: float) -> defer.Deferred:

@@ -30,7 +30,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from mailengine.queue.timestamps import format_retry, format_stamp  # noqa: E402
+from mailengine.observe.timestamps import format_retry, format_stamp  # noqa: E402
 from tests.harness import EngineProcess  # noqa: E402
 from tests.sinks import SinkServer, route  # noqa: E402
 

@@ -30,7 +30,7 @@ sys.path.insert(0, REPO)
 
 from bench.profiling import py_spy  # noqa: E402
 from mailengine.observe.statslines import recv_line  # noqa: E402
-from mailengine.queue.timestamps import format_stamp  # noqa: E402
+from mailengine.observe.timestamps import format_stamp  # noqa: E402
 from tests.harness import EngineProcess, free_port, port_open, subprocess_env, wait_for  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")

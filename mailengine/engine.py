@@ -9,7 +9,6 @@ from typing import Any
 import attrs
 
 from mailengine.config.model import Config
-from mailengine.observe.bouncepatterns import shipped_patterns
 from mailengine.observe.counters import Counters
 from mailengine.observe.eventlog import EventLog
 from mailengine.observe.recent import RecentFailures
@@ -18,6 +17,7 @@ from mailengine.queue.ids import MessageIdFactory
 from mailengine.queue.live import LiveQueue
 from mailengine.queue.store import QueueStore
 from mailengine.queue.suppression import SuppressionList
+from mailengine.reports.bouncepatterns import shipped_patterns
 from mailengine.reports.categories import Pattern
 from mailengine.signing.signer import Signer
 

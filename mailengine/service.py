@@ -22,13 +22,12 @@ from mailengine.dns.preload import PreloadService
 from mailengine.dns.resolver import MailResolver
 from mailengine.engine import Engine
 from mailengine.observe.acceptwatch import AcceptFailureWatch
-from mailengine.observe.bookkeeping import Bookkeeper
-from mailengine.observe.bouncepatterns import load_patterns
 from mailengine.observe.counters import Counters
 from mailengine.observe.eventlog import EventLog
 from mailengine.observe.logfiles import DailyLogFiles
 from mailengine.observe.stats import StatsReporter
 from mailengine.observe.webhook import EventWebhook
+from mailengine.queue.bookkeeping import Bookkeeper
 from mailengine.queue.checker import QueueChecker
 from mailengine.queue.commit import GroupCommit
 from mailengine.queue.ids import MessageIdFactory
@@ -38,6 +37,7 @@ from mailengine.queue.suppression import FILE_NAME as SUPPRESSION_FILE
 from mailengine.queue.suppression import SuppressionList
 from mailengine.queue.watcher import RetryWatcher
 from mailengine.queue.writeback import StopWriteBack
+from mailengine.reports.bouncepatterns import load_patterns
 from mailengine.reports.categories import PatternError
 from mailengine.signing.keys import load_keys
 from mailengine.signing.signer import Signer

@@ -12,7 +12,7 @@ from typing import IO, Any
 from twisted.logger import ILogObserver, formatEvent
 from zope.interface import implementer
 
-from mailengine.queue.timestamps import format_stamp
+from mailengine.observe.timestamps import format_stamp
 
 _DAILY = re.compile(r"^mailengine-(\d{4})-(\d{2})-(\d{2})\.log$")
 

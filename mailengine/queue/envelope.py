@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import attrs
 
+from mailengine.observe.timestamps import format_retry, format_stamp, parse_retry, parse_stamp
 from mailengine.queue import inf
-from mailengine.queue.timestamps import format_retry, format_stamp, parse_retry, parse_stamp
 from mailengine.scheduler.retry import MAX_PRIORITY
 
 ADDRESS_KEYS = {

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+from mailengine.observe.timestamps import format_stamp
 from mailengine.queue.suppression import (
     FILE_NAME,
     Entry,
@@ -20,7 +21,6 @@ from mailengine.queue.suppression import (
     entries_from_csv,
     entries_to_csv,
 )
-from mailengine.queue.timestamps import format_stamp
 
 
 def add_suppress_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mailengine.observe.timestamps import format_stamp
 from mailengine.queue.envelope import Envelope
 from mailengine.queue.results import HARD, SOFT, AttemptSummary, RecipientResult
-from mailengine.queue.timestamps import format_stamp
 from mailengine.reports.mail import finish, header_block, postmaster
 
 

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
+from mailengine.observe.timestamps import parse_retry, parse_stamp
 from mailengine.queue.inf import parse_inf
-from mailengine.queue.timestamps import parse_retry, parse_stamp
 from tests.dnsserver import DNSServerProcess
 from tests.harness import read_text, run_cli, undeliverable_addresses, wait_for
 from tests.sinks import route

@@ -2,7 +2,6 @@
 
 import json
 
-from mailengine.observe.bouncepatterns import shipped_patterns
 from mailengine.observe.events import (
     FIELDS,
     action_records,
@@ -14,6 +13,7 @@ from mailengine.observe.events import (
 )
 from mailengine.queue.envelope import Envelope, parse_envelope
 from mailengine.queue.lastreply import last_replies, last_reply_of, update_last_replies
+from mailengine.reports.bouncepatterns import shipped_patterns
 from mailengine.reports.categories import (
     CATEGORIES,
     PatternError,

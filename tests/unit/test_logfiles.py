@@ -1,7 +1,7 @@
 import os
 
 from mailengine.observe.logfiles import DailyLogFiles, format_lines
-from mailengine.queue.timestamps import parse_stamp
+from mailengine.observe.timestamps import parse_stamp
 
 
 def event(text, when):

@@ -2,6 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailengine.observe.timestamps import format_retry, format_stamp, parse_retry, parse_stamp
 from mailengine.queue import inf
 from mailengine.queue.content import (
     build_message,
@@ -12,7 +13,6 @@ from mailengine.queue.content import (
 )
 from mailengine.queue.envelope import Envelope, parse_envelope
 from mailengine.queue.ids import MessageIdFactory
-from mailengine.queue.timestamps import format_retry, format_stamp, parse_retry, parse_stamp
 
 MANUAL_SAMPLE = """\
 log=2000/12/22 16:29:00: Finished send attempt 1, sent to 1 of 1 recipients, now done sending|

@@ -12,8 +12,8 @@ from twisted.logger import Logger
 
 from mailengine.observe.books import BOOKS_FILE, Books, balance_line, books_text
 from mailengine.observe.counters import Counters
+from mailengine.observe.timestamps import format_stamp
 from mailengine.queue.store import QueueStore
-from mailengine.queue.timestamps import format_stamp
 
 log = Logger(namespace="mailengine.queue")
 

@@ -366,20 +366,51 @@ class HostSuffixList(Kind):
 
 
 @attrs.frozen
-class AddressIPList(Kind):
-    """Single IP addresses (no ranges): each one is bound as a source address."""
+class _CheckedList(Kind):
+    """A list of strings each of which must be one thing (``what``), kept as written."""
+
+    what = "a value"
+    plural = "values"
+    example = "[]"
 
     def allowed(self) -> str:
-        return 'a list of IP addresses like ["192.0.2.10", "192.0.2.11"]'
+        return f"a list of {self.plural} like {self.example}"
+
+    def accepts(self, text: str) -> bool:
+        raise NotImplementedError
 
     def parse(self, raw: Any) -> tuple[str, ...]:
         out: list[str] = []
         for item in self._list(raw):
             text = item.strip() if isinstance(item, str) else ""
-            if not _is_ip(text):
-                raise Invalid(f"{item!r} is not an IP address; must be {self.allowed()}")
+            if not self.accepts(text):
+                raise Invalid(f"{item!r} is not {self.what}; must be {self.allowed()}")
             out.append(text)
         return tuple(out)
+
+
+@attrs.frozen
+class AddressIPList(_CheckedList):
+    """Single IP addresses (no ranges): each one is bound as a source address."""
+
+    what = "an IP address"
+    plural = "IP addresses"
+    example = '["192.0.2.10", "192.0.2.11"]'
+
+    def accepts(self, text: str) -> bool:
+        return _is_ip(text)
+
+
+@attrs.frozen
+class HostnameList(_CheckedList):
+    """Host names said in EHLO/HELO, one per source address of an egress pool."""
+
+    what = "a host name"
+    plural = "host names"
+    example = '["mta1.example.com", "mta2.example.com"]'
+
+    def accepts(self, text: str) -> bool:
+        return _is_hostname(text)
 
 
 @attrs.frozen

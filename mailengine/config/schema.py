@@ -862,6 +862,13 @@ SETTINGS += (
             fields=(
                 k.Field("name", k.Name(), "bulk"),
                 k.Field("source_ips", k.AddressIPList(), ["192.0.2.10", "192.0.2.11"]),
+                k.Field(
+                    "helo_names",
+                    k.HostnameList(),
+                    ["mta1.example.com", "mta2.example.com"],
+                    False,
+                    (),
+                ),
             ),
             unique=("name",),
         ),
@@ -869,7 +876,8 @@ SETTINGS += (
         "TCP/IP",
         """Egress pools, one [[egress.pool]] table each: the local source addresses a
        [[shaping.rule]] with pool = name sends from, each new connection from the next
-       address in turn.""",
+       address in turn. helo_names (optional): the name each address says in EHLO/HELO,
+       in the order of source_ips (one per address; left out: [server] helo_text).""",
     ),
 )
 
@@ -879,13 +887,20 @@ BY_NAME: dict[tuple[str, str], Setting] = {(s.section, s.key): s for s in SETTIN
 
 def cross_problems(get: Callable[[str, str], Any]) -> list[str]:
     """Problems between settings (``get(section, key)`` gives a parsed value): a shaping
-    rule naming an egress pool that is not defined."""
+    rule naming an egress pool that is not defined; a pool whose helo_names do not pair
+    with its source_ips."""
     pools = {row["name"] for row in get("egress", "pool")}
     return [
         f"[[shaping.rule]] entry {number}: pool = {rule['pool']!r}: no [[egress.pool]] has "
         f"that name (pools: {', '.join(sorted(pools)) or 'none'})"
         for number, rule in enumerate(get("shaping", "rule"), 1)
         if rule["pool"] and rule["pool"] not in pools
+    ] + [
+        f"[[egress.pool]] entry {number}: helo_names = {k.shown(list(pool['helo_names']))}: "
+        f"{len(pool['helo_names'])} names for {len(pool['source_ips'])} source_ips; must "
+        "be one host name per source address, in the same order (or left out)"
+        for number, pool in enumerate(get("egress", "pool"), 1)
+        if pool["helo_names"] and len(pool["helo_names"]) != len(pool["source_ips"])
     ]
 
 

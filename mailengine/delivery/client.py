@@ -92,13 +92,16 @@ class OutboundClient(LineOnlyReceiver, TimeoutMixin):
     delimiter = b"\n"  # a bare LF ends a reply line too; the CR before it is dropped
     MAX_LENGTH = ENDLESS_LINE_BYTES
 
-    def __init__(self, owner: SessionOwner, context: Any, require_tls: bool) -> None:
+    def __init__(
+        self, owner: SessionOwner, context: Any, require_tls: bool, helo: str = ""
+    ) -> None:
         settings = owner.settings
         self.owner = owner
         self.settings = settings
         self.tls_context = context  # offered to STARTTLS when the server has it
+        identity = helo.encode("ascii") if helo else settings.identity  # helo: an egress source's
         self.session = Session(
-            settings.identity, should_offer_tls=context is not None, require_tls=require_tls
+            identity, should_offer_tls=context is not None, require_tls=require_tls
         )
         self.opening: list[str] | None = []  # greeting/EHLO lines while they happen
         self.opening_lines: tuple[str, ...] = ()  # ...kept for the transcripts of its jobs

@@ -54,11 +54,12 @@ def is_descriptor_shortage(reason: Failure) -> bool:
 class _Factory(protocol.ClientFactory):
     noisy = False
 
-    def __init__(self, pool: HostPool) -> None:
+    def __init__(self, pool: HostPool, helo: str = "") -> None:
         self.pool = pool
+        self.helo = helo  # the egress source's own name; "": the engine's
 
     def buildProtocol(self, addr: Any) -> OutboundClient:
-        return self.pool.build_client()
+        return self.pool.build_client(self.helo)
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
         self.pool.connect_failed(reason)
@@ -142,23 +143,26 @@ class HostPool:
         pools.shaper.connection_opened(self.path)
         self.connecting += 1
         hop = self.hop
-        bind = pools.bind_address_for(hop.address, pools.shaper.source_for(self.path))
+        source = pools.shaper.source_for(self.path)
+        bind = pools.bind_address_for(hop.address, source.ip if source else None)
+        # The pool's HELO name goes with its address only when that address is bound.
+        helo = source.helo if source is not None and bind is not None else ""
         pools.reactor.connectTCP(
             hop.address,
             hop.port,
-            _Factory(self),
+            _Factory(self, helo),
             timeout=self.settings.connect_timeout,
             bindAddress=bind,
         )
 
-    def build_client(self) -> OutboundClient:
+    def build_client(self, helo: str = "") -> OutboundClient:
         if self.verify_name:
             context: Any = ssl.optionsForClientTLS(self.verify_name)
         elif self.plaintext_only:
             context = None
         else:
             context = self.pools.opportunistic_context
-        client = OutboundClient(self, context, require_tls=bool(self.verify_name))
+        client = OutboundClient(self, context, require_tls=bool(self.verify_name), helo=helo)
         client.callLater = self.pools.reactor.callLater  # type: ignore[method-assign]
         self.clients.add(client)
         return client

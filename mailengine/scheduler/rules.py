@@ -56,6 +56,21 @@ class Reaction:
 class EgressPool:
     name: str
     source_ips: tuple[str, ...]
+    helo_names: tuple[str, ...] = ()  # parallel to source_ips; () = [server] helo_text
+
+    def source(self, turn: int) -> Source:
+        """The ``turn``-th source (in turn, wrapping round) with its HELO name if set."""
+        index = turn % len(self.source_ips)
+        helo = self.helo_names[index] if index < len(self.helo_names) else ""
+        return Source(self.source_ips[index], helo)
+
+
+@attrs.frozen
+class Source:
+    """Where a connection comes from: a local address and the name it says in EHLO."""
+
+    ip: str
+    helo: str = ""  # "": the engine's name ([server] helo_text)
 
 
 def rules_from(rows: Iterable[Mapping[str, Any]]) -> tuple[Rule, ...]:
@@ -79,7 +94,12 @@ def reactions_from(rows: Iterable[Mapping[str, Any]]) -> tuple[Reaction, ...]:
 
 
 def pools_from(rows: Iterable[Mapping[str, Any]]) -> dict[str, EgressPool]:
-    return {str(r["name"]): EgressPool(str(r["name"]), tuple(r["source_ips"])) for r in rows}
+    return {
+        str(r["name"]): EgressPool(
+            str(r["name"]), tuple(r["source_ips"]), tuple(r.get("helo_names") or ())
+        )
+        for r in rows
+    }
 
 
 class Rulebook:

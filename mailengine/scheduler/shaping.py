@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import attrs
 
 from mailengine.scheduler.caps import bandwidth_cap, hourly_message_cap
-from mailengine.scheduler.rules import SUSPEND, THROTTLE, Reaction, Rule, Rulebook
+from mailengine.scheduler.rules import SUSPEND, THROTTLE, Reaction, Rule, Rulebook, Source
 
 IN_FLIGHT_PER_CONNECTION = 4  # messages a destination may hold in flight per connection
 MIN_IN_FLIGHT = 32  # ... and at least this many (the send loop's window is 256 or more)
@@ -374,8 +374,9 @@ class Shaper:
             else:
                 self.connections.pop(path.key, None)
 
-    def source_for(self, path: Path | None) -> str | None:
-        """The next source address of the path's egress pool, in turn; None: no pool."""
+    def source_for(self, path: Path | None) -> Source | None:
+        """The next source of the path's egress pool (address and HELO name), in turn;
+        None: no pool."""
         if path is None or not path.rule.pool:
             return None
         pool = self.rulebook.pools.get(path.rule.pool)
@@ -383,7 +384,7 @@ class Shaper:
             return None
         turn = self._turns.get(pool.name, 0)
         self._turns[pool.name] = turn + 1
-        return pool.source_ips[turn % len(pool.source_ips)]
+        return pool.source(turn)
 
     # -- views -------------------------------------------------------------
 

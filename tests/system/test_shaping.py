@@ -222,6 +222,31 @@ def test_an_egress_pool_uses_each_source_address_in_turn(engine_factory, sinks):
     assert sink.peers() == {"127.0.0.2", "127.0.0.3"}
 
 
+def test_each_egress_source_says_its_own_helo_name(engine_factory, sinks):
+    sink = sinks("127.0.3.24")
+    rule = {"name": "bulk", "domains": ["named.test"], "pool": "duo"}
+    pool = {
+        "name": "duo",
+        "source_ips": ["127.0.0.2", "127.0.0.3"],
+        "helo_names": ["out2.me.test", "out3.me.test"],
+    }
+    rule["max_messages_per_connection"] = 1
+    engine = engine_factory(
+        settings(
+            dns={"bypass": [route("named.test", sink)]},
+            shaping={"rule": [rule]},
+            egress={"pool": [pool]},
+            server={"helo_text": "engine.me.test"},
+        )
+    )
+    send(engine, "n@named.test", 4, "named")
+    wait_for(lambda: len(sink.received()) == 4, timeout=30, what="every message")
+    greetings = {
+        (s.peer, c) for s in sink.sessions for c in s.commands if c[:4] in ("EHLO", "HELO")
+    }
+    assert greetings == {("127.0.0.2", "EHLO out2.me.test"), ("127.0.0.3", "EHLO out3.me.test")}
+
+
 def test_rules_edited_through_the_api_apply_at_once_and_are_written_back(engine_factory, sinks):
     from tests.system.test_settings import api, start_engine
 

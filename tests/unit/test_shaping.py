@@ -10,6 +10,7 @@ from mailengine.scheduler.rules import (
     Reaction,
     Rule,
     Rulebook,
+    Source,
     pools_from,
     reactions_from,
     rules_from,
@@ -315,7 +316,20 @@ def test_egress_pool_sources_are_used_in_turn():
         )
     )
     path = s.path_for("a.test", ["mx.a.test"])
-    assert [s.source_for(path) for _ in range(4)] == ["127.0.0.2", "127.0.0.3"] * 2
+    assert [s.source_for(path) for _ in range(4)] == [
+        Source("127.0.0.2"),
+        Source("127.0.0.3"),
+    ] * 2
+    named = pools_from(
+        [{"name": "bulk", "source_ips": ["127.0.0.2", "127.0.0.3"], "helo_names": ["a.me", "b.me"]}]
+    )
+    s = Shaper(Rulebook((rule,), (), named))
+    path = s.path_for("a.test", ["mx.a.test"])
+    assert [s.source_for(path) for _ in range(3)] == [
+        Source("127.0.0.2", "a.me"),
+        Source("127.0.0.3", "b.me"),
+        Source("127.0.0.2", "a.me"),
+    ]
     unknown = Shaper(Rulebook((Rule("x", domains=("a.test",), pool="gone"),)))
     assert unknown.source_for(unknown.path_for("a.test", ["m"])) is None
 

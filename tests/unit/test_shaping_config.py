@@ -27,6 +27,7 @@ minutes = 0.5
 [[egress.pool]]
 name = "bulk"
 source_ips = ["127.0.0.2", "127.0.0.3"]
+helo_names = ["out2.me.test", "out3.me.test"]
 """
 
 
@@ -44,6 +45,7 @@ def test_rules_reactions_and_pools_load_into_a_rulebook(tmp_path):
     assert book.for_mx(["alt1.aspmx.l.google.com"]) is rule
     assert book.reaction_to("421 4.7.28 too much").action == "suspend"
     assert book.pools["bulk"].source_ips == ("127.0.0.2", "127.0.0.3")
+    assert book.pools["bulk"].helo_names == ("out2.me.test", "out3.me.test")
 
 
 def test_no_tables_means_no_rules(tmp_path):
@@ -70,6 +72,15 @@ def test_no_tables_means_no_rules(tmp_path):
         ('[[shaping.reaction]]\npattern = "x"\naction = "suspend"\nminutes = 0\n', "minutes > 0"),
         ('[[egress.pool]]\nname = "b"\nsource_ips = ["10.0.0.0/24"]\n', "not an IP address"),
         ('[[shaping.rule]]\nname = "x"\npool = "nope"\n', "no [[egress.pool]] has that name"),
+        (
+            '[[egress.pool]]\nname = "b"\nsource_ips = ["127.0.0.2"]\nhelo_names = ["a b"]\n',
+            "helo_names = [\"a b\"]: 'a b' is not a host name",
+        ),
+        (
+            '[[egress.pool]]\nname = "b"\nsource_ips = ["127.0.0.2", "127.0.0.3"]\n'
+            'helo_names = ["a.me"]\n',
+            'helo_names = ["a.me"]: 1 names for 2 source_ips; must be one host name per',
+        ),
     ],
 )
 def test_bad_tables_name_the_table_the_field_and_what_is_allowed(tmp_path, text, expected):

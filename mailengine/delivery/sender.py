@@ -283,6 +283,7 @@ class DeliveryEngine(service.Service):
                 job.finish_with([RecipientResult(a, UNTRIED) for a in recipients])
                 continue
             self._resolving.add(job)
+            self.shaper.dns_started(domain)
             d = self.resolver.resolve(domain)
             d.addBoth(self._answered, job)
             d.addCallback(self._resolved, job)
@@ -290,19 +291,21 @@ class DeliveryEngine(service.Service):
 
     def _answered(self, result: Any, job: Job) -> Any:
         self._resolving.discard(job)
+        self.shaper.dns_done(job.domain)
         return result
 
     def _resolved(self, answer: Resolution, job: Job) -> None:
         if job.done:
             return  # ended untried by a stop while its lookup was out
         if isinstance(answer, DNSFailure):
-            self.shaper.dns_failed(job.domain, answer.reason)
+            self.shaper.dns_failed(job.domain, answer.reason, answer.until)
             # RFC 3463: X.1.2 bad destination system; X.4.3 directory server failure.
             if answer.permanent:
                 job.finish_all(HARD, answer.reason, status="5.1.2")
             else:
                 job.finish_all(SOFT, answer.reason, status="4.4.3")
             return
+        self.shaper.dns_resolved(job.domain)
         hops = self._hops(answer)
         if not hops:
             job.finish_all(

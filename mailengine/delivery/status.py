@@ -30,8 +30,8 @@ class DomainStatus:
     last_error: str = ""
     state: str = "sending"  # scheduler.shaping.STATE_KINDS
     state_text: str = "sending"  # "throttled to 30/min", "suspended", ...
-    reason: str = ""  # the reply that suspended or throttled it
-    until: float = 0.0  # suspended: when it ends (epoch seconds)
+    reason: str = ""  # the reply that suspended or throttled it, the DNS failure
+    until: float = 0.0  # suspended: when it ends; DNS failing: when its answer expires
 
 
 @attrs.frozen

@@ -45,6 +45,10 @@ class DNSFailure:
     domain: str
     permanent: bool
     reason: str
+    # When the answers behind it leave the cache: a lookup before then gets the same
+    # failure (None: not known, e.g. a bypass entry or a fake resolver). Not part of
+    # what the failure is: the same failure asked later is kept until the same time.
+    until: float | None = attrs.field(default=None, eq=False)
 
 
 Resolution = Destination | DNSFailure

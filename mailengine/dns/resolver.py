@@ -173,9 +173,13 @@ class MailResolver:
         return result
 
     def _expires_at(self, lookup: _Pass) -> float:
+        first = self._first_expiry(lookup)
+        return first if first is not None else self.clock.seconds() + self.cache.ceiling
+
+    def _first_expiry(self, lookup: _Pass) -> float | None:
         times = [self.cache.expires_at(*key) for key in lookup.keys]
         known = [t for t in times if t is not None]
-        return min(known) if known else self.clock.seconds() + self.cache.ceiling
+        return min(known) if known else None
 
     # -- from answers to a Resolution -------------------------------------------
 
@@ -270,8 +274,16 @@ class MailResolver:
     def _resolve(self, domain: str, lookup: _Pass) -> defer.Deferred[Resolution]:
         d = defer.Deferred.fromCoroutine(self._route(domain, lookup))
         d.addCallback(self._ordered)
+        d.addCallback(self._dated, lookup)
         d.addErrback(self._bug, domain)
         return d
+
+    def _dated(self, resolution: Resolution, lookup: _Pass) -> Resolution:
+        """A failure says until when its cached answers stand (the Destinations view)."""
+        if isinstance(resolution, Destination):
+            return resolution
+        first = self._first_expiry(lookup)
+        return resolution if first is None else attrs.evolve(resolution, until=first)
 
     def _ordered(self, resolution: Resolution) -> Resolution:
         if isinstance(resolution, Destination):

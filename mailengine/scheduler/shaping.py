@@ -48,15 +48,17 @@ class Wait:
     detail: str = ""
 
 
-SENDING, SUSPENDED, THROTTLED, DNS_FAILING, CAPPED, RATED = (
+SENDING, SUSPENDED, THROTTLED, DNS_FAILING, DNS_LOOKUP, CAPPED, RATED = (
     "sending",
     "suspended",
     "throttled",
     "dns_failing",
+    "dns_lookup",
     "connection_capped",
     "rate_limited",
 )
-STATE_KINDS = (SENDING, SUSPENDED, THROTTLED, DNS_FAILING, CAPPED, RATED)
+STATE_KINDS = (SENDING, SUSPENDED, THROTTLED, DNS_FAILING, DNS_LOOKUP, CAPPED, RATED)
+LOOKING_UP = "MX lookup in progress"
 
 
 @attrs.frozen
@@ -66,7 +68,7 @@ class StateView:
     kind: str
     label: str
     reason: str = ""
-    until: float = 0.0  # suspended: when it ends
+    until: float = 0.0  # suspended: when it ends; DNS failing: when its answer expires
 
 
 @attrs.frozen
@@ -129,6 +131,8 @@ class DestinationState:
     suspended_by: str = ""  # the reply that triggered it, or "operator"
     last_error: str = ""
     is_dns_failing: bool = False
+    dns_until: float | None = None  # the failed answer is cached until then (None: unknown)
+    dns_lookups: int = 0  # MX lookups out for it now
     window_start: float = 0.0
     count_now: int = 0  # messages started in the current rate window
     count_before: int = 0  # and in the one before
@@ -154,6 +158,7 @@ class DestinationState:
     def is_idle(self, now: float) -> bool:
         return (
             self.in_flight == 0
+            and self.dns_lookups == 0
             and self.suspended_until <= now
             and (self.throttle is None or self.throttle.is_over(now))
         )
@@ -281,10 +286,40 @@ class Shaper:
             dest.last_error = ""
             dest.is_dns_failing = False
 
-    def dns_failed(self, domain: str, reason: str) -> None:
+    def dns_started(self, domain: str) -> None:
+        """An MX lookup for ``domain`` went out (``dns_done`` when it is answered)."""
+        self.destination(domain).dns_lookups += 1
+
+    def dns_done(self, domain: str) -> None:
+        dest = self.destinations.get(domain)
+        if dest is not None:
+            dest.dns_lookups = max(0, dest.dns_lookups - 1)
+
+    def dns_failed(self, domain: str, reason: str, until: float | None = None) -> None:
+        """The lookup failed; ``until``: when the failed answer leaves the cache."""
         dest = self.destination(domain)
         dest.is_dns_failing = True
+        dest.dns_until = until
         dest.last_error = reason
+
+    def dns_resolved(self, domain: str) -> None:
+        dest = self.destinations.get(domain)
+        if dest is not None and dest.is_dns_failing:
+            dest.is_dns_failing = False
+            dest.dns_until = None
+
+    def dns_wait(self, domain: str, now: float) -> Wait | None:
+        """Is ``domain`` waiting for DNS: failing (why, and until when the failed answer
+        stands if known), or its MX lookup still out?"""
+        dest = self.destinations.get(domain)
+        if dest is None:
+            return None
+        if dest.is_dns_failing:
+            until = dest.dns_until if dest.dns_until and dest.dns_until > now else None
+            return Wait(Reason.DNS_WAIT, until, dest.last_error)
+        if dest.dns_lookups:
+            return Wait(Reason.DNS_WAIT, None, LOOKING_UP)
+        return None
 
     # -- reactions and operator actions --------------------------------------
 
@@ -398,8 +433,11 @@ class Shaper:
         if dest.throttle is not None and not dest.throttle.is_over(now):
             rate = int(self.per_minute(dest, now))
             return StateView(THROTTLED, f"throttled to {rate}/min", dest.throttle.reply)
-        if dest.is_dns_failing:
-            return StateView(DNS_FAILING, "DNS failing", dest.last_error)
+        dns = self.dns_wait(domain, now)
+        if dns is not None:
+            if dest.is_dns_failing:
+                return StateView(DNS_FAILING, "DNS failing", dns.detail, dns.until or 0.0)
+            return StateView(DNS_LOOKUP, "waiting for DNS", dns.detail)
         if dest.in_flight >= self.budget(dest):
             return StateView(CAPPED, "connection-capped", "")
         if dest.rule is not None and dest.rule.max_messages_per_minute:

@@ -35,6 +35,8 @@ class DestinationActions(Protocol):
 def state_text(d: DomainStatus) -> str:
     if d.state == "suspended" and d.until:
         return f"suspended until {local_time(d.until)}"
+    if d.state == "dns_failing" and d.until:  # the failed answer is cached until then
+        return f"DNS failing (next lookup after {local_time(d.until)})"
     return d.state_text
 
 

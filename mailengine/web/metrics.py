@@ -149,7 +149,7 @@ def render_metrics(s: Snapshot) -> str:
         "mailengine_destinations",
         "gauge",
         "Destination domains the traffic shaper knows, per state (sending, suspended, "
-        "throttled, dns_failing, connection_capped, rate_limited).",
+        "throttled, dns_failing, dns_lookup, connection_capped, rate_limited).",
         [({"state": state}, n) for state, n in s.destination_states],
     )
     out += family(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import smtplib
+import socket
 import time
 
 import pytest
@@ -322,3 +323,41 @@ def test_a_message_for_a_suspended_and_a_healthy_domain_goes_to_the_healthy_one_
         ["a@held.test"],
         ["b@fine.test"],
     ]
+
+
+DNS_ZONE = """\
+test          300 SOA 60
+broken.test   SERVFAIL
+"""
+
+
+def test_destinations_show_a_lookup_in_progress_and_a_failing_one_until_its_answer_expires(
+    engine_factory, tmp_path
+):
+    from tests.dnsserver import DNSServerProcess
+    from tests.system.test_web_delivery import TOKEN, call, metrics
+
+    zone = tmp_path / "zone.txt"
+    zone.write_text(DNS_ZONE)
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # never answers
+    silent.bind(("127.0.0.1", 0))
+    slow_ns = f"slow.test,ns.slow.test,NS,127.0.0.1:{silent.getsockname()[1]}"
+    with silent, DNSServerProcess(str(zone)) as dns:
+        engine = engine_factory(
+            settings(dns={"servers": [dns.spec], "bypass": [slow_ns]}, web={"api_token": TOKEN})
+        )
+        send(engine, "b@broken.test", 1, "broken")
+        send(engine, "s@slow.test", 1, "slow")
+
+        def shown(domain, state):
+            listed = call(engine, "/api/destinations")[1]["destinations"]
+            return [d for d in listed if d["domain"] == domain and d["state"] == state]
+
+        [broken] = wait_for(lambda: shown("broken.test", "dns_failing"), what="DNS failing")
+        assert broken["reason"].startswith("DNS lookup failed") and "SERVFAIL" in broken["reason"]
+        assert broken["until"] > time.time() - 5  # the failed answer is kept until then
+        assert broken["state_text"].startswith("DNS failing (next lookup after")
+        [slow] = wait_for(lambda: shown("slow.test", "dns_lookup"), what="the lookup out")
+        assert slow["state_text"] == "waiting for DNS"
+        assert slow["reason"] == "MX lookup in progress"
+        assert metrics(engine)[("mailengine_destinations", (("state", "dns_failing"),))] >= 1

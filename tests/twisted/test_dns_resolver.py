@@ -122,11 +122,13 @@ def test_an_answer_is_reused_until_its_ttl_runs_out(resolver, wire, clock):
 
 def test_a_negative_answer_is_kept_for_the_soa_minimum(resolver, wire, clock):
     wire.set(Answer("gone.test", "MX", error="NXDOMAIN", negative_ttl=30))
+    kept_until = clock.seconds() + 30  # the failure says how long it stands
     for _ in range(3):
         failure = resolved(resolver.resolve("gone.test"))
         assert failure == DNSFailure(
             "gone.test", True, "DNS lookup failed: gone.test does not exist (NXDOMAIN)"
         )
+        assert failure.until == kept_until
     assert wire.count("gone.test") == 1
     clock.advance(30)
     resolved(resolver.resolve("gone.test"))
@@ -137,6 +139,7 @@ def test_a_transient_failure_is_kept_briefly_and_then_asked_again(resolver, wire
     wire.set(Answer("slow.test", "MX", error="timeout"))
     failure = resolved(resolver.resolve("slow.test"))
     assert not failure.permanent and "timeout" in failure.reason
+    assert failure.until == clock.seconds() + 30
     resolved(resolver.resolve("slow.test"))
     assert wire.count("slow.test") == 1
     clock.advance(30)

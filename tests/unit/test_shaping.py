@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import pytest
 
 from mailengine.scheduler.rules import (
@@ -387,6 +388,33 @@ def test_forget_idle_keeps_busy_suspended_failing_and_waiting_destinations():
     assert s.state("err.test", 1.0) == StateView("dns_failing", "DNS failing", "NXDOMAIN")
     assert s.state("busy.test", 1.0).kind == "sending"
     assert s.state("never.test", 1.0).kind == "sending"
+
+
+def test_dns_wait_says_lookup_in_progress_then_failing_until_the_answer_expires():
+    s = shaper()
+    assert s.dns_wait("slow.test", 0.0) is None
+    s.dns_started("slow.test")
+    assert s.dns_wait("slow.test", 0.0) == Wait(Reason.DNS_WAIT, None, "MX lookup in progress")
+    assert s.state("slow.test", 0.0) == StateView(
+        "dns_lookup", "waiting for DNS", "MX lookup in progress"
+    )
+    assert not s.destinations["slow.test"].is_idle(0.0)
+    s.dns_done("slow.test")
+    s.dns_failed("slow.test", "DNS lookup failed: SERVFAIL", until=30.0)
+    wait = Wait(Reason.DNS_WAIT, 30.0, "DNS lookup failed: SERVFAIL")
+    assert s.dns_wait("slow.test", 10.0) == wait
+    assert s.state("slow.test", 10.0) == StateView(
+        "dns_failing", "DNS failing", "DNS lookup failed: SERVFAIL", 30.0
+    )
+    assert s.dns_wait("slow.test", 31.0) == attrs.evolve(wait, until=None)  # still failing
+    assert s.state_counts(10.0)["dns_failing"] == 1
+    assert s.unusual(10.0, 5) == ["slow.test"]
+    s.dns_started("slow.test")
+    assert s.state("slow.test", 31.0).kind == "dns_failing"  # failing wins over asking
+    s.dns_done("slow.test")
+    s.dns_resolved("slow.test")
+    assert s.dns_wait("slow.test", 31.0) is None
+    assert s.state("slow.test", 31.0).kind == "sending"
 
 
 # -- the schedule: parking -------------------------------------------------------

@@ -16,9 +16,10 @@ from twisted.logger import Logger
 
 from mailengine.config.model import Config
 from mailengine.delivery.plan import domain_of
+from mailengine.queue.destination_states import DestinationLine
 from mailengine.queue.live import QueuedMessage
 from mailengine.scheduler.rules import SUSPEND, Rulebook, pools_from, reactions_from, rules_from
-from mailengine.scheduler.shaping import Shaper
+from mailengine.scheduler.shaping import SENDING, Shaper
 
 log = Logger(namespace="mailengine.delivery")
 
@@ -162,6 +163,15 @@ class DestinationGate:
     def resume(self, domain: str) -> None:
         self.shaper.resume(domain)
         self.offer(domain)
+
+    def unusual_lines(self, now: float) -> list[DestinationLine]:
+        """Every destination not simply sending, as mailq/destinations.json lists it."""
+        shaper, out = self.shaper, []
+        for domain in list(shaper.destinations):
+            view = shaper.state(domain, now)
+            if view.kind != SENDING:
+                out.append(DestinationLine(domain, view.kind, view.label, view.reason, view.until))
+        return out
 
     def housekeep(self, parked: Iterable[str]) -> None:
         self.shaper.forget_idle(self.reactor.seconds(), KEPT_DESTINATIONS, parked)

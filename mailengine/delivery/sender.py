@@ -28,6 +28,8 @@ from mailengine.dns.answer import Destination, DNSFailure, MXResolver, Resolutio
 from mailengine.engine import Engine
 from mailengine.policy.verp import encode_bounce_address
 from mailengine.queue.content import dot_stuff
+from mailengine.queue.destination_states import FILE_NAME as STATES_FILE
+from mailengine.queue.destination_states import encode as encode_states
 from mailengine.queue.live import QueuedMessage
 from mailengine.reports.notices import FD_WARNING, NoticeGate, disk_space_is_low
 
@@ -112,6 +114,7 @@ class DeliveryEngine(service.Service):
         if self._housekeeping is not None and self._housekeeping.active():
             self._housekeeping.cancel()
         self.gate.stop()
+        self.engine.store.remove_file(STATES_FILE)  # no engine: no states to show
 
     def refresh_settings(self) -> None:
         """Copy the live settings connections read on every transaction."""
@@ -163,9 +166,19 @@ class DeliveryEngine(service.Service):
         if now - self._last_disk_check >= DISK_CHECK_SECONDS:
             self._last_disk_check = now
             self._check_disk()
+        self._write_destination_states(now)
         self.messages_due()
         if self.running and not self.stopping:
             self._housekeeping = self.reactor.callLater(HOUSEKEEPING_SECONDS, self._housekeep)
+
+    def _write_destination_states(self, now: float) -> None:
+        """mailq/destinations.json, for `mailengine queue summary` (it reads files only)."""
+        try:
+            self.engine.store.write_file(
+                STATES_FILE, encode_states(self.gate.unusual_lines(now), now)
+            )
+        except OSError as exc:
+            log.warn("cannot write {name}: {error}", name=STATES_FILE, error=exc)
 
     def _check_disk(self) -> None:
         try:

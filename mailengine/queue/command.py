@@ -29,6 +29,9 @@ from mailengine.queue.actions import (
     plural,
 )
 from mailengine.queue.audit import audit_lines, read_books, survey
+from mailengine.queue.destination_states import FILE_NAME as STATES_FILE
+from mailengine.queue.destination_states import STALE_SECONDS, DestinationLine, state_words
+from mailengine.queue.destination_states import decode as decode_states
 from mailengine.queue.lastreply import last_replies, last_reply_of
 from mailengine.queue.shape import DomainShape, bucket_labels, format_age
 from mailengine.queue.store import DIRS, BadMessageId, QueueStore
@@ -114,16 +117,42 @@ def print_entries(entries: list[QueueEntry], total: int, now: float) -> None:
     print(plural(total, "message") + (f" ({len(entries)} shown)" if len(entries) < total else ""))
 
 
-def print_summary(shapes: list[DomainShape]) -> None:
+def read_states(mailq: str, now: float) -> dict[str, DestinationLine] | None:
+    """The running engine's destination states (None: no engine wrote them lately)."""
+    try:
+        with open(os.path.join(mailq, STATES_FILE), "rb") as fh:
+            return decode_states(fh.read(), now)
+    except OSError:
+        return None
+
+
+def clock_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def state_column(states: dict[str, DestinationLine], domain: str) -> str:
+    """The destination's state, and the reply or DNS failure behind it."""
+    line = states.get(domain)
+    if line is None:
+        return "sending"
+    words = state_words(line.state, line.state_text, line.until, clock_time)
+    return f"{words}: {line.reason}" if line.reason else words
+
+
+def print_summary(
+    shapes: list[DomainShape], states: dict[str, DestinationLine] | None = None
+) -> None:
     labels = bucket_labels()
     print(
         f"{'DOMAIN':<32} {'RCPTS':>7} {'MSGS':>6} {'OLDEST':>11} "
         + " ".join(f"{label:>6}" for label in labels)
+        + ("  STATE" if states is not None else "")
     )
     for s in shapes:
         print(
             f"{s.domain:<32} {s.recipients:>7} {s.messages:>6} {format_age(s.oldest_seconds):>11} "
             + " ".join(f"{b:>6}" for b in s.buckets)
+            + (f"  {state_column(states, s.domain)}" if states is not None else "")
         )
     total = [sum(s.buckets[i] for s in shapes) for i in range(len(labels))]
     print(
@@ -266,7 +295,14 @@ def run(args: argparse.Namespace, mailq: str) -> int:
             print("\n".join(lines))
             return 0 if ok else 1
         if command == "summary":
-            print_summary(actions.summary(tuple(args.dir or SUMMARY_DIRS), now))
+            states = read_states(mailq, now)
+            print_summary(actions.summary(tuple(args.dir or SUMMARY_DIRS), now), states)
+            if states is None:
+                print(
+                    f"(no STATE column: no running engine wrote {mailq}/{STATES_FILE} "
+                    f"in the last {STALE_SECONDS:g} s)",
+                    file=sys.stderr,
+                )
             return 0
         if command in ACTIONS:
             root = os.path.dirname(os.path.abspath(mailq))

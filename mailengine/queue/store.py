@@ -139,6 +139,12 @@ class QueueStore:
             raise ValueError(f"not a queue file name: {name!r}")
         self._write_file(os.path.join(self.root, name), data, durable=False)
 
+    def remove_file(self, name: str) -> None:
+        """Remove a file of the queue itself (``mailq/NAME``) if it is there."""
+        if os.sep in name or name.startswith("."):
+            raise ValueError(f"not a queue file name: {name!r}")
+        _remove_quietly(os.path.join(self.root, name))
+
     def write_message(
         self, dirname: str, envelope: Envelope, data: bytes, *, durable: bool = False
     ) -> None:

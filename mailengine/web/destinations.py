@@ -10,6 +10,7 @@ from twisted.logger import Logger
 
 from mailengine.config.kinds import normalise_domain
 from mailengine.delivery.status import DomainStatus
+from mailengine.queue.destination_states import state_words
 from mailengine.queue.shape import format_age as age
 from mailengine.web.admin import Routes, WebAdmin
 from mailengine.web.auth import identity_of
@@ -33,11 +34,7 @@ class DestinationActions(Protocol):
 
 
 def state_text(d: DomainStatus) -> str:
-    if d.state == "suspended" and d.until:
-        return f"suspended until {local_time(d.until)}"
-    if d.state == "dns_failing" and d.until:  # the failed answer is cached until then
-        return f"DNS failing (next lookup after {local_time(d.until)})"
-    return d.state_text
+    return state_words(d.state, d.state_text, d.until, local_time)
 
 
 def destination_json(d: DomainStatus) -> dict[str, Any]:

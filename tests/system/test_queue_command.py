@@ -147,6 +147,27 @@ def test_summary_matches_the_queues_contents(engine):
     }
 
 
+def test_summary_shows_the_running_engines_destination_states(engine):
+    api(engine, "/api/destinations/x.test/suspend", "POST")
+    send(engine, "a@x.test", "b@y.test")
+
+    def rows():
+        code, out, err = queue(engine, "summary")
+        assert code == 0, err
+        lines = out.splitlines()
+        if not lines[0].endswith("STATE"):
+            return None  # the engine's first mailq/destinations.json is not written yet
+        return {line.split()[0]: line for line in lines[1:]}
+
+    shown = wait_for(lambda: (r := rows()) and "suspended until" in r.get("x.test", "") and r)
+    assert shown["x.test"].endswith(": operator")  # who suspended it
+    assert shown["y.test"].endswith("  sending")
+    assert engine.stop() in (0, -15, 143)  # twistd's SIGTERM exit, after its stop
+    code, out, err = queue(engine, "summary")
+    assert code == 0 and not out.splitlines()[0].endswith("STATE")
+    assert "no running engine wrote" in err and "destinations.json" in err
+
+
 def test_path_tricks_and_unknown_ids_are_refused_and_change_nothing(engine):
     message_id = send(engine, "a@x.test")
     code, _, err = queue(engine, "delete", "../../config/password")

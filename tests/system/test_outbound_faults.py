@@ -102,6 +102,9 @@ def test_a_host_failing_every_session_gets_a_handful_of_connections_and_its_mail
         time.sleep(12)  # retries are due every 3 s; the back-off holds the host down
         per_minute = (server.connections - connections) * 60 / (time.monotonic() - start)
         assert per_minute <= 12, f"{server.connections} connections"
+        # A retry due every 3 s takes the message from retry/ for a moment: look at the
+        # files once both are back there.
+        wait_for(lambda: settled(engine, 2), timeout=60, what="both messages back in retry/")
         tries = {int(inf["sendtries"]) for inf in infs(engine)}
         assert tries and min(tries) >= 1
         status = call(engine, "/api/status")[1]

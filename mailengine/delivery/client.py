@@ -81,6 +81,21 @@ def describe_failure(reason: Failure) -> str:
     return text.split("\n")[0][:200]
 
 
+def connection_facts(transport: Any) -> tuple[str, str]:
+    """(our address, TLS version or "") of a connected transport, for the event log."""
+    try:
+        egress = str(transport.getHost().host)
+    except AttributeError:  # no transport or no address (tests): nothing to record
+        egress = ""
+    tls = ""
+    handle = getattr(transport, "getHandle", None)
+    if handle is not None:
+        version = getattr(handle(), "get_protocol_version_name", None)
+        if version is not None:  # an OpenSSL connection once STARTTLS ran
+            tls = str(version())
+    return egress, tls
+
+
 def is_tls_failure(reason: Failure) -> bool:
     name = type(reason.value).__module__ + "." + type(reason.value).__name__
     return "OpenSSL" in name or "service_identity" in name or "VerificationError" in name
@@ -105,6 +120,7 @@ class OutboundClient(LineOnlyReceiver, TimeoutMixin):
         )
         self.opening: list[str] | None = []  # greeting/EHLO lines while they happen
         self.opening_lines: tuple[str, ...] = ()  # ...kept for the transcripts of its jobs
+        self.facts: tuple[str, str] = ("", "")  # (our address, TLS version): _ready
         self.is_ready = False
         self.is_finished = False  # the owner has heard how this session ended
         self.is_closed = False  # connectionLost ran (the transport may not say so)
@@ -217,6 +233,8 @@ class OutboundClient(LineOnlyReceiver, TimeoutMixin):
         self.is_ready = True
         self.opening_lines = tuple(self.opening or ())
         self.opening = None
+        # Read once per session, not per job: getsockname per message cost 2 % of the relay.
+        self.facts = connection_facts(self.transport)
         self._transport().registerProducer(self, True)  # pause/resume = write timeout
         self.owner.session_ready(self)
 

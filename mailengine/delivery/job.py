@@ -20,25 +20,10 @@ class Connection(Protocol):
 
     owner: Any
     opening_lines: tuple[str, ...]
-    transport: Any
+    facts: tuple[str, str]  # (our address, TLS version or ""), read once per session
 
 
 Finished = Callable[["Job", list[RecipientResult]], None]
-
-
-def connection_facts(transport: Any) -> tuple[str, str]:
-    """(our address, TLS version or "") of a connected transport, for the event log."""
-    try:
-        egress = str(transport.getHost().host)
-    except AttributeError:  # no transport or no address (tests): nothing to record
-        egress = ""
-    tls = ""
-    handle = getattr(transport, "getHandle", None)
-    if handle is not None:
-        version = getattr(handle(), "get_protocol_version_name", None)
-        if version is not None:  # an OpenSSL connection once STARTTLS ran
-            tls = str(version())
-    return egress, tls
 
 
 class Job:
@@ -107,7 +92,7 @@ class Job:
         hop = self.hop
         self.remote_mta = hop.host
         self.mx_ip = hop.address
-        self.egress_ip, self.tls = connection_facts(client.transport)
+        self.egress_ip, self.tls = client.facts
         self.lines.append("<-- Connected to: " + hop.describe())
         self.opening = client.opening_lines
 

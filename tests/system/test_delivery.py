@@ -10,7 +10,7 @@ import pytest
 from mailengine.policy.verp import decode_bounce_address
 from mailengine.queue.inf import parse_inf
 from tests.dnsserver import DNSServerProcess
-from tests.harness import free_port, read_text, undeliverable_addresses, wait_for
+from tests.harness import events_of, free_port, read_text, undeliverable_addresses, wait_for
 from tests.sinks import SinkServer, route
 
 pytestmark = pytest.mark.system
@@ -287,6 +287,9 @@ def test_starttls_is_used_when_offered_and_a_domain_that_must_verify_fails_soft(
     wait_for(lambda: sink.received(), what="the message over TLS")
     assert [m.rcpts for m in sink.received()] == [["a@opportunistic.test"]]
     assert sink.sessions[-1].tls and "STARTTLS" in sink.sessions[-1].commands
+    engine.stop()  # the event log is flushed at the stop
+    (delivered,) = [e for e in events_of(engine.root) if e["event"] == "delivered"]
+    assert delivered["tls"].startswith("TLSv1") and delivered["egress_ip"] == "127.0.0.1"
 
 
 def test_rejected_mail_servers_are_never_dialled_and_the_next_mx_gets_the_mail(

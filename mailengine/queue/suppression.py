@@ -2,7 +2,9 @@
 
 Lookups run on the reactor thread (RCPT TO) on one read connection that never
 waits for a lock: a busy, locked, missing or corrupt database answers "not
-suppressed", reports the problem once (``on_problem``) and mail flows. Writes
+suppressed", reports the problem once (``on_problem``) and mail flows. An empty
+list costs a stat per lookup, not a query: it is known empty until its files
+change (any writer, this process or another, changes the WAL or the database). Writes
 (automatic additions, the command, the web admin) open their own connection
 and may wait for a lock; the engine runs them in a worker thread.
 """
@@ -24,6 +26,7 @@ log = Logger(namespace="mailengine.suppression")
 FILE_NAME = "suppression.sqlite"
 WRITE_TIMEOUT_SECONDS = 5.0
 CHUNK_ROWS = 10_000
+EMPTINESS_CHECK_EVERY = 1000  # lookups of a non-empty list between checks for "now empty"
 CSV_FIELDS = ("address", "reason", "source", "created", "by")
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS suppression ("
@@ -65,6 +68,24 @@ class SuppressionList:
         self._reader: sqlite3.Connection | None = None
         self.problems = 0
         self.failing = False  # told once per run of failures (alert once, not per RCPT)
+        self._wal_path = path + "-wal"
+        # The files' signature when the list was last seen empty (None: not known empty),
+        # and how many lookups of a non-empty list go by before asking again.
+        self._empty_at: tuple[int, int, int] | None = None
+        self._emptiness_check_in = 0
+
+    def _files_signature(self) -> tuple[int, int, int]:
+        """Changes whenever anybody writes: every commit goes through the WAL, and a
+        checkpoint (or a writer in another journal mode) changes the database file."""
+        signature = [0, 0, 0]
+        for i, name in ((0, self._wal_path), (1, self.path)):
+            try:
+                st = os.stat(name)
+            except OSError:
+                continue
+            signature[i] = st.st_mtime_ns
+            signature[2] ^= st.st_size << i
+        return signature[0], signature[1], signature[2]
 
     # -- reading (reactor thread) -------------------------------------------------
 
@@ -78,6 +99,30 @@ class SuppressionList:
 
     def lookup(self, address: str) -> Entry | None:
         """The entry for ``address``, or None (also when the database cannot answer)."""
+        if self._empty_at is not None or self._emptiness_check_in <= 0:
+            signature = self._files_signature()
+            if signature == self._empty_at:
+                return None  # nothing was written since the list was seen empty
+            self._empty_at = None
+            self._emptiness_check_in = EMPTINESS_CHECK_EVERY
+            try:
+                db = self._read_connection()
+                if db is None:
+                    self._empty_at = signature  # no file yet: empty until one appears
+                    return None
+                if db.execute("SELECT NOT EXISTS (SELECT 1 FROM suppression)").fetchone()[0]:
+                    # Known empty only if nothing changed around the query (a write after
+                    # it shows as a change next time; the first read may create the WAL).
+                    if self._files_signature() == signature:
+                        self._empty_at = signature
+                    else:
+                        self._emptiness_check_in = 0  # ask again at the next lookup
+                    self.failing = False
+                    return None
+            except sqlite3.Error as exc:
+                self._problem(exc)
+                return None
+        self._emptiness_check_in -= 1
         try:
             db = self._read_connection()
             if db is None:

@@ -5,6 +5,7 @@ import sqlite3
 
 from mailengine.inbound.replies import suppressed_reply
 from mailengine.queue.suppression import (
+    EMPTINESS_CHECK_EVERY,
     Entry,
     SuppressionList,
     entries_from_csv,
@@ -89,3 +90,33 @@ def test_a_locked_database_answers_at_once_and_lets_mail_through(tmp_path):
 def test_the_refusal_names_the_address_the_reason_and_the_day():
     reply = suppressed_reply("a@x.test", "bad mailbox:\n550 5.1.1", 86400 * 365)
     assert reply == b"5.1.1 <a@x.test> is suppressed (bad mailbox: 550 5.1.1, since 1971-01-01)"
+
+
+def test_an_empty_list_answers_without_a_query_until_any_writer_changes_its_files(tmp_path):
+    path = str(tmp_path / "s.sqlite")
+    listing = SuppressionList(path)
+    listing.prepare()  # the engine creates the empty database at start
+    assert listing.lookup("a@x.test") is None  # opens the reader (which creates the WAL)
+    assert listing.lookup("a@x.test") is None
+    queries: list[str] = []
+    assert listing._reader is not None
+    listing._reader.set_trace_callback(queries.append)
+    for _ in range(50):
+        assert listing.lookup("a@x.test") is None
+    assert queries == []  # known empty: a stat of its files, no SQL
+    # Another program (the `mailengine suppress` command) writes through its own list.
+    SuppressionList(path).add("a@x.test", "why", "cli", "me", 1.0)
+    assert listing.lookup("A@x.test") is not None  # seen at the very next lookup
+    SuppressionList(path).remove("a@x.test")
+    assert listing.lookup("a@x.test") is None
+
+
+def test_a_list_that_empties_is_noticed_after_some_lookups(tmp_path):
+    path = str(tmp_path / "s.sqlite")
+    listing = SuppressionList(path)
+    listing.add("a@x.test", "why", "cli", "me", 1.0)
+    assert listing.lookup("b@x.test") is None
+    listing.remove("a@x.test")
+    for _ in range(EMPTINESS_CHECK_EVERY + 1):
+        assert listing.lookup("a@x.test") is None
+    assert listing._empty_at is not None

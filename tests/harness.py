@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import socket
@@ -220,3 +221,13 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def events_of(root: str) -> list[dict[str, Any]]:
+    """Every event of the engine at ``root``, from its event log files, oldest day first."""
+    from mailengine.observe.events import parse_lines
+
+    found: list[dict[str, Any]] = []
+    for path in sorted(glob.glob(os.path.join(root, "log", "events-*.jsonl"))):
+        found.extend(parse_lines(read_text(path)))
+    return found

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 SCHEMA_VERSION = 1
 
 RECEIVED = "received"
@@ -68,7 +70,7 @@ FIELDS = (
     "detail",  # free text: the DSN's id, a suppression's reason, ...
 )
 _EMPTY: dict[str, Any] = dict.fromkeys(FIELDS)
-# One encoder: json.dumps with options builds a new one per call (twice the cost).
+# The fallback for text orjson refuses (lone surrogates from undecodable input bytes).
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _REPLY = re.compile(r"^\s*([2-5]\d\d)(?:[ -]+([245]\.\d{1,3}\.\d{1,3})\b)?[ -]*(.*)$", re.S)
 
@@ -117,10 +119,10 @@ def record(event: str, now: float, **fields: Any) -> dict[str, Any]:
     out["v"] = SCHEMA_VERSION
     out["time"] = rfc3339(now)
     out["event"] = event
-    for key, value in fields.items():
-        if key not in out:
-            raise KeyError(f"{key!r} is not an event field")
-        out[key] = value
+    out.update(fields)
+    if len(out) != len(_EMPTY):
+        unknown = sorted(set(fields) - set(_EMPTY))
+        raise KeyError(f"{unknown} not event fields")
     if out["recipient"] and out["domain"] is None:
         out["domain"] = domain_of(out["recipient"])
     return out
@@ -128,8 +130,14 @@ def record(event: str, now: float, **fields: Any) -> dict[str, Any]:
 
 def encode(event: dict[str, Any]) -> str:
     """One JSON line (UTF-8 text, no spaces, ending in a newline). U+2028/U+2029 are
-    escaped: valid JSON raw, but line breaks to many line readers."""
-    text = _ENCODER.encode(event)
+    escaped: valid JSON raw, but line breaks to many line readers.
+
+    orjson: the stdlib's encoder cost 8.8 us an event, orjson 0.8 us (issue 12: the
+    event log may cost the relay at most 10 %)."""
+    try:
+        text = orjson.dumps(event).decode()
+    except orjson.JSONEncodeError:
+        text = _ENCODER.encode(event)
     if "\u2028" in text or "\u2029" in text:
         text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
     return text + "\n"

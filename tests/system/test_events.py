@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mailengine.observe.events import FIELDS, FINAL_EVENTS, SCHEMA_VERSION, parse_lines
+from mailengine.observe.events import FIELDS, FINAL_EVENTS, SCHEMA_VERSION
 from mailengine.queue.inf import parse_inf
-from tests.harness import free_port, read_text, wait_for
+from tests.harness import events_of, free_port, read_text, wait_for
 from tests.sinks import route
 
 pytestmark = pytest.mark.system
@@ -24,13 +24,6 @@ def send(engine, rcpts, n=1, sender="sender@src.test"):
         for i in range(n):
             msg = f"Subject: events {i}\r\n\r\nhello\r\n".encode()
             client.sendmail(sender, rcpts, msg)
-
-
-def events_of(root):
-    lines = []
-    for path in sorted(glob.glob(os.path.join(root, "log", "events-*.jsonl"))):
-        lines.extend(parse_lines(read_text(path)))
-    return lines
 
 
 def retry_infs(engine):

@@ -9,8 +9,7 @@ import smtplib
 
 import pytest
 
-from mailengine.observe.events import parse_lines
-from tests.harness import read_text, run_cli, wait_for
+from tests.harness import events_of, run_cli, wait_for
 from tests.sinks import route
 
 pytestmark = pytest.mark.system
@@ -22,13 +21,6 @@ def rcpt(engine, address):
         c.ehlo("client.test")
         c.mail("sender@src.test")
         return c.rcpt(address)
-
-
-def events_of(root):
-    found = []
-    for path in sorted(glob.glob(os.path.join(root, "log", "events-*.jsonl"))):
-        found.extend(parse_lines(read_text(path)))
-    return found
 
 
 def test_a_hard_bounced_address_is_refused_at_the_next_rcpt_and_removing_it_lets_it_through(

@@ -181,3 +181,26 @@ def test_a_line_separator_in_a_reply_never_breaks_the_line():
     line = encode(r)
     assert line.count("\n") == 1 and len(line.splitlines()) == 1
     assert next(parse_lines(line))["detail"] == "a\u2028b\u2029c\nd"
+
+
+def test_text_orjson_refuses_is_still_written_as_one_json_line():
+    # Undecodable input bytes reach us as lone surrogates (surrogateescape).
+    r = record("received", 0, sender=b"caf\xe9@x.test".decode("utf-8", "surrogateescape"))
+    line = encode(r)
+    written = line.encode("utf-8", "replace")  # as the event log writes it
+    assert written.count(b"\n") == 1
+    assert next(parse_lines(written.decode()))["sender"] == "caf?@x.test"
+
+
+def test_the_encoding_matches_the_standard_library_for_every_field_kind():
+    r = record(
+        "failed",
+        1_700_000_000.5,
+        recipient="ü@x.test",
+        size=4096,
+        reply=reply_fields('550 5.1.1 "no" \\ such\tuser'),
+        queue_seconds=0.125,
+        detail="line\nbreak",
+    )
+    assert json.loads(encode(r)) == json.loads(json.dumps(r))
+    assert "ü" in encode(r)  # UTF-8, not \\u escapes

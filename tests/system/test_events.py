@@ -7,6 +7,7 @@ import json
 import os
 import smtplib
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -122,12 +123,14 @@ class Endpoint:
     def __init__(self):
         self.batches = []
         self.down = False
+        self.refused = 0  # POSTs answered 503 while down
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if endpoint.down:
+                    endpoint.refused += 1
                     self.send_response(503)
                 else:
                     endpoint.batches.append(json.loads(body))
@@ -151,8 +154,9 @@ class Endpoint:
         self.server.server_close()
 
 
+@pytest.mark.parametrize("down_seconds", [0, pytest.param(60, marks=pytest.mark.slow)])
 def test_the_webhook_gets_every_event_once_in_order_and_catches_up_after_being_down(
-    engine_factory, sinks
+    engine_factory, sinks, down_seconds
 ):
     good = sinks("127.0.12.6")
     endpoint = Endpoint()
@@ -166,6 +170,7 @@ def test_the_webhook_gets_every_event_once_in_order_and_catches_up_after_being_d
         send(engine, ["a@hook.test", "b@hook.test"], n=3)
         wait_for(lambda: len(endpoint.events()) == 12, timeout=30, what="12 events posted")
         endpoint.down = True
+        went_down = time.monotonic()
         send(engine, ["c@hook.test"], n=4)
         wait_for(lambda: len(good.received()) == 7, timeout=30, what="7 delivered")
         wait_for(
@@ -173,8 +178,15 @@ def test_the_webhook_gets_every_event_once_in_order_and_catches_up_after_being_d
             what="the webhook's failure logged",
         )
         assert len(endpoint.events()) == 12
+        # Down for a while (the issue: a minute): the webhook backs off, 1 s doubling to
+        # 60 s, instead of hammering the endpoint; nothing is posted meanwhile.
+        back_up_at = time.monotonic() + down_seconds
+        wait_for(lambda: time.monotonic() >= back_up_at, timeout=down_seconds + 10, what="time")
+        assert len(endpoint.events()) == 12
+        down_for = int(time.monotonic() - went_down)
+        assert endpoint.refused <= 2 + 2 * down_for.bit_length(), (endpoint.refused, down_for)
         endpoint.down = False
-        wait_for(lambda: len(endpoint.events()) == 20, timeout=60, what="the catch-up")
+        wait_for(lambda: len(endpoint.events()) == 20, timeout=90, what="the catch-up")
         engine.stop()
         logged = events_of(engine.root)
         assert endpoint.events() == logged  # every event once, in the log's order

@@ -80,6 +80,7 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
         self._server_settings = server.engine.config.server
         self.peer_ip = peer_ip
         self.local_ip = ""
+        self.began = 0.0  # on the suppression list's clock: its answers are at least this new
         self.auth_user = ""
         self._input = b""
         self._awaiting = False
@@ -98,6 +99,7 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
 
     def connectionMade(self) -> None:
         self.local_ip = getattr(self.transport.getHost(), "host", "")
+        self.began = self.engine.suppression.clock() if self.engine.suppression else 0.0
         super().connectionMade()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -490,7 +492,7 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
         suppression = self.engine.suppression
         if suppression is None or not self.engine.config.suppression.enabled:
             return None
-        return suppression.lookup(recipient)
+        return suppression.lookup(recipient, self.began)
 
     def do_DATA(self, rest: bytes) -> None:
         txn = self._txn

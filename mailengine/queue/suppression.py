@@ -3,8 +3,11 @@
 Lookups run on the reactor thread (RCPT TO) on one read connection that never
 waits for a lock: a busy, locked, missing or corrupt database answers "not
 suppressed", reports the problem once (``on_problem``) and mail flows. An empty
-list costs a stat per lookup, not a query: it is known empty until its files
-change (any writer, this process or another, changes the WAL or the database). Writes
+list costs no query: it is known empty until its files change (any writer, this
+process or another, changes the WAL or the database), and the files are looked at
+(a stat, which hands the GIL to the queue's writer thread) at most every
+``RECHECK_SECONDS`` and at the first lookup of a session that began after the last
+look, so a change made before a client connects is seen by that client. Writes
 (automatic additions, the command, the web admin) open their own connection
 and may wait for a lock; the engine runs them in a worker thread.
 """
@@ -15,6 +18,7 @@ import csv
 import io
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -26,6 +30,7 @@ log = Logger(namespace="mailengine.suppression")
 FILE_NAME = "suppression.sqlite"
 WRITE_TIMEOUT_SECONDS = 5.0
 CHUNK_ROWS = 10_000
+RECHECK_SECONDS = 0.05  # an empty list's files are looked at no more often than this
 EMPTINESS_CHECK_EVERY = 1000  # lookups of a non-empty list between checks for "now empty"
 CSV_FIELDS = ("address", "reason", "source", "created", "by")
 _SCHEMA = (
@@ -62,8 +67,14 @@ def normalize(address: str) -> str:
 class SuppressionList:
     """The list at ``path``; ``on_problem(text)`` hears of a lookup that failed."""
 
-    def __init__(self, path: str, on_problem: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        on_problem: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = path
+        self.clock = clock  # monotonic; sessions give their start on it
         self.on_problem = on_problem
         self._reader: sqlite3.Connection | None = None
         self.problems = 0
@@ -72,6 +83,7 @@ class SuppressionList:
         # The files' signature when the list was last seen empty (None: not known empty),
         # and how many lookups of a non-empty list go by before asking again.
         self._empty_at: tuple[int, int, int] | None = None
+        self._looked_at = float("-inf")  # when the files were last looked at (clock)
         self._emptiness_check_in = 0
 
     def _files_signature(self) -> tuple[int, int, int]:
@@ -97,10 +109,21 @@ class SuppressionList:
             self._reader = sqlite3.connect(self.path, timeout=0, check_same_thread=False)
         return self._reader
 
-    def lookup(self, address: str) -> Entry | None:
-        """The entry for ``address``, or None (also when the database cannot answer)."""
+    def lookup(self, address: str, session_start: float | None = None) -> Entry | None:
+        """The entry for ``address``, or None (also when the database cannot answer).
+
+        ``session_start`` (this list's clock): the answer reflects every change made
+        before then; None asks for the newest state."""
         if self._empty_at is not None or self._emptiness_check_in <= 0:
+            now = self.clock()
+            if (
+                self._empty_at is not None
+                and session_start is not None
+                and session_start < self._looked_at <= now < self._looked_at + RECHECK_SECONDS
+            ):
+                return None  # known empty, looked at moments ago and since the session began
             signature = self._files_signature()
+            self._looked_at = now
             if signature == self._empty_at:
                 return None  # nothing was written since the list was seen empty
             self._empty_at = None

@@ -6,6 +6,7 @@ import sqlite3
 from mailengine.inbound.replies import suppressed_reply
 from mailengine.queue.suppression import (
     EMPTINESS_CHECK_EVERY,
+    RECHECK_SECONDS,
     Entry,
     SuppressionList,
     entries_from_csv,
@@ -120,3 +121,28 @@ def test_a_list_that_empties_is_noticed_after_some_lookups(tmp_path):
     for _ in range(EMPTINESS_CHECK_EVERY + 1):
         assert listing.lookup("a@x.test") is None
     assert listing._empty_at is not None
+
+
+def test_a_busy_session_trusts_a_fresh_look_but_a_new_session_sees_every_earlier_change(
+    tmp_path,
+):
+    now = [100.0]
+    path = str(tmp_path / "s.sqlite")
+    listing = SuppressionList(path, clock=lambda: now[0])
+    listing.prepare()
+    for _ in range(3):
+        assert listing.lookup("a@x.test", session_start=50.0) is None
+    SuppressionList(path).add("a@x.test", "why", "cli", "me", 1.0)
+    # A session older than the last look, within RECHECK_SECONDS of it: the cached answer.
+    assert listing.lookup("a@x.test", session_start=50.0) is None
+    # A session that began after the last look sees the change at once...
+    now[0] += 0.001
+    assert listing.lookup("a@x.test", session_start=now[0]) is not None
+    listing.remove("a@x.test")
+    listing.lookup("b@x.test")
+    for _ in range(EMPTINESS_CHECK_EVERY + 2):
+        listing.lookup("b@x.test", session_start=50.0)
+    SuppressionList(path).add("a@x.test", "why", "cli", "me", 1.0)
+    # ...and the old session once RECHECK_SECONDS have passed.
+    now[0] += RECHECK_SECONDS
+    assert listing.lookup("a@x.test", session_start=50.0) is not None

@@ -22,13 +22,14 @@ from mailengine.dns.preload import PreloadService
 from mailengine.dns.resolver import MailResolver
 from mailengine.engine import Engine
 from mailengine.observe.acceptwatch import AcceptFailureWatch
+from mailengine.observe.books import BOOKS_FILE
 from mailengine.observe.counters import Counters
 from mailengine.observe.eventlog import EventLog
 from mailengine.observe.logfiles import DailyLogFiles
 from mailengine.observe.stats import StatsReporter
 from mailengine.observe.webhook import EventWebhook
 from mailengine.queue.bookkeeping import Bookkeeper
-from mailengine.queue.checker import QueueChecker
+from mailengine.queue.checker import QueueChecker, Role
 from mailengine.queue.commit import GroupCommit
 from mailengine.queue.ids import MessageIdFactory
 from mailengine.queue.live import LiveQueue
@@ -42,14 +43,17 @@ from mailengine.reports.categories import PatternError
 from mailengine.signing.keys import load_keys
 from mailengine.signing.signer import Signer
 from mailengine.startup import (
-    DaemonStartupError,
     Listener,
     StartupError,
     cannot_listen,
     prepare_directories,
+    smtp_listener,
+    startup_failure,
     try_binding,
     unwritable_queue,
+    web_listener,
 )
+from mailengine.workers.restarts import worker_count
 
 if TYPE_CHECKING:  # imported when the parts are made (the plugin loads this module)
     from mailengine.inbound.server import InboundFactory
@@ -80,10 +84,13 @@ def load_settings(root: str, config_path: str | None) -> Config:
     return config
 
 
-def build_engine(root: str, config: Config, reactor: Any, *, test_mode: bool = False) -> Engine:
-    """Make the engine's parts; nothing starts until the service does."""
+def build_engine(
+    root: str, config: Config, reactor: Any, *, test_mode: bool = False, worker: int = 0
+) -> Engine:
+    """Make the engine's parts (of worker process ``worker``, 0: the one engine); nothing
+    starts until the service does."""
     root = os.path.abspath(root)
-    store = QueueStore(os.path.join(root, "mailq-test" if test_mode else "mailq"))
+    store = QueueStore(os.path.join(root, "mailq-test" if test_mode else "mailq"), worker=worker)
     counters = Counters(started=reactor.seconds())
     reactor.suggestThreadPoolSize(config.server.max_threads)
 
@@ -130,12 +137,15 @@ def build_engine(root: str, config: Config, reactor: Any, *, test_mode: bool = F
     return engine
 
 
-def _listen_addresses(ranges: Any) -> tuple[str, ...]:
-    return tuple(ranges.addresses()) if ranges else ("",)
-
-
 class EngineService(service.MultiService):
-    """Listeners, timers and parts; stops in order: stop accepting, drain, write to retry/."""
+    """Listeners, timers and parts; stops in order: stop accepting, drain, write to retry/.
+
+    A worker process (``workers.child``) runs a subclass: the supervisor keeps the books,
+    the log files, the web admin and the webhook for the whole box.
+    """
+
+    role = Role.ENGINE
+    books_file = BOOKS_FILE  # mailq/books.txt
 
     def __init__(self, engine: Engine, *, daemon: bool = False) -> None:
         super().__init__()
@@ -149,18 +159,19 @@ class EngineService(service.MultiService):
         self.writeback: StopWriteBack | None = None
         self.inbound: InboundFactory | None = None  # none when receiving is off
         self._logfiles: DailyLogFiles | None = None
-        checker = QueueChecker(engine, self.request_stop)
+        checker = QueueChecker(engine, self.request_stop, role=self.role)
         checker.setServiceParent(self)
         watcher = RetryWatcher(engine, self.request_stop, checker.run_in_thread, checker.scan_retry)
         watcher.setServiceParent(self)
         StatsReporter(engine).setServiceParent(self)
-        self.bookkeeper = Bookkeeper(engine)
+        self.bookkeeper = Bookkeeper(engine, self.books_file)
         self.bookkeeper.setServiceParent(self)
-        webhook = EventWebhook(
-            engine.log_dir, lambda: engine.config.events.webhook_url, engine.reactor
-        )
-        webhook.setServiceParent(self)
-        engine.events.flushed.append(webhook.poke)
+        if self.role == Role.ENGINE:
+            webhook = EventWebhook(
+                engine.log_dir, lambda: engine.config.events.webhook_url, engine.reactor
+            )
+            webhook.setServiceParent(self)
+            engine.events.flushed.append(webhook.poke)
         self.resolver = MailResolver.from_config(engine.config, engine.reactor)
         preload = PreloadService(self.resolver, engine.config, engine.reactor)
         preload.setServiceParent(self)
@@ -203,15 +214,7 @@ class EngineService(service.MultiService):
                 f"STARTTLS: {exc}; change [smtp_in] tls_certificate / tls_private_key"
             ) from None
         self.inbound = factory
-        self.listeners.append(
-            Listener(
-                "SMTP",
-                "[smtp_in] port (or listen_ips)",
-                smtp_in.port,
-                factory,
-                _listen_addresses(smtp_in.listen_ips),
-            )
-        )
+        self.listeners.append(smtp_listener(smtp_in, factory))
 
     def _add_web(self) -> None:
         web = self.engine.config.web
@@ -222,15 +225,7 @@ class EngineService(service.MultiService):
 
         # The web admin's shutdown calls request_stop(); its pages ask the delivery engine.
         site = make_site(self.engine, Running(delivery=self.delivery, service=self))
-        self.listeners.append(
-            Listener(
-                "the web admin",
-                "[web] port (or listen_ips)",
-                web.port,
-                site,
-                _listen_addresses(web.listen_ips),
-            )
-        )
+        self.listeners.append(web_listener(web, site))
 
     def check_listening(self) -> None:
         """StartupError now if a port cannot be listened on (before twistd daemonizes)."""
@@ -259,10 +254,7 @@ class EngineService(service.MultiService):
         super().privilegedStartService()
 
     def _startup_failure(self, message: str) -> BaseException:
-        if self.daemon:
-            log.error("mailengine: {message}", message=message)
-            return DaemonStartupError(message)
-        return StartupError(message)
+        return startup_failure(message, daemon=self.daemon)
 
     def startService(self) -> None:
         engine = self.engine
@@ -272,8 +264,11 @@ class EngineService(service.MultiService):
             for port in self.ports:
                 port.stopListening()
             raise self._startup_failure(problem)
-        self._logfiles = DailyLogFiles(engine.log_dir, lambda: engine.config.logs.retention_days)
-        globalLogPublisher.addObserver(self._logfiles)
+        if self.role == Role.ENGINE:
+            self._logfiles = DailyLogFiles(
+                engine.log_dir, lambda: engine.config.logs.retention_days
+            )
+            globalLogPublisher.addObserver(self._logfiles)
         self._accept_watch = AcceptFailureWatch(self.delivery.out_of_descriptors)
         globalLogPublisher.addObserver(self._accept_watch)
         os.makedirs(engine.log_dir, exist_ok=True)
@@ -285,13 +280,16 @@ class EngineService(service.MultiService):
             log.warn("{advice}", advice=line)
         engine.events.start(engine.reactor)
         super().startService()
+        self.say_started()
+
+    def say_started(self) -> None:
         where = ", ".join(f"{p.getHost().host}:{p.getHost().port}" for p in self.ports) or "none"
         log.info(
             "MailEngine {v} started{test}: listening on {where}; queue {q}",
             v=__version__,
-            test=" in test mode" if engine.test_mode else "",
+            test=" in test mode" if self.engine.test_mode else "",
             where=where,
-            q=engine.store.root,
+            q=self.engine.store.root,
         )
 
     # -- stop ----------------------------------------------------------------
@@ -404,7 +402,15 @@ def makeService(options: Any) -> service.IService:
     # Everything that can refuse the start does so here, before twistd daemonizes.
     prepare_directories(engine)
     twistd = getattr(options, "parent", None) or {}
-    engine_service = EngineService(engine, daemon=not twistd.get("nodaemon", True))
+    daemon = not twistd.get("nodaemon", True)
+    count = worker_count(config.server.workers, os.cpu_count())
+    if count > 1:
+        from mailengine.workers.supervisor import Supervisor
+
+        supervisor = Supervisor(engine, count, options, daemon=daemon)
+        supervisor.check_listening()
+        return supervisor
+    engine_service = EngineService(engine, daemon=daemon)
     engine_service.quiet_repeated_signals = True
     engine_service.check_listening()
     return engine_service

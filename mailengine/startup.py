@@ -32,6 +32,14 @@ class DaemonStartupError(RuntimeError):
     waiting for ever."""
 
 
+def startup_failure(message: str, *, daemon: bool) -> BaseException:
+    """The exception that refuses the start: logged for a daemon, one line in the foreground."""
+    if daemon:
+        log.error("mailengine: {message}", message=message)
+        return DaemonStartupError(message)
+    return StartupError(message)
+
+
 @attrs.frozen
 class Listener:
     """One server to listen for: on ``port`` of every address (``""``: all)."""
@@ -41,6 +49,25 @@ class Listener:
     port: int
     factory: Any
     addresses: tuple[str, ...]
+
+
+def listen_addresses(ranges: Any) -> tuple[str, ...]:
+    """The addresses of a ``listen_ips`` setting (``""``: every address)."""
+    return tuple(ranges.addresses()) if ranges else ("",)
+
+
+def listener_for(section: str, what: str, settings: Any, factory: Any) -> Listener:
+    """The listener of ``[smtp_in]`` or ``[web]``: its port on its ``listen_ips``."""
+    where = f"[{section}] port (or listen_ips)"
+    return Listener(what, where, settings.port, factory, listen_addresses(settings.listen_ips))
+
+
+def smtp_listener(smtp_in: Any, factory: Any) -> Listener:
+    return listener_for("smtp_in", "SMTP", smtp_in, factory)
+
+
+def web_listener(web: Any, site: Any) -> Listener:
+    return listener_for("web", "the web admin", web, site)
 
 
 def cannot_listen(listener: Listener, address: str, reason: str, config_path: str) -> str:

@@ -262,6 +262,21 @@ class HeaderNameList(Kind):
 
 
 @attrs.frozen
+class CountOrAuto(Int):
+    """A whole number, or ``"auto"`` (the caller decides what auto means, e.g. one per core)."""
+
+    def allowed(self) -> str:
+        return f'"auto" or {super().allowed()}'
+
+    def parse(self, raw: Any) -> Any:  # int, or "auto"
+        if isinstance(raw, str) and raw.strip().lower() == "auto":
+            return "auto"
+        if isinstance(raw, str):
+            raise _quoted_number(raw, self.allowed())
+        return super().parse(raw)
+
+
+@attrs.frozen
 class Choice(Kind):
     choices: tuple[str, ...] = ()
 

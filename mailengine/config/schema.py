@@ -104,6 +104,19 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     _s(
         "server",
+        "workers",
+        k.CountOrAuto(minimum=1, maximum=256),
+        1,
+        "Limits",
+        """Processes that receive and send mail, sharing the SMTP port and mailq/. 1: one
+       process, as always. More: twistd becomes a supervisor that starts this many workers,
+       restarts one that dies and serves the web admin for all; "auto": one per core.
+       Caps ([smtp_out] and [shaping] limits) apply in each worker, so N workers may
+       together reach N times a cap.""",
+        live=False,
+    ),
+    _s(
+        "server",
         "stop_timeout_seconds",
         k.Int(minimum=1, maximum=3600, unit="seconds"),
         20,

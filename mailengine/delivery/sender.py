@@ -64,6 +64,9 @@ class Attempt:
 class DeliveryEngine(service.Service):
     """The queue's consumer: pulls only as much as it has room for."""
 
+    # mailq/destinations.json; "" in a worker process (its supervisor writes the box's).
+    states_file = STATES_FILE
+
     def __init__(self, engine: Engine, resolver: MXResolver) -> None:
         self.engine = engine
         self.resolver = resolver
@@ -114,7 +117,8 @@ class DeliveryEngine(service.Service):
         if self._housekeeping is not None and self._housekeeping.active():
             self._housekeeping.cancel()
         self.gate.stop()
-        self.engine.store.remove_file(STATES_FILE)  # no engine: no states to show
+        if self.states_file:
+            self.engine.store.remove_file(self.states_file)  # no engine: no states to show
 
     def refresh_settings(self) -> None:
         """Copy the live settings connections read on every transaction."""
@@ -173,12 +177,14 @@ class DeliveryEngine(service.Service):
 
     def _write_destination_states(self, now: float) -> None:
         """mailq/destinations.json, for `mailengine queue summary` (it reads files only)."""
+        if not self.states_file:
+            return
         try:
             self.engine.store.write_file(
-                STATES_FILE, encode_states(self.gate.unusual_lines(now), now)
+                self.states_file, encode_states(self.gate.unusual_lines(now), now)
             )
         except OSError as exc:
-            log.warn("cannot write {name}: {error}", name=STATES_FILE, error=exc)
+            log.warn("cannot write {name}: {error}", name=self.states_file, error=exc)
 
     def _check_disk(self) -> None:
         try:

@@ -45,15 +45,16 @@ class BooksParts(Protocol):
 class Bookkeeper(service.Service):
     """Writes the books while they move; ``close()`` after the queue is written to retry/."""
 
-    def __init__(self, engine: BooksParts) -> None:
+    def __init__(self, engine: BooksParts, file_name: str = BOOKS_FILE) -> None:
         self.engine = engine
+        self.file_name = file_name  # a worker process keeps its own (``books-wN.txt``)
         self._call: IDelayedCall | None = None
         self._written: Books | None = None
         self._warned = False
 
     @property
     def path(self) -> str:
-        return os.path.join(self.engine.store.root, BOOKS_FILE)
+        return os.path.join(self.engine.store.root, self.file_name)
 
     def startService(self) -> None:
         super().startService()
@@ -95,7 +96,7 @@ class Bookkeeper(service.Service):
             state=state,
         )
         try:
-            self.engine.store.write_file(BOOKS_FILE, text.encode())
+            self.engine.store.write_file(self.file_name, text.encode())
         except OSError as exc:
             if not self._warned:  # a full disk must not fill the log too
                 log.warn("cannot write {path}: {why}", path=self.path, why=exc)

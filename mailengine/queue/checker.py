@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -15,7 +16,7 @@ from mailengine.queue.actions import QueueActions
 from mailengine.queue.commit import GroupCommit
 from mailengine.queue.journal import recover_journal
 from mailengine.queue.live import LiveQueue
-from mailengine.queue.store import DIRS, QueueStore
+from mailengine.queue.store import DIRS, QueueStore, worker_working_dirs
 
 log = Logger(namespace="mailengine.queue")
 
@@ -43,6 +44,15 @@ class QueueParts(Protocol):
     def committer(self) -> GroupCommit: ...
 
 
+class Role(enum.Enum):
+    """Who runs the check: the one engine process, or one of the worker processes and their
+    supervisor ([server] workers > 1), between which the duties are split."""
+
+    ENGINE = "engine"  # everything below
+    WORKER = "worker"  # its own working/ at start; the retry/ scan
+    SUPERVISOR = "supervisor"  # every repair at start; shutdown.txt; retention; no scan
+
+
 class QueueChecker(service.Service):
     """Runs the periodic queue check; ``request_stop`` is called when shutdown.txt appears."""
 
@@ -51,8 +61,11 @@ class QueueChecker(service.Service):
         engine: QueueParts,
         request_stop: Callable[[], None],
         run_in_thread: Callable[[Callable[[], Any]], defer.Deferred] | None = None,
+        *,
+        role: Role = Role.ENGINE,
     ) -> None:
         self.engine = engine
+        self.role = role
         self.request_stop = request_stop
         self._call: IDelayedCall | None = None
         self._claims_call: IDelayedCall | None = None
@@ -67,26 +80,33 @@ class QueueChecker(service.Service):
         super().startService()
         store = self.engine.store
         store.ensure_dirs()
-        if store.take_shutdown_request():
+        if self.role != Role.WORKER and store.take_shutdown_request():
             log.info("removed a stale retry/shutdown.txt left from before this start")
         # working/ is small and must be whole before mail arrives; the other
         # directories may hold millions of files: their repairs run in the committer's
         # thread (after them, in order, every queue write of this run), then the first
-        # check. SMTP answers meanwhile.
-        self._report_repairs(store.repair_interrupted_moves(("working",)))
-        self.restore_claims()
-        restored = recover_journal(store)
-        if restored:
-            log.info("restored {n} messages from the receipt journal into retry/", n=restored)
-        moved = store.recover_working()
-        if moved:
-            log.info("moved {n} messages left in working/ to retry/", n=len(moved))
+        # check. SMTP answers meanwhile. A worker repairs only its own working/ (the
+        # other workers are running); the supervisor every worker's, before they start.
+        stores = [store]
+        if self.role != Role.WORKER:  # also after a run with workers, now with one engine
+            stores += [store.for_worker(int(d[1:])) for d in worker_working_dirs(store.root)]
+        for own in stores:
+            self._recover_working(own)
         self.engine.config.subscribe(self._setting_changed)
-        cutoff = self.engine.reactor.seconds() - 3600
+        if self.role == Role.WORKER:
+            self.check()
+            return
+        self.restore_claims()
+        now = self.engine.reactor.seconds()
+        cutoff = now - 3600
         others = tuple(d for d in DIRS if d != "working")
+        # Supervisor: its workers start meanwhile; a move of theirs in progress is not
+        # one a crash cut short.
+        settled = now if self.role == Role.SUPERVISOR else None
 
         def repair() -> tuple[list[str], int]:
-            return store.repair_interrupted_moves(others), store.remove_stale_temp_files(cutoff)
+            repaired = store.repair_interrupted_moves(others, settled_before=settled)
+            return repaired, store.remove_stale_temp_files(cutoff)
 
         def repaired(result: tuple[list[str], int]) -> None:
             self._report_repairs(result[0])
@@ -97,6 +117,16 @@ class QueueChecker(service.Service):
         d.addCallback(repaired)
         d.addErrback(lambda f: log.failure("repairing the queue directories failed", f))
         d.addBoth(lambda _: self.check() if self.running else None)
+
+    def _recover_working(self, store: QueueStore) -> None:
+        """Finish moves, restore the receipt journal, put working/ back into retry/."""
+        self._report_repairs(store.repair_interrupted_moves(("working",)))
+        restored = recover_journal(store)
+        if restored:
+            log.info("restored {n} messages from the receipt journal into retry/", n=restored)
+        moved = store.recover_working()
+        if moved:
+            log.info("moved {n} messages left in working/ to retry/", n=len(moved))
 
     def _report_repairs(self, repaired: list[str]) -> None:
         if repaired:
@@ -157,12 +187,14 @@ class QueueChecker(service.Service):
         self.checks += 1
         engine = self.engine
         try:
-            if engine.store.take_shutdown_request():
+            if self.role != Role.WORKER and engine.store.take_shutdown_request():
                 log.info("retry/shutdown.txt found: shutting down")
                 self.request_stop()
                 return
-            self.scan_retry()
-            self.sweep_retention()
+            if self.role != Role.SUPERVISOR:
+                self.scan_retry()
+            if self.role != Role.WORKER:
+                self.sweep_retention()
         except Exception:
             log.failure("queue check failed")
         if self.running:

@@ -668,7 +668,12 @@ class LiveQueue:
         def write() -> int:
             inode = put()
             if due is not None:
-                self.store.date_inf("retry", envelope.message_id, due)
+                try:
+                    self.store.date_inf("retry", envelope.message_id, due)
+                except FileNotFoundError:
+                    # Another worker process took it already (it read the retry time from
+                    # the .inf): the copy is safe, and failing here would keep it twice.
+                    pass
             return inode
 
         def written(inode: int) -> None:

@@ -85,29 +85,63 @@ def _load_syncfs() -> Any:
 _SYNCFS = _load_syncfs()
 
 
-class QueueStore:
-    """The mailq/ tree: incoming/, retry/, working/, done/ and hold/."""
+WORKER_DIR_PREFIX = "w"  # working/w1/, working/w2/, ...: each worker process's own working/
 
-    def __init__(self, root: str) -> None:
+
+def worker_working_dirs(root: str) -> list[str]:
+    """The names of the worker working directories under ``ROOT/working/`` (``w1``, ...)."""
+    try:
+        with os.scandir(os.path.join(root, "working")) as entries:
+            return sorted(
+                e.name
+                for e in entries
+                if e.name.startswith(WORKER_DIR_PREFIX)
+                and e.name[len(WORKER_DIR_PREFIX) :].isdigit()
+                and e.is_dir(follow_symlinks=False)
+            )
+    except FileNotFoundError:
+        return []
+
+
+class QueueStore:
+    """The mailq/ tree: incoming/, retry/, working/, done/ and hold/.
+
+    A worker process (``[server] workers`` > 1) has its own ``working/wN/`` (``worker=N``):
+    what is in it belongs to that worker alone, so the worker that replaces a crashed one
+    puts it back into the shared retry/ without touching the other workers' messages.
+    """
+
+    def __init__(self, root: str, *, worker: int = 0) -> None:
         self.root = os.path.abspath(root)
+        self.worker = worker
+        self._dirs = {name: os.path.join(self.root, name) for name in DIRS}
+        if worker:
+            self._dirs["working"] = os.path.join(
+                self.root, "working", f"{WORKER_DIR_PREFIX}{worker}"
+            )
         self._dir_fds: dict[str, int] = {}
 
+    def for_worker(self, worker: int) -> QueueStore:
+        """The same mailq/ as worker ``worker`` sees it (its own working/ directory)."""
+        return QueueStore(self.root, worker=worker)
+
     def ensure_dirs(self) -> None:
-        for name in DIRS:
-            os.makedirs(os.path.join(self.root, name), exist_ok=True)
+        for path in self._dirs.values():
+            os.makedirs(path, exist_ok=True)
 
     def check_writable(self) -> None:
         """OSError naming the first queue directory a file cannot be created in."""
-        for path in (self.root, *(os.path.join(self.root, name) for name in DIRS)):
+        for path in (self.root, *self._dirs.values()):
             probe = os.path.join(path, f".write-check-{os.getpid()}.tmp")
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             os.close(fd)
             os.unlink(probe)
 
     def dir(self, name: str) -> str:
-        if name not in DIRS:
-            raise ValueError(f"no queue directory {name!r}")
-        return os.path.join(self.root, name)
+        try:
+            return self._dirs[name]
+        except KeyError:
+            raise ValueError(f"no queue directory {name!r}") from None
 
     def path(self, dirname: str, message_id: str, ext: str) -> str:
         if not is_valid_message_id(message_id):
@@ -116,8 +150,8 @@ class QueueStore:
 
     # -- writing -----------------------------------------------------------
 
-    def _write_file(self, path: str, data: bytes, durable: bool) -> None:
-        tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.tmp"
+    def _write_file(self, path: str, data: bytes, durable: bool, tag: str = "") -> None:
+        tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}{tag}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             try:
@@ -134,10 +168,14 @@ class QueueStore:
             raise
 
     def write_file(self, name: str, data: bytes) -> None:
-        """A file of the queue itself (``mailq/NAME``, e.g. books.txt), replaced whole."""
+        """A file of the queue itself (``mailq/NAME``, e.g. books.txt), replaced whole.
+
+        Its temporary file is named for the process: two writers (worker processes, a
+        ``mailengine`` command) never write into one temporary file.
+        """
         if os.sep in name or name.startswith("."):
             raise ValueError(f"not a queue file name: {name!r}")
-        self._write_file(os.path.join(self.root, name), data, durable=False)
+        self._write_file(os.path.join(self.root, name), data, durable=False, tag=f".{os.getpid()}")
 
     def remove_file(self, name: str) -> None:
         """Remove a file of the queue itself (``mailq/NAME``) if it is there."""
@@ -307,13 +345,23 @@ class QueueStore:
                     pass
         return moved
 
-    def repair_interrupted_moves(self, dirs: tuple[str, ...] = DIRS) -> list[str]:
-        """Finish moves cut short by a crash: put each ``.inf-moving`` beside its ``.dat``."""
+    def repair_interrupted_moves(
+        self, dirs: tuple[str, ...] = DIRS, *, settled_before: float | None = None
+    ) -> list[str]:
+        """Finish moves cut short by a crash: put each ``.inf-moving`` beside its ``.dat``.
+
+        With ``settled_before``, only those renamed before then (ctime): while other
+        worker processes run, a young one may be a move in progress.
+        """
         repaired = []
         for dirname in dirs:
             with os.scandir(self.dir(dirname)) as entries:  # retry/ may hold millions
                 names = [e.name for e in entries if e.name.endswith(".inf-moving")]
             for name in names:
+                if settled_before is not None and not _changed_before(
+                    os.path.join(self.dir(dirname), name), settled_before
+                ):
+                    continue
                 message_id = name[: -len(".inf-moving")]
                 if not is_valid_message_id(message_id):
                     continue
@@ -367,6 +415,13 @@ class QueueStore:
     def free_bytes(self) -> int:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
+
+
+def _changed_before(path: str, when: float) -> bool:
+    try:
+        return os.lstat(path).st_ctime < when
+    except FileNotFoundError:
+        return False
 
 
 def _remove_quietly(path: str) -> None:

@@ -105,6 +105,7 @@ ADDITIONS = {
     ("web", "api_token"): "web issue: JSON API",
     ("server", "low_disk_space_mb"): "outbound issue: the low-disk admin notice's threshold",
     ("server", "stop_timeout_seconds"): "foundation issue: the bound of a graceful stop",
+    ("server", "workers"): "issue 13: worker processes on one box",
     ("dkim", "key"): "issue 11: DKIM signing keys",
     ("dkim", "headers"): "issue 11: DKIM signed header fields",
     ("dkim", "canonicalization"): "issue 11: DKIM canonicalization",
@@ -189,6 +190,7 @@ def test_only_listening_and_start_up_resources_wait_for_a_restart():
     restart_only = {s.name for s in SETTINGS if not s.live}
     assert restart_only == {
         "server.max_threads",
+        "server.workers",
         "smtp_in.listen_ips",
         "smtp_in.port",
         "smtp_in.tls_certificate",
@@ -430,6 +432,10 @@ PROOFS: dict[str, tuple[str, ...]] = {
     "server.stop_timeout_seconds": (
         "system/test_foundation.py::"
         "test_a_stop_with_a_stalled_receiver_writes_all_mail_held_in_memory_to_retry",
+    ),
+    "server.workers": (
+        "system/test_workers.py::"
+        "test_two_workers_share_the_port_and_deliver_every_message_exactly_once",
     ),
     "dkim.key": (
         "system/test_dkim.py::test_relay_mail_is_signed_with_rsa_and_ed25519_and_verifies_at_the_sink",

@@ -1,6 +1,7 @@
 """End-to-end relay benchmark: smtp-source -> relay -> smtp-sink, MailEngine against Postfix.
 
     python bench/relay.py [--messages 20000] [--sessions 50] [--dkim] [--events on|off|both]
+    python bench/relay.py --workers 2 --rounds 3   # [server] workers = 2 against 1 and Postfix
 
 Parallel SMTP clients (Postfix's smtp-source, one per domain) inject 4 KB
 messages for 50 domains spread over 5 sink hosts (Postfix's smtp-sink on
@@ -13,6 +14,10 @@ both, injectors and sinks included) and MailEngine's peak RSS, then the ratio.
 ``--dkim`` adds two durable runs that DKIM-sign every message (an RSA-2048 key, then
 an Ed25519 key for the From: domain) and prints their cost against the unsigned
 durable run of the same invocation.
+``--workers N`` instead runs durable relay with ``[server] workers = 1`` and ``= N`` and
+Postfix, in turn, ``--rounds`` times, with reused and with one-shot injector connections,
+then prints the median and range of each figure and of the ratios (CPU counts the
+supervisor and its workers).
 Loopback only; every run is bounded in count and time.
 """
 
@@ -64,18 +69,43 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / TICKS
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (a supervisor's workers)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [pid, *(int(c) for c in fh.read().split())]
+    except OSError:
+        return [pid]
+
+
 def process_cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    """CPU of ``pid`` and its running children (a worker that ended counts in ``pid``'s
+    children's time, fields 13 and 14)."""
+    total = 0.0
+    for each in process_tree(pid):
+        try:
+            with open(f"/proc/{each}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+        if each == pid:
+            total += (int(fields[13]) + int(fields[14])) / TICKS
+    return total
 
 
 def peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    """The peak resident size of ``pid`` and its children, summed."""
+    total = 0.0
+    for each in process_tree(pid):
+        try:
+            with open(f"/proc/{each}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return total
 
 
 class Sinks:
@@ -128,15 +158,16 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
-def inject(port: int, messages: int, sessions: int) -> list[subprocess.Popen]:
-    """One smtp-source per domain, ``sessions`` in parallel overall, 4 KB each."""
+def inject(port: int, messages: int, sessions: int, reuse: bool = True) -> list[subprocess.Popen]:
+    """One smtp-source per domain, ``sessions`` in parallel overall, 4 KB each; with
+    ``reuse`` each session sends message after message (``-d``), else one per connection."""
     per_domain = messages // len(DOMAINS)
     per_proc_sessions = max(1, sessions // len(DOMAINS))
     return [
         subprocess.Popen(
             [
                 "smtp-source",
-                "-d",
+                *(["-d"] if reuse else []),
                 "-s",
                 str(per_proc_sessions),
                 "-m",
@@ -156,11 +187,19 @@ def inject(port: int, messages: int, sessions: int) -> list[subprocess.Popen]:
     ]
 
 
-def measure(name: str, port: int, sinks: Sinks, messages: int, sessions: int, pid: int | None):
+def measure(
+    name: str,
+    port: int,
+    sinks: Sinks,
+    messages: int,
+    sessions: int,
+    pid: int | None,
+    reuse: bool = True,
+):
     base_delivered = sinks.delivered()
     busy0, t0 = machine_busy_seconds(), time.monotonic()
     cpu0 = process_cpu_seconds(pid) if pid else 0.0
-    procs = inject(port, messages, sessions)
+    procs = inject(port, messages, sessions, reuse)
     for p in procs:
         p.wait(RUN_LIMIT_SECONDS)
     accepted_at = time.monotonic() - t0
@@ -224,6 +263,8 @@ def run_mailengine(
     profile: str | None,
     dkim: str = "",
     events: bool = False,
+    workers: int = 0,
+    reuse: bool = True,
 ):
     root = tempfile.mkdtemp(prefix="me-", dir=workdir)
     bypass = []
@@ -241,14 +282,20 @@ def run_mailengine(
     }
     if dkim:
         settings.update(dkim_key(root, dkim))
+    if workers:
+        settings["server"] = {"workers": workers}
     engine = EngineProcess(root, settings, web=bool(dkim))  # /metrics counts signatures
     engine.start()
+    if workers > 1:
+        engine.wait_log(f"started with {workers} workers")
     try:
         assert engine.proc is not None
         # warm-up: connections, code paths
         warm_up = len(DOMAINS) * 20
-        measure("(warm-up)", engine.smtp_port, sinks, warm_up, sessions, None)
+        measure("(warm-up)", engine.smtp_port, sinks, warm_up, sessions, None, reuse)
         label = f"MailEngine, use_disk_for_relay={'on' if durable else 'off'}"
+        if workers:
+            label = f"MailEngine durable, workers={workers}, {_reuse_words(reuse)}"
         if dkim:
             label += f", DKIM {'rsa-2048' if dkim == 'rsa' else dkim}"
         label += f", event log {'on' if events else 'off'}"
@@ -256,7 +303,9 @@ def run_mailengine(
         name += f"-events-{'on' if events else 'off'}"
         out = os.path.join(profile, f"{name}.txt") if profile else None
         with py_spy(engine.proc.pid, out):
-            result = measure(label, engine.smtp_port, sinks, messages, sessions, engine.proc.pid)
+            result = measure(
+                label, engine.smtp_port, sinks, messages, sessions, engine.proc.pid, reuse
+            )
         if dkim:
             signed = signed_count(engine)
             expected = warm_up + result["messages"]
@@ -294,7 +343,11 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
-def run_postfix(workdir: str, sinks: Sinks, messages: int, sessions: int):
+def _reuse_words(reuse: bool) -> str:
+    return "reused connections" if reuse else "one-shot connections"
+
+
+def run_postfix(workdir: str, sinks: Sinks, messages: int, sessions: int, reuse: bool = True):
     conf = os.path.join(workdir, "postfix-etc")
     queue = os.path.join(workdir, "postfix-queue")
     data = os.path.join(workdir, "postfix-data")
@@ -337,8 +390,9 @@ default_process_limit = 200
         )
     try:
         wait_for(lambda: _port_open("127.0.0.1", port), what="postfix smtpd")
-        measure("(warm-up)", port, sinks, len(DOMAINS) * 20, sessions, None)
-        return measure("Postfix 3 (reference)", port, sinks, messages, sessions, None)
+        measure("(warm-up)", port, sinks, len(DOMAINS) * 20, sessions, None, reuse)
+        name = "Postfix 3 (reference)" + ("" if reuse else ", one-shot connections")
+        return measure(name, port, sinks, messages, sessions, None, reuse)
     finally:
         subprocess.run(["postfix", "-c", conf, "stop"], check=False, env=env, capture_output=True)
         for _ in range(100):
@@ -373,11 +427,55 @@ def report_event_log_cost(
     )
 
 
+def spread(values: list[float]) -> str:
+    """Median and range of a figure over the runs."""
+    ordered = sorted(values)
+    return f"median {statistics.median(ordered):,.2f} (range {ordered[0]:,.2f}-{ordered[-1]:,.2f})"
+
+
+def compare_workers(workdir: str, sinks: Sinks, args: argparse.Namespace) -> None:
+    """workers=1, workers=N and Postfix in turn, ``args.rounds`` times per connection mode."""
+    for reuse in (True, False):
+        rows: dict[str, list[dict[str, Any]]] = {"1": [], "N": [], "postfix": []}
+        for _ in range(args.rounds):
+            common = (workdir, sinks, args.messages, args.sessions, True, args.profile)
+            rows["1"].append(run_mailengine(*common, workers=1, reuse=reuse))
+            rows["N"].append(run_mailengine(*common, workers=args.workers, reuse=reuse))
+            rows["postfix"].append(run_postfix(workdir, sinks, args.messages, args.sessions, reuse))
+        print(f"-- durable relay, {_reuse_words(reuse)}, {args.rounds} rounds --", flush=True)
+        for key, label in (
+            ("1", "workers=1"),
+            ("N", f"workers={args.workers}"),
+            ("postfix", "Postfix"),
+        ):
+            runs = rows[key]
+            print(f"{label:<12} msgs/h {spread([r['delivered_per_hour'] for r in runs])}")
+            if key != "postfix":
+                print(
+                    f"{'':<12} relay CPU s/1000 {spread([r['relay_cpu_per_1000'] for r in runs])}"
+                )
+            print(
+                f"{'':<12} machine CPU s/1000 {spread([r['machine_cpu_per_1000'] for r in runs])}"
+            )
+        # Ratios within one round (same machine load), then their median and range.
+        pairs = list(zip(rows["1"], rows["N"], rows["postfix"], strict=True))
+        per_one = [n["delivered_per_hour"] / one["delivered_per_hour"] for one, n, _ in pairs]
+        per_pf = [n["delivered_per_hour"] / pf["delivered_per_hour"] for _, n, pf in pairs]
+        print(f"workers={args.workers} / workers=1: {spread(per_one)}")
+        print(f"workers={args.workers} / Postfix:   {spread(per_pf)}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--skip-postfix", action="store_true")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="compare durable relay with [server] workers = 1 and = N and Postfix",
+    )
     parser.add_argument("--only-postfix", action="store_true")
     parser.add_argument("--profile", metavar="DIR", help="py-spy raw stacks of the engine here")
     parser.add_argument(
@@ -411,6 +509,9 @@ def main() -> None:
                 f"{os.cpu_count()} CPUs",
                 flush=True,
             )
+            if args.workers:
+                compare_workers(workdir, sinks, args)
+                return
             runs = []
             pairs: dict[bool, list[tuple[dict[str, Any], dict[str, Any]]]] = {False: [], True: []}
             for round_number in range(args.rounds if not args.only_postfix else 0):

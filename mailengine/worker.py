@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 from twisted.application import service
-from twisted.internet import stdio
+from twisted.internet import defer, stdio
 from twisted.logger import ILogObserver, Logger, globalLogBeginner, globalLogPublisher
 from zope.interface import implementer
 
@@ -27,6 +27,8 @@ from mailengine.observe.logfiles import format_lines
 from mailengine.queue.checker import Role
 from mailengine.service import EngineService, build_engine, load_settings
 from mailengine.startup import prepare_directories
+from mailengine.web.running import Running
+from mailengine.web.snapshot import DeliveryView, LiveShape, take_snapshot
 from mailengine.workers.commands import (
     AMP_IN_FD,
     AMP_OUT_FD,
@@ -35,7 +37,9 @@ from mailengine.workers.commands import (
     Ready,
     RequestShutdown,
     Status,
+    TakeSnapshot,
 )
+from mailengine.workers.snapshots import snapshot_data
 
 log = Logger(namespace="mailengine")
 
@@ -77,6 +81,11 @@ class WorkerLink(Channel):
     def status(self) -> dict[str, Any]:
         return {"status": self.worker.status()}
 
+    @TakeSnapshot.responder
+    def take_snapshot(self) -> defer.Deferred[dict[str, Any]]:
+        d = defer.ensureDeferred(self.worker.snapshot())
+        return d.addCallback(lambda data: {"snapshot": data})
+
     @ApplySetting.responder
     def apply_setting(self, section: str, key: str, raw: Any) -> dict[str, str]:
         try:
@@ -96,6 +105,7 @@ class WorkerService(EngineService):
         self.index = index
         self.listen = listen  # (fd, address family) of each listening socket
         self.link: WorkerLink | None = None
+        self._views: tuple[LiveShape, DeliveryView] | None = None
         super().__init__(engine)
 
     @property
@@ -127,6 +137,21 @@ class WorkerService(EngineService):
 
     def status(self) -> dict[str, Any]:
         return worker_status(self.engine, self.delivery)
+
+    async def snapshot(self) -> dict[str, Any]:
+        """This worker's dashboard picture; the supervisor adds the workers' up."""
+        engine = self.engine
+        if self._views is None:
+            run = engine.run_in_thread or (lambda fn: defer.maybeDeferred(fn))
+            self._views = (
+                LiveShape(engine.queue, run),
+                DeliveryView(engine, Running(delivery=self.delivery)),
+            )
+        shape_view, delivery_view = self._views
+        now = engine.reactor.seconds()
+        shape = await shape_view.get(now)
+        counts = {"working": engine.store.count("working")}  # its own working/wN/
+        return snapshot_data(take_snapshot(engine, now, counts, shape, delivery=delivery_view))
 
     def request_stop(self) -> None:
         """shutdown.txt: the supervisor stops every worker (this one with them)."""

@@ -118,7 +118,10 @@ class WebAdmin:
         counts: dict[str, int] = await self.run_blocking(lambda: count_dirs(store))
         now = self.now()
         shape = await self.shape.get(now)
-        return take_snapshot(self.engine, now, counts, shape, delivery=self.delivery)
+        snapshot = take_snapshot(self.engine, now, counts, shape, delivery=self.delivery)
+        if self.running.box is not None:  # a supervisor: its workers' counters and queues
+            snapshot = await self.running.box.combine(snapshot)
+        return snapshot
 
     # -- answers ---------------------------------------------------------------------
 

@@ -6,8 +6,8 @@ fakes in it); nothing else of the service is in the web's reach.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Awaitable, Mapping
+from typing import Any, Protocol
 
 import attrs
 
@@ -44,9 +44,17 @@ class Stopper(Protocol):
     def request_stop(self) -> None: ...
 
 
+class Box(Protocol):
+    """A supervisor of worker processes ([server] workers > 1): the box's picture."""
+
+    def combine(self, own: Any) -> Awaitable[Any]:
+        """The supervisor's snapshot (``web.snapshot.Snapshot``) with its workers' added."""
+
+
 @attrs.define(eq=False)
 class Running:
     """The parts the web admin acts on; None: not running (a test, receiving only)."""
 
     delivery: Delivery | None = None
     service: Stopper | None = None
+    box: Box | None = None

@@ -39,6 +39,13 @@ class Status(amp.Command):
     response = [(b"status", BigJSON())]
 
 
+class TakeSnapshot(amp.Command):
+    """Supervisor -> worker: the worker's dashboard picture (``workers.snapshots``)."""
+
+    arguments = []
+    response = [(b"snapshot", BigJSON())]
+
+
 class ApplySetting(amp.Command):
     """Supervisor -> worker: a setting changed in the web admin; ``raw`` is its JSON value."""
 

@@ -40,6 +40,7 @@ from mailengine.startup import (
     try_binding,
     web_listener,
 )
+from mailengine.web.snapshot import Snapshot
 from mailengine.workers.box import merged_destinations
 from mailengine.workers.commands import (
     AMP_IN_FD,
@@ -50,8 +51,10 @@ from mailengine.workers.commands import (
     Ready,
     RequestShutdown,
     Status,
+    TakeSnapshot,
 )
 from mailengine.workers.restarts import RestartBackoff
+from mailengine.workers.snapshots import combine, snapshot_from_data
 
 log = Logger(namespace="mailengine")
 
@@ -61,6 +64,7 @@ MOVE_SETTLE_SECONDS = 30.0
 # Beyond a worker's own bounded stop (transactions, then writing memory to retry/).
 STOP_GRACE_SECONDS = 120.0
 STATUS_POLL_SECONDS = 1.0
+SNAPSHOT_SECONDS = 5.0  # a worker busier than this is left out of the picture once
 _STAMP = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ")
 
 
@@ -209,7 +213,7 @@ class Supervisor(service.MultiService):
         from mailengine.web.app import make_site
         from mailengine.web.running import Running
 
-        site = make_site(self.engine, Running(delivery=None, service=self))
+        site = make_site(self.engine, Running(delivery=None, service=self, box=self))
         self.listeners.append(web_listener(web, site))
 
     def check_listening(self) -> None:
@@ -390,6 +394,17 @@ class Supervisor(service.MultiService):
             )
         except OSError as exc:
             log.warn("cannot write {name}: {error}", name=STATES_FILE, error=exc)
+
+    async def combine(self, own: Snapshot) -> Snapshot:
+        """The web admin's snapshot of the box: ``own`` with every ready worker's added."""
+        reactor = self.engine.reactor
+        calls = [
+            w.call(TakeSnapshot).addTimeout(SNAPSHOT_SECONDS, reactor).addErrback(lambda f: None)
+            for w in self.workers.values()
+            if w.is_ready
+        ]
+        answers = await defer.gatherResults(calls)
+        return combine(own, [snapshot_from_data(a["snapshot"]) for a in answers if a])
 
     def _keep_status(self, result: dict[str, Any], index: int) -> None:
         self.statuses[index] = result["status"]

@@ -12,8 +12,10 @@ import re
 import signal
 import smtplib
 import threading
+import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import wait_for
 from tests.sinks import route
@@ -86,11 +88,33 @@ def test_two_workers_share_the_port_and_deliver_every_message_exactly_once(engin
     # Ids name the receiving process (P<pid>): both workers took connections.
     receivers = {int(re.match(r"P(\d+)T", m).group(1)) for m in ids}
     assert receivers == set(pids.values())
+    # The supervisor's /metrics and /api/status add up both workers' counters.
+    expected = {
+        "mailengine_messages_received_total": len(ids),
+        'mailengine_recipients_total{outcome="sent"}': len(ids),
+        'mailengine_books_recipients_total{entry="received"}': len(ids),
+        "mailengine_books_unaccounted_recipients": 0,
+    }
+    wait_for(lambda: metrics(engine, expected) == expected, timeout=15, what="box metrics")
     assert engine.stop() in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
     console = engine.console()
     for n in (1, 2):
         assert f"worker {n} (pid {pids[n]}) stopped" in console
     assert "stopped; 0 messages wait in retry/" in console
+
+
+def metrics(engine, wanted) -> dict[str, float]:
+    """The samples named in ``wanted`` (``name{label="value"}``) from /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{engine.web_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
+            key = f"{sample.name}{{{labels}}}" if labels else sample.name
+            if key in wanted:
+                found[key] = sample.value
+    return found
 
 
 def test_a_killed_worker_is_restarted_its_journal_recovered_and_no_acknowledged_mail_lost(

@@ -13,6 +13,10 @@ package; its daemon is never started). In one invocation this measures
 
 and prints messages/hour in the manual's stats format and the server
 process's CPU seconds per 1,000 messages, with the ratio to the bare server.
+
+``--workers N --rounds 3`` instead measures the inbound test with ``[server] workers``
+= 1 and = N in turn, each round, and prints the median and range of each and of
+their ratio (CPU counts the supervisor and its workers).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from bench.profiling import py_spy  # noqa: E402
+from bench.relay import process_cpu_seconds, spread  # noqa: E402
 from mailengine.observe.statslines import recv_line  # noqa: E402
 from mailengine.observe.timestamps import format_stamp  # noqa: E402
 from tests.harness import EngineProcess, free_port, port_open, subprocess_env, wait_for  # noqa: E402
@@ -93,9 +98,8 @@ def run_load(
 
 
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    """utime + stime of ``pid`` and its children (a supervisor's workers)."""
+    return process_cpu_seconds(pid)
 
 
 # -- one measured run --------------------------------------------------------------
@@ -137,14 +141,19 @@ def engine_run(name: str, settings: dict, recipient: str, args: argparse.Namespa
         engine = EngineProcess(root, base, web=False).start()
         try:
             assert engine.proc is not None
+            workers = base.get("server", {}).get("workers", 1)
+            if workers > 1:
+                engine.wait_log(f"started with {workers} workers")
             out = None
             if args.profile:
                 out = os.path.join(args.profile, f"{name.split()[1].rstrip(',')}.txt")
             with py_spy(engine.proc.pid, out):
                 result = measure(name, engine.proc.pid, engine.smtp_port, args, recipient)
-            # The engine's own stats lines must add up to every message sent.
+            # The engine's own stats lines must add up to every message sent (a worker's
+            # lines count its own share).
             total = f"{min(500, args.messages) + args.messages} total)"
-            engine.wait_log(total, timeout=30)
+            if workers == 1:
+                engine.wait_log(total, timeout=30)
             lines = [ln for ln in engine.console().splitlines() if " recv [" in ln]
             if args.verbose:
                 print("\n".join(f"    engine: {ln}" for ln in lines[-4:]))
@@ -229,6 +238,23 @@ def report(result: Result, bare: Result | None) -> None:
     )
 
 
+def compare_workers(args: argparse.Namespace) -> None:
+    """The inbound test with [server] workers = 1 and = N, in turn, ``args.rounds`` times."""
+    rows: dict[int, list[Result]] = {1: [], args.workers: []}
+    for _ in range(args.rounds):
+        for workers in rows:
+            settings = {"server": {"local_domains": ["@"], "workers": workers}}
+            name = f"engine inbound, workers={workers}"
+            result = engine_run(name, settings, "rcpt@bench.test", args)
+            report(result, None)
+            rows[workers].append(result)
+    for workers, results in rows.items():
+        print(f"workers={workers}: msgs/h {spread([r.per_hour for r in results])}")
+        print(f"{'':<10} CPU s/1000 {spread([r.cpu_per_1000 for r in results])}")
+    ratios = [n.per_hour / one.per_hour for one, n in zip(rows[1], rows[args.workers], strict=True)]
+    print(f"workers={args.workers} / workers=1: {spread(ratios)}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20000)
@@ -243,9 +269,15 @@ def main() -> None:
     parser.add_argument("--only", choices=["inbound", "relay", "bare"], action="append")
     parser.add_argument("--verbose", action="store_true", help="show the engine's stats lines")
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=0, help="compare workers = 1 and = N")
+    parser.add_argument("--rounds", type=int, default=3, help="with --workers: rounds")
     args = parser.parse_args()
     if args.bare_server:
         serve_bare(args.bare_server)
+        return
+    if args.workers:
+        smtp_source_path()
+        compare_workers(args)
         return
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)

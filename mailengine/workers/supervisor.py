@@ -262,6 +262,7 @@ class Supervisor(service.MultiService):
         engine = self.engine
         self._logfiles = DailyLogFiles(engine.log_dir, lambda: engine.config.logs.retention_days)
         globalLogPublisher.addObserver(self._logfiles)
+        engine.events.start(engine.reactor)  # the web admin's queue actions are events too
         # The checker's start recovers every worker's working/ before any worker runs.
         super().startService()
         where = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in self.sockets)
@@ -469,6 +470,7 @@ class Supervisor(service.MultiService):
         self._close_sockets()
         self.engine.store.remove_file(STATES_FILE)  # no engine: no states to show
         yield defer.maybeDeferred(super().stopService)
+        self.engine.events.stop()
         log.info("stopped; {n} messages wait in retry/", n=self.engine.store.count("retry"))
         if self._logfiles is not None:
             globalLogPublisher.removeObserver(self._logfiles)

@@ -518,23 +518,18 @@ class DeliveryEngine(service.Service):
             )
             for p in pools
         )
-        by_domain: dict[str, list[float]] = {}
-        for message in self.engine.queue.messages.values():
-            envelope = message.envelope
-            for address in envelope.rcpt_to_send:
-                domain = address.rpartition("@")[2].lower()
-                entry = by_domain.setdefault(domain, [0, envelope.time_created])
-                entry[0] += 1
-                entry[1] = min(entry[1], envelope.time_created)
-        ranked = sorted(by_domain.items(), key=lambda kv: -kv[1][0])[:top]
-        shown = {d for d, _ in ranked}
+        queue = self.engine.queue
+        # Counted as messages come and go (queue/tally.py): no walk of the queue here.
+        ranked = [(c.domain, c.recipients, c.oldest_created) for c in queue.top_destinations(top)]
+        shown = {d for d, _, _ in ranked}
         # Suspended, throttled or DNS-failing destinations are shown even when small.
         for d in self.shaper.unusual(now, top):
             if d not in shown:
-                ranked.append((d, by_domain.get(d, [0, now])))
-        domains = tuple(
-            self._domain_status(d, int(n), now - oldest, now) for d, (n, oldest) in ranked
-        )
+                count = queue.destination(d)
+                ranked.append(
+                    (d, 0, now) if count is None else (d, count.recipients, count.oldest_created)
+                )
+        domains = tuple(self._domain_status(d, n, now - oldest, now) for d, n, oldest in ranked)
         shaper = self.shaper
         return DeliveryStatus(
             paused=bool(self.engine.config.smtp_out.paused),

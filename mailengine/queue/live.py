@@ -30,6 +30,7 @@ from mailengine.queue.location import IN_MEMORY, Location
 from mailengine.queue.retryindex import RetryIndex, epoch_of, inode_of, rcpts_counted
 from mailengine.queue.scanner import RetryScanner, ScanReport
 from mailengine.queue.store import QueueStore
+from mailengine.queue.tally import DestinationCount, MessageTable
 from mailengine.scheduler.schedule import Schedule, has_memory_room
 
 log = Logger(namespace="mailengine.queue")
@@ -103,7 +104,8 @@ class LiveQueue:
         self.committer = committer
         self.counters = counters
         self._now = now or clock.seconds
-        self.messages: dict[str, QueuedMessage] = {}
+        # Tallied per destination as messages come and go (queue/tally.py).
+        self.messages: MessageTable[QueuedMessage] = MessageTable()
         self.schedule = Schedule()
         self.memory_count = 0
         self.memory_bytes = 0
@@ -359,7 +361,7 @@ class LiveQueue:
         Manual §3: while paused, mail accumulates in retry/ (where an operator can see
         and manage it); messages already in flight finish their attempt.
         """
-        waiting = [self.messages[k] for k in self.schedule if k in self.messages]
+        waiting = [self.messages[str(k)] for k in self.schedule if k in self.messages]
         spilled = [m for m in waiting if m.location in IN_MEMORY]
         for msg in spilled:
             self.schedule.remove(msg.message_id)
@@ -494,6 +496,7 @@ class LiveQueue:
         a message in working/ gets its ``.inf`` rewritten."""
         cut = cut_domain(msg.envelope, domain, now)
         if cut.keep_message:
+            self.messages.recount(msg.message_id)
             self.counters.books.removed += cut.removed
             if cut.removed and msg.location == Location.WORKING:
                 inf = msg.envelope.to_inf().encode()
@@ -644,6 +647,7 @@ class LiveQueue:
             self.scanner.mark_bad(message_id, self.store.inode("retry", message_id))
             return False
         msg.envelope = envelope
+        self.messages.recount(message_id)
         msg.size = len(data)
         self._reserve(msg.size)
         msg.data = data
@@ -660,6 +664,7 @@ class LiveQueue:
         data, location = msg.data, msg.location
         self._release(msg)
         msg.location = Location.MOVING
+        self.messages.recount(envelope.message_id)  # its attempt took some recipients
         durable = location == Location.JOURNAL or self.config.queue.use_disk_for_relay
 
         put = self.put_work("retry", envelope.message_id, location, data, inf_bytes)
@@ -786,6 +791,15 @@ class LiveQueue:
         """Recipients still to send of every message the engine holds (the books' queued)."""
         whole = sum(len(m.envelope.rcpt_to_send) for m in self.messages.values())
         return whole + self.index.recipients
+
+    def destination(self, domain: str) -> DestinationCount | None:
+        """Recipients queued for ``domain`` in the messages held whole, and the oldest's
+        creation time (kept as messages come and go: no walk)."""
+        return self.messages.tally.get(domain)
+
+    def top_destinations(self, n: int) -> list[DestinationCount]:
+        """The ``n`` destinations with the most recipients queued (no walk of the queue)."""
+        return self.messages.tally.top(n)
 
     def counts(self) -> dict[str, int]:
         by: dict[str, int] = {"memory": 0, "journal": 0, "working": 0, "retry": 0}

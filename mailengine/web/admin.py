@@ -17,17 +17,20 @@ from klein import Klein
 from twisted.logger import Logger
 
 from mailengine.config.persist import change_setting
+from mailengine.delivery.status import DomainStatus
 from mailengine.engine import Engine
 from mailengine.web.auth import Access, Identity, identity_of, is_api
 from mailengine.web.queuecontrol import QueueControl, RunBlocking
 from mailengine.web.render import Html, el, flash_box, layout, url
 from mailengine.web.running import Running
 from mailengine.web.snapshot import (
+    TOP_DESTINATIONS,
     DeliveryView,
     LiveShape,
     Snapshot,
     count_dirs,
     take_snapshot,
+    to_domain_status,
 )
 
 log = Logger(namespace="mailengine.web")
@@ -122,6 +125,17 @@ class WebAdmin:
         if self.running.box is not None:  # a supervisor: its workers' counters and queues
             snapshot = await self.running.box.combine(snapshot)
         return snapshot
+
+    async def destinations(self) -> tuple[DomainStatus, ...]:
+        """The busiest and the unusual destinations: the delivery engine's status, kept
+        as messages come and go (no walk of the queue, no directory count); when it
+        does not run, the queue's shape."""
+        now = self.now()
+        status = self.delivery.get(now, TOP_DESTINATIONS)
+        if status is not None:
+            return status.domains
+        shape = await self.shape.get(now)
+        return tuple(to_domain_status(s) for s in shape.domains_at(now)[:TOP_DESTINATIONS])
 
     # -- answers ---------------------------------------------------------------------
 

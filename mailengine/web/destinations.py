@@ -102,11 +102,11 @@ def add_routes(app: Routes, admin: WebAdmin) -> None:
 
     @app.route("/gui/admin/destinations", methods=["GET"])
     async def page(request: Any) -> bytes:
-        snapshot = await admin.snapshot()
+        destinations = await admin.destinations()
         csrf = identity_of(request).csrf
         table = grid(
             ["Destination", "#queued recipients", "#oldest", "State", "Last error", "Actions"],
-            destination_rows(snapshot.destinations, csrf),
+            destination_rows(destinations, csrf),
             "Nothing queued and no destination suspended, throttled or failing.",
         )
         body = el(
@@ -136,10 +136,8 @@ def add_routes(app: Routes, admin: WebAdmin) -> None:
 
     @app.route("/api/destinations", methods=["GET"])
     async def api_list(request: Any) -> bytes:
-        snapshot = await admin.snapshot()
-        return admin.json(
-            request, {"destinations": [destination_json(d) for d in snapshot.destinations]}
-        )
+        destinations = await admin.destinations()
+        return admin.json(request, {"destinations": [destination_json(d) for d in destinations]})
 
     @app.route("/api/destinations/<domain>/<action>", methods=["POST"])
     def api_action(request: Any, domain: str, action: str) -> bytes:

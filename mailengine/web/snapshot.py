@@ -243,10 +243,11 @@ def delivery_status(running: Running, now: float, top: int) -> DeliveryStatus | 
 class DeliveryView:
     """The delivery engine's status, asked for at most once per 20 times what it costs.
 
-    ``status()`` walks the whole queue index in the reactor thread (about 0.3 s per
-    200,000 messages); with several dashboards open and Prometheus scraping, asking
-    each time would stall receiving and sending. A cheap answer is never reused;
-    a reused one has its ages brought up to date.
+    ``status()`` no longer walks the queue (its counts are kept as messages come and
+    go, queue/tally.py), but it still ranks every destination and connection pool:
+    tens of thousands of them cost milliseconds, and a dashboard and a Prometheus
+    scrape may ask often. A cheap answer is never reused; a reused one has its ages
+    brought up to date.
     """
 
     def __init__(

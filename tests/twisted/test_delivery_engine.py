@@ -16,6 +16,7 @@ from mailengine.queue.envelope import Envelope
 from mailengine.queue.ids import MessageIdFactory
 from mailengine.queue.live import LiveQueue
 from mailengine.queue.store import QueueStore
+from mailengine.queue.tally import MessageTable
 from tests.twisted.test_live_queue import SyncThreads
 
 
@@ -300,3 +301,85 @@ def test_the_event_log_records_each_final_failure_with_its_category_when_flushed
     assert event["event"] == "failed" and event["recipient"] == "y@nowhere.test"
     assert event["category"] == "bad_domain" and event["message_id"] == "M1@h"
     engine.events.stop()
+
+
+class NoWalk(MessageTable):
+    """The live queue's message table, refusing to be walked while ``is_forbidden``."""
+
+    is_forbidden = False
+
+    def _walk(self):
+        if self.is_forbidden:
+            raise AssertionError("the queue was walked")
+
+    def __iter__(self):
+        self._walk()
+        return super().__iter__()
+
+    def values(self):
+        self._walk()
+        return super().values()
+
+    def items(self):
+        self._walk()
+        return super().items()
+
+    def keys(self):
+        self._walk()
+        return super().keys()
+
+
+def queued(delivery, reactor):
+    """{domain: (recipients, oldest seconds)} from status(), the queue not walked."""
+    table = delivery.engine.queue.messages
+    table.is_forbidden = True
+    try:
+        status = delivery.status(reactor.seconds())
+    finally:
+        table.is_forbidden = False
+    return {d.domain: (d.queued_recipients, d.oldest_seconds) for d in status.domains}
+
+
+def test_status_follows_enqueue_deliver_defer_hold_and_delete_without_walking_the_queue(parts):
+    engine, delivery, reactor = parts
+    engine.queue.messages = NoWalk()
+    engine.config.override("smtp_out", "max_connections_per_host", 1)
+    accept(engine, 1)  # d.test: sent below
+    accept(engine, 2)  # waits for d.test's one connection; held by the operator
+    reactor.advance(10)
+    accept(engine, 3, "z@later.test")  # DNS timeout: deferred to retry/
+    accept(engine, 4, "y@later.test")
+    assert queued(delivery, reactor) == {"d.test": (2, 10.0), "later.test": (2, 0.0)}
+    reactor.advance(0)
+    m2 = engine.queue.messages.get("M2@h")
+    engine.queue.hold(m2, m2.envelope)  # web/inmemory.py's hold
+    assert queued(delivery, reactor) == {"d.test": (1, 10.0), "later.test": (2, 0.0)}
+    proto, t = talk(reactor)
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
+    reactor.advance(5)
+    assert queued(delivery, reactor) == {"later.test": (2, 5.0)}
+    assert engine.queue.messages.get("M3@h").location == "retry"
+    engine.store.move("M3@h", "retry", "hold")  # web/queuecontrol.py's hold of a file
+    engine.queue.forget("M3@h")
+    assert queued(delivery, reactor) == {"later.test": (1, 5.0)}
+    engine.queue.delete(engine.queue.messages.get("M4@h"))
+    assert queued(delivery, reactor) == {"later.test": (0, 0.0)}  # shown: its DNS fails
+    assert os.path.exists(engine.store.path("hold", "M2@h", ".inf"))
+
+
+def test_status_counts_what_an_attempt_left_to_send(parts):
+    engine, delivery, reactor = parts
+    env = Envelope(
+        message_id="M1@h",
+        mail_from="s@src.test",
+        rcpt_to_send=["a@d.test", "b@d.test", "c@later.test"],
+        time_created=reactor.seconds(),
+    )
+    engine.queue.accept_relay(env, b"Subject: x\r\n\r\nhi\r\n")
+    reactor.advance(0)
+    proto, t = talk(reactor)
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n451 4.2.1 later\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
+    reactor.advance(0)
+    assert queued(delivery, reactor) == {"d.test": (1, 0.0), "later.test": (1, 0.0)}

@@ -6,7 +6,6 @@ messages come and go (pure), so the Destinations view, ``/api/destinations`` and
 from __future__ import annotations
 
 import heapq
-from collections import Counter
 from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
@@ -16,12 +15,13 @@ import attrs
 def domain_counts(addresses: Iterable[str]) -> dict[str, int]:
     """Recipients per domain (as ``delivery.plan.domain_of`` names it: the part after
     the last ``@``, lower case, no trailing dot)."""
-    return dict(Counter(_domain(a) for a in addresses))
+    counts: dict[str, int] = {}
+    for address in addresses:
+        _, at, domain = address.rpartition("@")
+        domain = domain.lower().rstrip(".") if at else ""
+        counts[domain] = counts.get(domain, 0) + 1
+    return counts
 
-
-def _domain(address: str) -> str:
-    _, at, domain = address.rpartition("@")
-    return domain.lower().rstrip(".") if at else ""
 
 
 @attrs.define

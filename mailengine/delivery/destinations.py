@@ -86,7 +86,7 @@ class DestinationGate:
         blocked = set()
         for domain in destinations_of(msg):
             if self.shaper.may_send(domain, now) is None:
-                self.shaper.sending(domain, now)
+                self.shaper.sending(domain, now, msg.message_id)
             else:
                 blocked.add(domain)
         if blocked:
@@ -99,10 +99,21 @@ class DestinationGate:
 
     # -- the sender tells ----------------------------------------------------
 
-    def finished(self, domains: Iterable[str], errors: dict[str, str], sent: set[str]) -> None:
+    def finished(
+        self, message_id: str, domains: Iterable[str], errors: dict[str, str], sent: set[str]
+    ) -> None:
         """A message's attempt ended: its destinations may take the next waiting one."""
         for domain in domains:
-            self.shaper.finished(domain, error=errors.get(domain, ""), is_sent=domain in sent)
+            self.shaper.finished(
+                domain, error=errors.get(domain, ""), is_sent=domain in sent, key=message_id
+            )
+            self.offer(domain)
+
+    def dns_answered(self, message_id: str, domain: str) -> None:
+        """Its MX lookup was answered: when it was one of the few let in while the
+        destination's DNS was unknown, the next waiting ones may go (or wait for the
+        failure's answer to expire)."""
+        if self.shaper.dns_answered(domain, message_id):
             self.offer(domain)
 
     def react(self, domain: str, reply: str) -> None:

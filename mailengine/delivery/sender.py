@@ -304,27 +304,34 @@ class DeliveryEngine(service.Service):
             self._resolving.add(job)
             self.shaper.dns_started(domain)
             d = self.resolver.resolve(domain)
+            if not d.called:  # asked on the wire: let few more in until it is answered
+                self.shaper.dns_asked(domain)
             d.addBoth(self._answered, job)
             d.addCallback(self._resolved, job)
             d.addErrback(self._resolve_error, job)
 
     def _answered(self, result: Any, job: Job) -> Any:
         self._resolving.discard(job)
-        self.shaper.dns_done(job.domain)
+        domain = job.domain
+        self.shaper.dns_done(domain)
+        if isinstance(result, DNSFailure):
+            is_transient = not result.permanent
+            self.shaper.dns_failed(domain, result.reason, result.until, is_transient=is_transient)
+        elif isinstance(result, Destination):
+            self.shaper.dns_resolved(domain)
+        self.gate.dns_answered(job.message_id, domain)
         return result
 
     def _resolved(self, answer: Resolution, job: Job) -> None:
         if job.done:
             return  # ended untried by a stop while its lookup was out
         if isinstance(answer, DNSFailure):
-            self.shaper.dns_failed(job.domain, answer.reason, answer.until)
             # RFC 3463: X.1.2 bad destination system; X.4.3 directory server failure.
             if answer.permanent:
                 job.finish_all(HARD, answer.reason, status="5.1.2")
             else:
                 job.finish_all(SOFT, answer.reason, status="4.4.3")
             return
-        self.shaper.dns_resolved(job.domain)
         hops = self._hops(answer)
         if not hops:
             job.finish_all(
@@ -464,7 +471,7 @@ class DeliveryEngine(service.Service):
                 sent.add(domain)
             elif r.kind != UNTRIED:
                 errors[domain] = r.reply
-        self.gate.finished(attempt.domains, errors, sent)
+        self.gate.finished(attempt.message.message_id, attempt.domains, errors, sent)
 
     def _suspended(self, domain: str) -> None:
         """A destination was suspended: its jobs waiting for a connection go back."""

@@ -23,7 +23,6 @@ def domain_counts(addresses: Iterable[str]) -> dict[str, int]:
     return counts
 
 
-
 @attrs.define
 class _Line:
     """One destination: its recipients, and its messages by id with their creation time;

@@ -25,6 +25,10 @@ PACE_SLACK_SECONDS = 1.0  # a paced destination may catch up this much after a p
 RAMP_FACTOR = 1.1  # throttle recovery: +10 % per step (KumoMTA PR #594)
 MAX_RAMP_STEPS = 200  # 1.1**200 is far past any ceiling; avoids float overflow
 RATE_WINDOW_SECONDS = 60.0
+# Messages a destination may have waiting on an MX lookup while its DNS is not known to
+# answer (new, failing, or its last lookup went out on the wire): a slow or failing DNS
+# then holds only these few in the send loop's window, not its whole budget.
+MAX_DNS_PROBES = 2
 
 
 class Reason(enum.Enum):
@@ -133,6 +137,9 @@ class DestinationState:
     is_dns_failing: bool = False
     dns_until: float | None = None  # the failed answer is cached until then (None: unknown)
     dns_lookups: int = 0  # MX lookups out for it now
+    is_dns_known: bool = False  # its last lookup got a lasting answer (servers, or none)
+    is_dns_transient: bool = False  # failing: a timeout or SERVFAIL, not "no such domain"
+    dns_probes: set[str] = attrs.Factory(set)  # messages let in while its DNS is unknown
     window_start: float = 0.0
     count_now: int = 0  # messages started in the current rate window
     count_before: int = 0  # and in the one before
@@ -159,6 +166,7 @@ class DestinationState:
         return (
             self.in_flight == 0
             and self.dns_lookups == 0
+            and not self.dns_probes
             and self.suspended_until <= now
             and (self.throttle is None or self.throttle.is_over(now))
         )
@@ -247,6 +255,9 @@ class Shaper:
         dest = self.destination(domain)
         if dest.suspended_until > now:
             return Wait(Reason.SUSPENDED, dest.suspended_until, dest.suspended_by)
+        dns = self._dns_hold(dest, now)
+        if dns is not None:
+            return dns
         if dest.in_flight >= self.budget(dest):
             return Wait(Reason.CONNECTION_CAP)
         if self.per_minute(dest, now):
@@ -262,11 +273,17 @@ class Shaper:
         dest = self.destinations[domain]
         if self.per_minute(dest, now):
             return 1
-        return self.budget(dest) - dest.in_flight
+        room = self.budget(dest) - dest.in_flight
+        if not dest.is_dns_known:
+            room = min(room, MAX_DNS_PROBES - len(dest.dns_probes))
+        return room
 
-    def sending(self, domain: str, now: float) -> None:
-        """One message for ``domain`` starts (it was allowed by ``may_send``)."""
+    def sending(self, domain: str, now: float, key: str = "") -> None:
+        """One message for ``domain`` starts (it was allowed by ``may_send``); ``key``
+        names it until its MX lookup is answered (``dns_answered``) or it ends."""
         dest = self.destination(domain)
+        if key and not dest.is_dns_known:
+            dest.dns_probes.add(key)
         dest.in_flight += 1
         dest.last_started = now
         dest.count_started(now)
@@ -274,12 +291,15 @@ class Shaper:
         if rate:
             dest.pacer.take(rate, now)
 
-    def finished(self, domain: str, *, error: str = "", is_sent: bool = False) -> None:
+    def finished(
+        self, domain: str, *, error: str = "", is_sent: bool = False, key: str = ""
+    ) -> None:
         """A message for ``domain`` ended its attempt (``error``: the last failure reply)."""
         dest = self.destinations.get(domain)
         if dest is None:
             return
         dest.in_flight = max(0, dest.in_flight - 1)
+        dest.dns_probes.discard(key)
         if error:
             dest.last_error = error
         elif is_sent:
@@ -295,18 +315,55 @@ class Shaper:
         if dest is not None:
             dest.dns_lookups = max(0, dest.dns_lookups - 1)
 
-    def dns_failed(self, domain: str, reason: str, until: float | None = None) -> None:
-        """The lookup failed; ``until``: when the failed answer leaves the cache."""
+    def dns_failed(
+        self, domain: str, reason: str, until: float | None = None, *, is_transient: bool = False
+    ) -> None:
+        """The lookup failed; ``until``: when the failed answer leaves the cache. A
+        transient failure (timeout, SERVFAIL) holds the destination's mail until then:
+        asking again before gets the same cached failure."""
         dest = self.destination(domain)
         dest.is_dns_failing = True
+        dest.is_dns_known = not is_transient  # "no such domain" is answered at once again
+        dest.is_dns_transient = is_transient
         dest.dns_until = until
         dest.last_error = reason
 
     def dns_resolved(self, domain: str) -> None:
-        dest = self.destinations.get(domain)
-        if dest is not None and dest.is_dns_failing:
+        dest = self.destination(domain)
+        dest.is_dns_known = True
+        if dest.is_dns_failing:
             dest.is_dns_failing = False
             dest.dns_until = None
+
+    def dns_asked(self, domain: str) -> None:
+        """An MX lookup for ``domain`` went out on the wire (not answered from the cache):
+        until it is answered, only a few of its messages are let in."""
+        dest = self.destinations.get(domain)
+        if dest is not None:
+            dest.is_dns_known = False
+
+    def dns_answered(self, domain: str, key: str) -> bool:
+        """Message ``key``'s lookup for ``domain`` was answered (after ``dns_failed`` or
+        ``dns_resolved``); True when that lets more of its messages in."""
+        dest = self.destinations.get(domain)
+        if dest is None or key not in dest.dns_probes:
+            return False
+        dest.dns_probes.discard(key)
+        return True
+
+    def _dns_hold(self, dest: DestinationState, now: float) -> Wait | None:
+        """Why ``dest`` may not take one more message for DNS: its failure is cached until
+        a later time, or its few probing messages are still waiting for an answer."""
+        if (
+            dest.is_dns_failing
+            and dest.is_dns_transient
+            and dest.dns_until
+            and dest.dns_until > now
+        ):
+            return Wait(Reason.DNS_WAIT, dest.dns_until, dest.last_error)
+        if not dest.is_dns_known and len(dest.dns_probes) >= MAX_DNS_PROBES:
+            return Wait(Reason.DNS_WAIT, None, LOOKING_UP)
+        return None
 
     def dns_wait(self, domain: str, now: float) -> Wait | None:
         """Is ``domain`` waiting for DNS: failing (why, and until when the failed answer

@@ -361,3 +361,37 @@ def test_destinations_show_a_lookup_in_progress_and_a_failing_one_until_its_answ
         assert slow["state_text"] == "waiting for DNS"
         assert slow["reason"] == "MX lookup in progress"
         assert metrics(engine)[("mailengine_destinations", (("state", "dns_failing"),))] >= 1
+
+
+def test_a_failing_dns_holds_only_its_own_mail_until_the_failure_expires(
+    engine_factory, sinks, tmp_path
+):
+    from tests.dnsserver import DNSServerProcess
+    from tests.system.test_web_delivery import TOKEN, call
+
+    zone = tmp_path / "zone.txt"
+    zone.write_text(DNS_ZONE)
+    fine = sinks("127.0.3.16")
+    with DNSServerProcess(str(zone)) as dns:
+        engine = engine_factory(
+            settings(
+                dns={"servers": [dns.spec], "bypass": [route("fine.test", fine)]},
+                web={"api_token": TOKEN},
+            )
+        )
+        send(engine, "b@broken.test", 30, "broken")
+        took = delivered_in(engine, fine, "f@fine.test", 20, "fine")
+        assert took < 10, took  # the healthy destination is not behind the broken one
+
+        def broken():
+            listed = call(engine, "/api/destinations")[1]["destinations"]
+            return [d for d in listed if d["domain"] == "broken.test"]
+
+        [held] = wait_for(broken, what="broken.test listed")
+        assert held["state"] == "dns_failing" and held["queued_recipients"] == 30
+        assert held["until"] > time.time() + 15  # the SERVFAIL is cached for 30 s
+        # Only the first few went to look it up and were deferred; the rest wait in
+        # memory for the failure to expire instead of being taken and deferred each.
+        assert call(engine, "/api/status")[1]["totals"]["deferred"] <= 2
+        asked = [q for q in dns.queries() if q[0].rstrip(".") == "broken.test"]
+        assert 1 <= len(asked) <= 2

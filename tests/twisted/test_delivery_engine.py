@@ -383,3 +383,35 @@ def test_status_counts_what_an_attempt_left_to_send(parts):
     proto.dataReceived(b"250 queued\r\n")
     reactor.advance(0)
     assert queued(delivery, reactor) == {"d.test": (1, 0.0), "later.test": (1, 0.0)}
+
+
+class SlowFor:
+    """Answers ``slow`` only when the test says so; every other domain at once."""
+
+    def __init__(self, slow, other):
+        self.slow, self.other, self.waiting = slow, other, []
+
+    def resolve(self, domain):
+        if domain != self.slow:
+            return self.other.resolve(domain)
+        d = defer.Deferred()
+        self.waiting.append(d)
+        return d
+
+
+def test_a_slow_dns_lets_only_a_few_of_its_messages_into_the_send_loop(parts):
+    engine, delivery, reactor = parts
+    resolver = delivery.resolver = SlowFor("slow.test", delivery.resolver)
+    for n in range(50):
+        accept(engine, n, f"x{n}@slow.test")
+    accept(engine, 99)  # d.test, answered at once
+    reactor.advance(0)
+    slow = [m for m in delivery.attempts if m != "M99@h"]
+    assert len(slow) == 2 and "M99@h" in delivery.attempts
+    assert len(resolver.waiting) == 2  # not one lookup per waiting message
+    mx = Destination("slow.test", (Target(10, "mx.slow.test", ("192.0.2.9",)),))
+    for d in resolver.waiting:
+        d.callback(mx)
+    reactor.advance(0)
+    budget = delivery.shaper.budget(delivery.shaper.destinations["slow.test"])
+    assert len(delivery.attempts) == 1 + budget  # answered: the rest go, up to its budget

@@ -445,3 +445,96 @@ def test_removed_or_rescheduled_parked_keys_are_not_released():
     assert sched.release("d", 5) == 0
     assert sched.pop_due(10.0, 5) == []
     assert sched.pop_due(60.0, 5) == ["moved"]
+
+
+# -- DNS: a failing or slow lookup holds only its own destination's mail ----------
+
+
+def let_in(s: Shaper, domain: str, now: float, keys: list[str]) -> list[str]:
+    """Start each message the shaper lets in now; the keys it let in."""
+    taken = []
+    for key in keys:
+        if s.may_send(domain, now) is None:
+            s.sending(domain, now, key)
+            taken.append(key)
+    return taken
+
+
+def test_a_new_destination_lets_in_only_a_few_messages_until_its_lookup_is_answered():
+    s = shaper()
+    assert let_in(s, "new.test", 0.0, ["m1", "m2", "m3", "m4"]) == ["m1", "m2"]
+    assert s.may_send("new.test", 0.0) == Wait(Reason.DNS_WAIT, None, "MX lookup in progress")
+    assert s.room("new.test", 0.0) == 0
+    s.dns_resolved("new.test")
+    assert s.dns_answered("new.test", "m1") is True
+    assert s.dns_answered("new.test", "m1") is False  # once
+    assert s.room("new.test", 0.0) == s.budget(s.destinations["new.test"]) - 2
+    assert let_in(s, "new.test", 0.0, [f"n{i}" for i in range(10)]) == [f"n{i}" for i in range(10)]
+
+
+def test_a_lookup_on_the_wire_bounds_the_destination_again_until_it_is_answered():
+    s = shaper()
+    s.dns_resolved("a.test")
+    assert len(let_in(s, "a.test", 0.0, ["m1", "m2", "m3"])) == 3  # answered from the cache
+    s.dns_asked("a.test")  # its cached answer expired: the next lookup goes out
+    assert let_in(s, "a.test", 0.0, ["m4", "m5", "m6"]) == ["m4", "m5"]
+    assert s.room("a.test", 0.0) == 0
+    s.dns_answered("a.test", "m4")
+    assert s.room("a.test", 0.0) == 1  # still unknown: one probe slot free
+    s.dns_resolved("a.test")
+    s.dns_answered("a.test", "m5")
+    assert s.may_send("a.test", 0.0) is None and s.room("a.test", 0.0) > 1
+
+
+def test_a_cached_transient_failure_holds_the_destination_until_it_expires():
+    s = shaper()
+    let_in(s, "broken.test", 0.0, ["m1", "m2"])
+    s.dns_failed("broken.test", "DNS lookup failed: SERVFAIL", until=30.0, is_transient=True)
+    s.dns_answered("broken.test", "m1")
+    s.dns_answered("broken.test", "m2")
+    wait = Wait(Reason.DNS_WAIT, 30.0, "DNS lookup failed: SERVFAIL")
+    assert s.may_send("broken.test", 10.0) == wait
+    assert s.may_send("broken.test", 29.9) == wait and s.room("broken.test", 29.9) == 0
+    assert s.may_send("other.test", 10.0) is None  # only its own mail waits
+    # The answer expired: a few go to ask again; the rest wait for them.
+    assert let_in(s, "broken.test", 30.0, ["m3", "m4", "m5"]) == ["m3", "m4"]
+    s.dns_failed("broken.test", "DNS lookup failed: SERVFAIL", until=60.0, is_transient=True)
+    s.dns_answered("broken.test", "m3")
+    assert s.may_send("broken.test", 31.0) == attrs.evolve(wait, until=60.0)
+    s.dns_resolved("broken.test")  # the second probe got an answer after all
+    s.dns_answered("broken.test", "m4")
+    assert s.may_send("broken.test", 31.0) is None
+    assert s.state("broken.test", 31.0).kind == "sending"
+
+
+def test_a_transient_failure_without_a_known_expiry_only_bounds_the_probes():
+    s = shaper()
+    let_in(s, "x.test", 0.0, ["m1"])
+    s.dns_failed("x.test", "DNS timeout", is_transient=True)
+    s.dns_answered("x.test", "m1")
+    assert let_in(s, "x.test", 1.0, ["m2", "m3", "m4"]) == ["m2", "m3"]
+
+
+def test_no_such_domain_does_not_hold_its_mail_it_fails_at_once():
+    s = shaper()
+    let_in(s, "gone.test", 0.0, ["m1"])
+    s.dns_failed("gone.test", "NXDOMAIN", until=300.0)
+    s.dns_answered("gone.test", "m1")
+    assert len(let_in(s, "gone.test", 1.0, [f"m{i}" for i in range(2, 12)])) == 10
+    assert s.state("gone.test", 1.0).kind == "dns_failing"
+
+
+def test_a_probe_that_ends_without_an_answer_frees_its_slot():
+    s = shaper()
+    let_in(s, "a.test", 0.0, ["m1", "m2"])
+    s.finished("a.test", key="m1")  # a stop ended it while its lookup was out
+    assert let_in(s, "a.test", 0.0, ["m3", "m4"]) == ["m3"]
+    assert not s.destinations["a.test"].is_idle(0.0)
+
+
+def test_a_suspension_is_told_before_a_dns_wait():
+    s = shaper()
+    s.dns_failed("a.test", "SERVFAIL", until=30.0, is_transient=True)
+    s.suspend("a.test", 20.0)
+    assert s.may_send("a.test", 0.0).reason == Reason.SUSPENDED
+    assert s.may_send("a.test", 25.0).reason == Reason.DNS_WAIT

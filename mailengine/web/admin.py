@@ -129,7 +129,9 @@ class WebAdmin:
     async def destinations(self) -> tuple[DomainStatus, ...]:
         """The busiest and the unusual destinations: the delivery engine's status, kept
         as messages come and go (no walk of the queue, no directory count); when it
-        does not run, the queue's shape."""
+        does not run, the queue's shape; a supervisor asks its workers (the box's)."""
+        if self.running.box is not None:
+            return (await self.snapshot()).destinations
         now = self.now()
         status = self.delivery.get(now, TOP_DESTINATIONS)
         if status is not None:

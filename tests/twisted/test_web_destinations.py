@@ -1,5 +1,6 @@
 """The Destinations page in memory: states, reasons, and the suspend/resume/retry buttons."""
 
+import attrs
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -95,3 +96,17 @@ def test_metrics_count_destinations_per_state_and_events_per_rule(admin):
     assert samples[("mailengine_destinations", (("state", "suspended"),))] == 1
     key = ("mailengine_shaping_events_total", (("event", "throttle"), ("rule", "google")))
     assert samples[key] == 3
+
+
+class Box:
+    """Stands in for a supervisor of workers: the box's picture is its workers'."""
+
+    async def combine(self, own):
+        return attrs.evolve(own, destinations=(DomainStatus("box.test", 99, 5.0),))
+
+
+def test_a_supervisor_lists_the_destinations_of_its_workers(admin):
+    admin.running.box = Box()
+    listed = admin.get("/api/destinations").json()["destinations"]
+    assert [(d["domain"], d["queued_recipients"]) for d in listed] == [("box.test", 99)]
+    assert "box.test" in admin.get("/gui/admin/destinations").text

@@ -167,6 +167,44 @@ def test_a_killed_worker_is_restarted_its_journal_recovered_and_no_acknowledged_
     assert len(twice) <= 10, twice  # at most one per open connection of the killed worker
 
 
+def test_a_stop_under_load_writes_every_workers_memory_to_retry_and_loses_nothing(
+    engine_factory, sinks
+):
+    sink = sinks("127.0.2.33")
+    settings = {
+        "server": {"workers": 2},
+        "queue": {"use_disk_for_relay": False},  # acknowledged mail lives in memory only
+        "dns": {"bypass": [route("sink.test", sink)]},
+    }
+    engine = engine_factory(settings)
+    pids = started_with_workers(engine)
+    acked: list[tuple[str, list[str]]] = []
+    stop = threading.Event()
+    rcpts_for = lambda n: ["v@sink.test"] if n % 2 else ["w@stuck.test"]  # noqa: E731
+    threads = send_in_threads(engine, rcpts_for, 6, stop, acked)
+    wait_for(lambda: len(acked) >= 150, timeout=60, what="150 acknowledged messages")
+    code = engine.stop()  # SIGTERM while the clients still send
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert code in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
+    console = engine.console()
+    for n in (1, 2):
+        assert f"worker {n} (pid {pids[n]}) stopped" in console
+    assert "restarting" not in console
+    delivered = collections.Counter(queue_id(m.data) for m in sink.received())
+    retry = {inf["messageid"] for inf in infs(engine, "retry")}
+    lost = [m for m, _ in acked if m not in delivered and m not in retry]
+    assert not lost, f"{len(lost)} of {len(acked)} acknowledged messages lost: {lost[:5]}"
+    assert max(delivered.values(), default=1) == 1
+    assert any(m in retry for m, r in acked if r == ["w@stuck.test"])
+    assert not [
+        n for n in os.listdir(os.path.join(engine.mailq, "working")) if n != "w1" and n != "w2"
+    ]
+    for n in (1, 2):
+        assert os.listdir(os.path.join(engine.mailq, "working", f"w{n}")) == []
+
+
 def test_shutdown_txt_stops_every_worker_and_the_supervisor(engine_factory):
     engine = engine_factory({"server": {"workers": 2}})
     pids = started_with_workers(engine)

@@ -34,6 +34,7 @@ from mailengine.workers.commands import (
     AMP_OUT_FD,
     ApplySetting,
     Channel,
+    DestinationAction,
     Ready,
     RequestShutdown,
     Status,
@@ -85,6 +86,17 @@ class WorkerLink(Channel):
     def take_snapshot(self) -> defer.Deferred[dict[str, Any]]:
         d = defer.ensureDeferred(self.worker.snapshot())
         return d.addCallback(lambda data: {"snapshot": data})
+
+    @DestinationAction.responder
+    def destination_action(self, action: str, domain: str, minutes: float) -> dict[str, int]:
+        delivery = self.worker.delivery
+        if action == "suspend":
+            delivery.suspend_destination(domain, minutes)
+        elif action == "resume":
+            delivery.resume_destination(domain)
+        else:
+            return {"due": delivery.retry_destination_now(domain)}
+        return {"due": 0}
 
     @ApplySetting.responder
     def apply_setting(self, section: str, key: str, raw: Any) -> dict[str, str]:

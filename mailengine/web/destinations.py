@@ -3,6 +3,7 @@ and retry-now actions (page and JSON API). The states come from traffic shaping.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 import attrs
@@ -30,7 +31,8 @@ class DestinationActions(Protocol):
 
     def resume_destination(self, domain: str) -> None: ...
 
-    def retry_destination_now(self, domain: str) -> int: ...
+    def retry_destination_now(self, domain: str) -> int | Awaitable[int]:
+        """How many messages are due now (a supervisor of workers asks them: awaitable)."""
 
 
 def state_text(d: DomainStatus) -> str:
@@ -83,7 +85,7 @@ def add_routes(app: Routes, admin: WebAdmin) -> None:
         delivery = admin.running.delivery
         return delivery if hasattr(delivery, "suspend_destination") else None
 
-    def act(action: str, domain: str) -> str:
+    async def act(action: str, domain: str) -> str:
         """Run ``action`` on ``domain``; the words for the operator (or why not)."""
         delivery = actions()
         domain = normalise_domain(domain)
@@ -98,6 +100,8 @@ def add_routes(app: Routes, admin: WebAdmin) -> None:
             delivery.resume_destination(domain)
             return f"{domain}: resumed."
         n = delivery.retry_destination_now(domain)
+        if not isinstance(n, int):
+            n = await n
         return f"{domain}: {n} waiting messages are due now."
 
     @app.route("/gui/admin/destinations", methods=["GET"])
@@ -125,11 +129,11 @@ def add_routes(app: Routes, admin: WebAdmin) -> None:
         return admin.page(request, "Destinations", body, active="destinations")
 
     @app.route("/gui/admin/destinations/<action>", methods=["POST"])
-    def form_action(request: Any, action: str) -> bytes:
+    async def form_action(request: Any, action: str) -> bytes:
         if action not in ACTIONS:
             request.setResponseCode(404)
             return b"no such action\n"
-        message = act(action, arg(request, "domain"))
+        message = await act(action, arg(request, "domain"))
         audit(request, action, arg(request, "domain"))
         admin.flash(request, message)
         return admin.back(request, "/gui/admin/destinations")
@@ -140,11 +144,11 @@ def add_routes(app: Routes, admin: WebAdmin) -> None:
         return admin.json(request, {"destinations": [destination_json(d) for d in destinations]})
 
     @app.route("/api/destinations/<domain>/<action>", methods=["POST"])
-    def api_action(request: Any, domain: str, action: str) -> bytes:
+    async def api_action(request: Any, domain: str, action: str) -> bytes:
         if action not in ACTIONS:
             return admin.json(request, {"error": f"actions: {', '.join(ACTIONS)}"}, 404)
         if actions() is None:
             return admin.json(request, {"error": "the delivery engine is not running"}, 409)
-        message = act(action, domain)
+        message = await act(action, domain)
         audit(request, action, domain)
         return admin.json(request, {"ok": True, "message": message})

@@ -46,6 +46,17 @@ class TakeSnapshot(amp.Command):
     response = [(b"snapshot", BigJSON())]
 
 
+class DestinationAction(amp.Command):
+    """Supervisor -> worker: the Destinations page's suspend, resume or retry now."""
+
+    arguments = [
+        (b"action", amp.Unicode()),
+        (b"domain", amp.Unicode()),
+        (b"minutes", amp.Float()),
+    ]
+    response = [(b"due", amp.Integer())]  # retry now: messages made due
+
+
 class ApplySetting(amp.Command):
     """Supervisor -> worker: a setting changed in the web admin; ``raw`` is its JSON value."""
 

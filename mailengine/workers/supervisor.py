@@ -25,6 +25,7 @@ from twisted.protocols import amp
 
 import mailengine
 from mailengine import __version__
+from mailengine.delivery.status import DeliveryStatus
 from mailengine.engine import Engine
 from mailengine.observe.logfiles import DailyLogFiles
 from mailengine.observe.webhook import EventWebhook
@@ -48,6 +49,7 @@ from mailengine.workers.commands import (
     FIRST_LISTEN_FD,
     ApplySetting,
     Channel,
+    DestinationAction,
     Ready,
     RequestShutdown,
     Status,
@@ -170,6 +172,39 @@ def _how(value: Any) -> str:
     return "exit code 0"
 
 
+class BoxDestinations:
+    """The web admin's delivery engine in a supervisor: the Destinations page's actions go
+    to every worker; the status comes from the workers' snapshots (``combine``)."""
+
+    attempts: dict[str, Any] = {}
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+
+    def status(self, now: float, top: int = 20) -> DeliveryStatus:
+        paused = bool(self.supervisor.engine.config.smtp_out.paused)
+        return DeliveryStatus(paused=paused, open_connections=0)
+
+    def _tell(self, action: str, domain: str, minutes: float = 0.0) -> defer.Deferred[int]:
+        calls = [
+            w.call(DestinationAction, action=action, domain=domain, minutes=minutes)
+            .addCallback(lambda r: int(r["due"]))
+            .addErrback(lambda f: 0)  # a worker ending now: its replacement starts clean
+            for w in self.supervisor.workers.values()
+            if w.is_ready
+        ]
+        return defer.gatherResults(calls).addCallback(sum)
+
+    def suspend_destination(self, domain: str, minutes: float) -> None:
+        self._tell("suspend", domain, minutes)
+
+    def resume_destination(self, domain: str) -> None:
+        self._tell("resume", domain)
+
+    def retry_destination_now(self, domain: str) -> defer.Deferred[int]:
+        return self._tell("retry", domain)
+
+
 class Supervisor(service.MultiService):
     """Starts ``count`` workers on the shared sockets and mailq/; see the module docstring."""
 
@@ -213,7 +248,8 @@ class Supervisor(service.MultiService):
         from mailengine.web.app import make_site
         from mailengine.web.running import Running
 
-        site = make_site(self.engine, Running(delivery=None, service=self, box=self))
+        running = Running(delivery=BoxDestinations(self), service=self, box=self)
+        site = make_site(self.engine, running)
         self.listeners.append(web_listener(web, site))
 
     def check_listening(self) -> None:

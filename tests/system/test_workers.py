@@ -235,3 +235,29 @@ def test_a_setting_changed_in_the_web_admin_reaches_every_worker(engine_factory)
     for n in (1, 2):
         engine.wait_log(f"worker {n}: [server] helo_text = 'mx.box.test' applied")
     assert greetings() == {b"mx.box.test"}
+
+
+def test_suspend_and_resume_on_the_destinations_page_reach_every_worker(engine_factory, sinks):
+    sink = sinks("127.0.2.34")
+    engine = start_engine(
+        engine_factory, {"server": {"workers": 2}, "dns": {"bypass": [route("sink.test", sink)]}}
+    )
+    started_with_workers(engine)
+    status, reply = api(engine, "POST", "/api/destinations/sink.test/suspend")
+    assert status == 200, reply
+    for n in range(8):  # a connection each: both workers take some
+        with smtplib.SMTP("127.0.0.1", engine.smtp_port, timeout=10) as c:
+            c.sendmail("a@b.test", [f"r{n}@sink.test"], MESSAGE)
+
+    def listed():
+        _, body = api(engine, "GET", "/api/destinations")
+        return {d["domain"]: d for d in body["destinations"]}.get("sink.test")
+
+    wait_for(
+        lambda: (d := listed()) and d["queued_recipients"] == 8 and d["state"] == "suspended",
+        what="sink.test suspended with 8 recipients waiting",
+    )
+    assert sink.received() == []
+    status, reply = api(engine, "POST", "/api/destinations/sink.test/retry")
+    assert status == 200 and reply["message"] == "sink.test: 8 waiting messages are due now."
+    wait_for(lambda: len(sink.received()) == 8, what="all 8 sent after retry now")

@@ -1,9 +1,13 @@
 """Sign relay mail with the DKIM keys of its From: domain (pure: ``now`` comes in).
 
-dkimpy parses the header, canonicalises (RFC 6376 §3.4) and hashes the signed
-fields; the signature itself is made by ``DkimKey.sign_digest`` (OpenSSL via
-``cryptography``), because dkimpy's own RSA is pure Python and costs
-milliseconds per message. The body is canonicalised and hashed once for all keys.
+The layout follows dkimpy (its tag order, folding, canonicalisation policies, and the
+verifier in the tests); the per-message steps it does with a regular expression per
+line (parsing the header, selecting and relaxing the signed fields, emptying b=) are
+done here with the same results for a fraction of the CPU, proven byte-identical to
+dkimpy's ``gen_header`` by tests/unit/test_dkim_signer.py. The signature itself is
+made by ``DkimKey.sign_digest`` (OpenSSL via ``cryptography``), because dkimpy's own
+RSA is pure Python and costs milliseconds per message. ``prepare`` stops short of the
+private-key operations so they can run elsewhere (signing/process.py).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 
 import attrs
@@ -21,6 +26,11 @@ from mailengine.queue.content import split_headers
 from mailengine.signing.keys import DkimKey
 
 SIGNATURE_FIELD = b"DKIM-Signature"
+FIELD_NAME = re.compile(rb"([\x21-\x7e]+?):")  # dkim.rfc822_parse's
+LINE_BREAK = re.compile(rb"\r?\n")  # dkimpy's unfold_header_value
+WSP_RUN = re.compile(rb"[\t ]+")  # dkimpy's compress_whitespace
+MAYBE_B_TAG = re.compile(rb"b\s*=")  # where RE_BTAG could match
+DOMAIN_CACHE_SIZE = 1000  # From: fields whose domain is remembered
 
 
 @attrs.frozen
@@ -46,6 +56,8 @@ class Signer:
         # RFC 8463 §4: a verifier that knows only RSA still finds its signature first.
         for found in self.by_domain.values():
             found.sort(key=lambda k: k.algorithm != "rsa")
+        self._domains: dict[bytes, tuple[str, str]] = {}
+        self._policies: dict[str, CanonicalizationPolicy] = {}
 
     def __bool__(self) -> bool:
         return bool(self.by_domain)
@@ -64,34 +76,147 @@ class Signer:
         self, content: bytes, now: float, headers: Sequence[str], canonicalization: str
     ) -> Signed:
         """Sign canonical content (CRLF lines); never raises for a bad message."""
+        pending = self.prepare(content, now, headers, canonicalization)
+        if isinstance(pending, Signed):
+            return pending
+        return pending.finish([key.sign_digest(d) for key, d in pending.work()])
+
+    def prepare(
+        self, content: bytes, now: float, headers: Sequence[str], canonicalization: str
+    ) -> Signed | Pending:
+        """Everything but the private-key operations: the digest each key signs (a
+        ``Pending``), or the outcome at once (unsignable, or no key for the domain)."""
         if not self.by_domain:
             return Signed()
-        # dkimpy parses the header; the body of canonical content needs no parsing (and
-        # splitting a large body into lines would cost more than the signature).
+        # The body of canonical content needs no parsing (and splitting a large body into
+        # lines would cost more than the signature).
         head, body = split_headers(content)
         try:
-            fields, _ = dkim.rfc822_parse(head)
+            fields = parse_header(head)
         except dkim.MessageFormatError as exc:
             return Signed(problem=f"the header cannot be parsed ({exc})")
-        domain, problem = from_domain(fields)
+        instances: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        for field in fields:
+            instances.setdefault(field[0].lower(), []).append(field)
+        domain, problem = self.from_domain(instances.get(b"from", []))
         if problem:
             return Signed(problem=problem)
         keys = self.keys_for(domain)
         if not keys:
             return Signed()
-        policy = CanonicalizationPolicy.from_c_value(canonicalization.encode("ascii"))
+        policy = self.policy(canonicalization)
         body_hash = base64.b64encode(hashlib.sha256(canonical_body(policy, body)).digest())
-        signed_names = names_to_sign(fields, headers)
-        # Only the fields named in h= are hashed: canonicalise just those.
-        wanted = set(signed_names)
-        canonical_fields = policy.canonicalize_headers(
-            [field for field in fields if field[0].lower() in wanted]
+        signed_names = names_to_sign(instances, headers)
+        # The signed fields hash the same for every key: hash them once, copy per key.
+        hasher = hashlib.sha256(
+            b"".join(b"%s:%s" % field for field in signed_fields(policy, instances, signed_names))
         )
-        signatures = [
-            signature_field(key, policy, canonical_fields, signed_names, body_hash, int(now))
-            for key in keys
+        tags = [signature_tags(key, policy, signed_names, body_hash, int(now)) for key in keys]
+        digests = [signed_digest(hasher.copy(), policy, t) for t in tags]
+        return Pending(tuple(keys), tuple(digests), tuple(tags), keys[0].domain)
+
+    def from_domain(self, froms: Sequence[tuple[bytes, bytes]]) -> tuple[str, str]:
+        """``from_domain`` of the From: fields, remembered by the field's bytes: bulk mail
+        repeats one From: over and over, and parsing its address costs more than the rest
+        of the header."""
+        if len(froms) != 1:
+            return from_domain(froms)
+        value = froms[0][1]
+        found = self._domains.get(value)
+        if found is None:
+            if len(self._domains) >= DOMAIN_CACHE_SIZE:
+                self._domains.clear()
+            found = self._domains[value] = from_domain(froms)
+        return found
+
+    def policy(self, canonicalization: str) -> CanonicalizationPolicy:
+        found = self._policies.get(canonicalization)
+        if found is None:
+            c = canonicalization.encode("ascii")
+            found = self._policies[canonicalization] = CanonicalizationPolicy.from_c_value(c)
+        return found
+
+
+@attrs.frozen
+class Pending:
+    """A message's signatures short of the private-key operations: the SHA-256 digest
+    each key signs, and the tags its DKIM-Signature field will carry."""
+
+    keys: tuple[DkimKey, ...]
+    digests: tuple[bytes, ...]
+    tags: tuple[list[tuple[bytes, bytes]], ...]
+    domain: str
+
+    def work(self) -> list[tuple[DkimKey, bytes]]:
+        """(key, digest) for each signature to make, in order."""
+        return list(zip(self.keys, self.digests, strict=True))
+
+    def finish(self, signatures: Sequence[bytes]) -> Signed:
+        """The fields, given each key's signature of its digest (same order)."""
+        fields = [
+            signature_field(tags, signature)
+            for tags, signature in zip(self.tags, signatures, strict=True)
         ]
-        return Signed(header=b"".join(signatures), domain=keys[0].domain)
+        return Signed(header=b"".join(fields), domain=self.domain)
+
+
+def parse_header(head: bytes) -> list[tuple[bytes, bytes]]:
+    """(name, value) of each header field, value with its folding and CRLF: what
+    ``dkim.rfc822_parse`` returns, without its regular expression per line when every
+    line ends in CRLF (always so for canonical content)."""
+    if head.count(b"\n") != head.count(b"\r\n"):
+        try:
+            parsed, _ = dkim.rfc822_parse(head)
+        except IndexError:  # dkimpy's word for a continuation line before any field
+            raise dkim.MessageFormatError("a continuation line comes first") from None
+        return [(name, value) for name, value in parsed]
+    fields: list[tuple[bytes, bytes]] = []
+    for line in head.split(b"\r\n"):
+        if not line:
+            break
+        if line[0] in (0x09, 0x20):
+            if not fields:
+                raise dkim.MessageFormatError(f"a continuation line comes first: {line[:80]!r}")
+            name, value = fields[-1]
+            fields[-1] = (name, value + line + b"\r\n")
+            continue
+        match = FIELD_NAME.match(line)
+        if match is not None:
+            fields.append((match.group(1), line[match.end() :] + b"\r\n"))
+        elif not line.startswith(b"From "):
+            raise dkim.MessageFormatError(f"Unexpected characters in RFC822 header: {line!r}")
+    return fields
+
+
+def signed_fields(
+    policy: CanonicalizationPolicy,
+    instances: dict[bytes, list[tuple[bytes, bytes]]],
+    signed_names: Sequence[bytes],
+) -> list[tuple[bytes, bytes]]:
+    """The fields h= names, canonicalised, in the order they are hashed: for each name,
+    its instances from the last up (``dkim.select_headers``). ``instances``: each
+    lower-case name's fields in header order (emptied here). Only the signed fields are
+    canonicalised, not the whole header (Received: fields are long and never signed)."""
+    selected = []
+    for name in signed_names:
+        found = instances.get(name)
+        if found:
+            selected.append(found.pop())
+    if policy.header_algorithm is Relaxed:
+        return [relaxed_field(name, value) for name, value in selected]
+    return policy.canonicalize_headers(selected)
+
+
+def relaxed_field(name: bytes, value: bytes) -> tuple[bytes, bytes]:
+    """dkimpy's relaxed header canonicalisation of one field (RFC 6376 §3.4.2): unfold,
+    compress whitespace runs, strip; its substitutions skipped when they change nothing."""
+    if value.count(b"\n") == 1 and value.endswith(b"\r\n"):
+        value = value[:-2]  # unfolded already
+    else:
+        value = LINE_BREAK.sub(b"", value)
+    if b"\t" in value or b"  " in value:
+        value = WSP_RUN.sub(b" ", value)
+    return name.lower().rstrip(), value.strip() + b"\r\n"
 
 
 def canonical_body(policy: CanonicalizationPolicy, body: bytes) -> bytes:
@@ -131,29 +256,31 @@ def from_domain(fields: Sequence[tuple[bytes, bytes]]) -> tuple[str, str]:
     return domain, ""
 
 
-def names_to_sign(fields: Sequence[tuple[bytes, bytes]], wanted: Sequence[str]) -> list[bytes]:
+def names_to_sign(
+    instances: dict[bytes, list[tuple[bytes, bytes]]], wanted: Sequence[str]
+) -> list[bytes]:
     """h= : each wanted field as often as it appears, and From once more (RFC 6376 §8.15:
-    a From added later then breaks the signature)."""
-    counts: dict[bytes, int] = {}
-    for name, _ in fields:
-        counts[name.lower()] = counts.get(name.lower(), 0) + 1
+    a From added later then breaks the signature). ``instances``: the fields by
+    lower-case name."""
     names: list[bytes] = []
     for text in wanted:
         name = text.encode("ascii")
-        names.extend([name] * (counts.get(name, 0) + (1 if name == b"from" else 0)))
+        count = len(instances.get(name, ())) + (name == b"from")
+        if count:
+            names.extend([name] * count)
     return names
 
 
-def signature_field(
+def signature_tags(
     key: DkimKey,
     policy: CanonicalizationPolicy,
-    canonical_fields: list[tuple[bytes, bytes]],
     signed_names: list[bytes],
     body_hash: bytes,
     now: int,
-) -> bytes:
-    """One DKIM-Signature field, as dkimpy's ``DomainSigner.gen_header`` lays it out."""
-    tags = [
+) -> list[tuple[bytes, bytes]]:
+    """The tags of one DKIM-Signature field, as dkimpy's ``DomainSigner.sign`` orders them,
+    b= a placeholder."""
+    return [
         (b"v", b"1"),
         (b"a", key.signature_algorithm),
         (b"c", policy.to_c_value()),
@@ -166,13 +293,39 @@ def signature_field(
         # later leaves the whitespace of the tags before it (which are hashed) alone.
         (b"b", b"0" * 60),
     ]
-    namelen = len(SIGNATURE_FIELD)
-    value = dkim.fold(b"; ".join(b"=".join(t) for t in tags), namelen=namelen)
-    value = dkim.RE_BTAG.sub(b"\\1", value)
-    hasher = hashlib.sha256()
-    dkim.hash_headers(
-        hasher, policy, canonical_fields, signed_names, (SIGNATURE_FIELD, b" " + value), None
+
+
+def signed_digest(
+    hasher: hashlib._Hash, policy: CanonicalizationPolicy, tags: list[tuple[bytes, bytes]]
+) -> bytes:
+    """The digest the key signs: ``hasher`` holds the signed fields; the field itself
+    follows, b= empty and without its CRLF (``dkim.hash_headers``, ``gen_header``)."""
+    value = without_b_value(
+        dkim.fold(b"; ".join(b"=".join(t) for t in tags), namelen=len(SIGNATURE_FIELD))
     )
-    tags[-1] = (b"b", base64.b64encode(key.sign_digest(hasher.digest())))
-    value = dkim.fold(b"; ".join(b"=".join(t) for t in tags) + b"\r\n", namelen=namelen)
+    if policy.header_algorithm is Relaxed:
+        name, value = relaxed_field(SIGNATURE_FIELD, b" " + value)
+    else:
+        name, value = SIGNATURE_FIELD, b" " + value
+    hasher.update(name + b":" + value.rstrip())
+    return hasher.digest()
+
+
+def without_b_value(folded: bytes) -> bytes:
+    """``dkim.RE_BTAG.sub``, which empties b=: the placeholder is the last tag and
+    folding adds only CRLF-space to it, so the field up to its ``b=`` is what that gives
+    when nothing before it looks like a b= tag (the costly part of the expression is
+    matching the placeholder's characters)."""
+    cut = folded.rfind(b"b=")
+    if cut > 0 and folded[cut - 1] in b"; " and MAYBE_B_TAG.search(folded, 0, cut) is None:
+        return folded[: cut + 2]
+    return dkim.RE_BTAG.sub(b"\\1", folded)
+
+
+def signature_field(tags: list[tuple[bytes, bytes]], signature: bytes) -> bytes:
+    """One DKIM-Signature field, as dkimpy's ``DomainSigner.gen_header`` lays it out."""
+    tags = [*tags[:-1], (b"b", base64.b64encode(signature))]
+    value = dkim.fold(
+        b"; ".join(b"=".join(t) for t in tags) + b"\r\n", namelen=len(SIGNATURE_FIELD)
+    )
     return SIGNATURE_FIELD + b": " + value

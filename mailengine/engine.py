@@ -19,6 +19,7 @@ from mailengine.queue.store import QueueStore
 from mailengine.queue.suppression import SuppressionList
 from mailengine.reports.bouncepatterns import shipped_patterns
 from mailengine.reports.categories import Pattern
+from mailengine.signing.process import SigningProcess
 from mailengine.signing.signer import Signer
 
 
@@ -40,6 +41,8 @@ class Engine:
     signer: Signer = attrs.field(factory=lambda: Signer(()))  # [[dkim.key]], read at start
     # Runs CPU-heavy work (signing large messages) off the reactor thread; None: inline.
     run_in_thread: Callable[[Callable[[], Any]], Any] | None = None
+    # Makes the DKIM signatures on another core ([dkim] separate_process); None: here.
+    signing_process: SigningProcess | None = None
     # Bounce-category patterns (reports.categories); build_engine adds the operator's.
     bounce_patterns: list[Pattern] = attrs.field(factory=shipped_patterns)
     # The per-recipient event log; off (writes nothing) until build_engine makes the real one.

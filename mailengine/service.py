@@ -41,6 +41,7 @@ from mailengine.queue.writeback import StopWriteBack
 from mailengine.reports.bouncepatterns import load_patterns
 from mailengine.reports.categories import PatternError
 from mailengine.signing.keys import load_keys
+from mailengine.signing.process import SigningProcess
 from mailengine.signing.signer import Signer
 from mailengine.startup import (
     Listener,
@@ -159,6 +160,10 @@ class EngineService(service.MultiService):
         self.writeback: StopWriteBack | None = None
         self.inbound: InboundFactory | None = None  # none when receiving is off
         self._logfiles: DailyLogFiles | None = None
+        if engine.signer and engine.config.dkim.separate_process:
+            # First in, last out: it signs until receiving and delivery have stopped.
+            engine.signing_process = SigningProcess(engine)
+            engine.signing_process.setServiceParent(self)
         checker = QueueChecker(engine, self.request_stop, role=self.role)
         checker.setServiceParent(self)
         watcher = RetryWatcher(engine, self.request_stop, checker.run_in_thread, checker.scan_retry)

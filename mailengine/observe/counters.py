@@ -52,6 +52,7 @@ class Counters:
     total_rejected: int = 0
     dkim_signed: int = 0  # relay messages signed (issue 11)
     dkim_unsignable: int = 0  # relay messages sent unsigned because they could not be signed
+    dkim_signed_in_engine: int = 0  # signed here: the DKIM signing process was unavailable
     interval_start: float = 0.0
     # Final failures and received bounces by bounce category, since start (/metrics).
     bounces: dict[str, int] = attrs.field(factory=dict)

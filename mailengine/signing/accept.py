@@ -1,5 +1,9 @@
 """DKIM-signs mail as the queue takes it, before it is stored: the relay copy of a received
-message and the mail the engine writes itself (DSNs, reports, notices). Twisted side."""
+message and the mail the engine writes itself (DSNs, reports, notices). Twisted side.
+
+With ``[dkim] separate_process`` (the default) the signing process (signing/process.py)
+signs; when it is unavailable the engine signs the message itself, as below, and counts
+it."""
 
 from __future__ import annotations
 
@@ -13,11 +17,13 @@ from twisted.python.failure import Failure
 
 from mailengine.config.model import Config
 from mailengine.observe.counters import Counters
+from mailengine.signing.process import SigningProcess, Unavailable
 from mailengine.signing.signer import Signed, Signer
+from mailengine.signing.wire import RemoteError
 
 log = Logger(namespace="mailengine.signing")
 
-# Up to this size a message is signed on the reactor thread. Measured through
+# Signed in the engine: up to this size a message is signed on the reactor thread. Measured through
 # bench/relay.py (4 KB messages, durable relay): signing in the thread pool cost
 # 0.6-0.8 ms more CPU per message than signing inline (the hop, its wake-up and the
 # GIL passed back and forth), while signing inline blocks the reactor for well under
@@ -41,6 +47,9 @@ class SigningParts(Protocol):
     @property
     def counters(self) -> Counters: ...
 
+    @property
+    def signing_process(self) -> SigningProcess | None: ...
+
 
 class Signing:
     """Signs with the keys of the From: domain; a message that cannot be signed goes on
@@ -57,10 +66,12 @@ class Signing:
             return defer.succeed(content)
         dkim = engine.config.dkim
         work = partial(signer.sign, content, now, dkim.headers, dkim.canonicalization)
-        if engine.run_in_thread is None or len(content) <= INLINE_BYTES:
-            d = defer.maybeDeferred(work)
+        process = engine.signing_process
+        if process is None:
+            d = self._in_engine(work, content)
         else:
-            d = engine.run_in_thread(work)
+            d = process.sign(content, now, dkim.headers, dkim.canonicalization)
+            d.addErrback(self._instead, work, content)
 
         def done(result: Signed) -> bytes:
             if result.problem:
@@ -77,6 +88,23 @@ class Signing:
             return content
 
         return d.addCallbacks(done, failed)
+
+    def _in_engine(self, work: Callable[[], Signed], content: bytes) -> defer.Deferred:
+        run_in_thread = self.engine.run_in_thread
+        if run_in_thread is None or len(content) <= INLINE_BYTES:
+            return defer.maybeDeferred(work)
+        return run_in_thread(work)
+
+    def _instead(
+        self, failure: Failure, work: Callable[[], Signed], content: bytes
+    ) -> defer.Deferred:
+        """The signing process could not sign it: sign it here (the signer's own error
+        then shows in full, or ends as ``failed`` does)."""
+        if failure.check(Unavailable):
+            self.engine.counters.dkim_signed_in_engine += 1
+        elif failure.check(RemoteError) is None:
+            return failure  # type: ignore[return-value]
+        return self._in_engine(work, content)
 
     def _unsigned(self, message_id: str, why: str) -> None:
         self.engine.counters.signing(signed=False)

@@ -6,8 +6,8 @@ line (parsing the header, selecting and relaxing the signed fields, emptying b=)
 done here with the same results for a fraction of the CPU, proven byte-identical to
 dkimpy's ``gen_header`` by tests/unit/test_dkim_signer.py. The signature itself is
 made by ``DkimKey.sign_digest`` (OpenSSL via ``cryptography``), because dkimpy's own
-RSA is pure Python and costs milliseconds per message. ``prepare`` stops short of the
-private-key operations so they can run elsewhere (signing/process.py).
+RSA is pure Python and costs milliseconds per message. The engine runs this in its
+signing process (signing/process.py, signing/worker.py) or, without one, itself.
 """
 
 from __future__ import annotations
@@ -76,16 +76,6 @@ class Signer:
         self, content: bytes, now: float, headers: Sequence[str], canonicalization: str
     ) -> Signed:
         """Sign canonical content (CRLF lines); never raises for a bad message."""
-        pending = self.prepare(content, now, headers, canonicalization)
-        if isinstance(pending, Signed):
-            return pending
-        return pending.finish([key.sign_digest(d) for key, d in pending.work()])
-
-    def prepare(
-        self, content: bytes, now: float, headers: Sequence[str], canonicalization: str
-    ) -> Signed | Pending:
-        """Everything but the private-key operations: the digest each key signs (a
-        ``Pending``), or the outcome at once (unsignable, or no key for the domain)."""
         if not self.by_domain:
             return Signed()
         # The body of canonical content needs no parsing (and splitting a large body into
@@ -111,9 +101,12 @@ class Signer:
         hasher = hashlib.sha256(
             b"".join(b"%s:%s" % field for field in signed_fields(policy, instances, signed_names))
         )
-        tags = [signature_tags(key, policy, signed_names, body_hash, int(now)) for key in keys]
-        digests = [signed_digest(hasher.copy(), policy, t) for t in tags]
-        return Pending(tuple(keys), tuple(digests), tuple(tags), keys[0].domain)
+        signatures = []
+        for key in keys:
+            tags = signature_tags(key, policy, signed_names, body_hash, int(now))
+            digest = signed_digest(hasher.copy(), policy, tags)
+            signatures.append(signature_field(tags, key.sign_digest(digest)))
+        return Signed(header=b"".join(signatures), domain=keys[0].domain)
 
     def from_domain(self, froms: Sequence[tuple[bytes, bytes]]) -> tuple[str, str]:
         """``from_domain`` of the From: fields, remembered by the field's bytes: bulk mail
@@ -135,29 +128,6 @@ class Signer:
             c = canonicalization.encode("ascii")
             found = self._policies[canonicalization] = CanonicalizationPolicy.from_c_value(c)
         return found
-
-
-@attrs.frozen
-class Pending:
-    """A message's signatures short of the private-key operations: the SHA-256 digest
-    each key signs, and the tags its DKIM-Signature field will carry."""
-
-    keys: tuple[DkimKey, ...]
-    digests: tuple[bytes, ...]
-    tags: tuple[list[tuple[bytes, bytes]], ...]
-    domain: str
-
-    def work(self) -> list[tuple[DkimKey, bytes]]:
-        """(key, digest) for each signature to make, in order."""
-        return list(zip(self.keys, self.digests, strict=True))
-
-    def finish(self, signatures: Sequence[bytes]) -> Signed:
-        """The fields, given each key's signature of its digest (same order)."""
-        fields = [
-            signature_field(tags, signature)
-            for tags, signature in zip(self.tags, signatures, strict=True)
-        ]
-        return Signed(header=b"".join(fields), domain=self.domain)
 
 
 def parse_header(head: bytes) -> list[tuple[bytes, bytes]]:

@@ -85,6 +85,13 @@ def render_metrics(s: Snapshot) -> str:
         [({"outcome": "signed"}, t.dkim_signed), ({"outcome": "unsignable"}, t.dkim_unsignable)],
     )
     out += family(
+        "mailengine_dkim_signed_in_engine_total",
+        "counter",
+        "Messages the engine signed itself since start because its DKIM signing process "
+        "([dkim] separate_process) was unavailable (failed, stuck, or restarting).",
+        [({}, t.dkim_signed_in_engine)],
+    )
+    out += family(
         "mailengine_queue_messages",
         "gauge",
         "Messages per mailq/ directory.",

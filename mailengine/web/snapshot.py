@@ -45,6 +45,7 @@ class Totals:
     rejected: int
     dkim_signed: int = 0
     dkim_unsignable: int = 0
+    dkim_signed_in_engine: int = 0
     bounces: dict[str, int] = attrs.field(factory=dict)  # by bounce category
 
 
@@ -321,6 +322,7 @@ def take_snapshot(
             rejected=c.total_rejected,
             dkim_signed=c.dkim_signed,
             dkim_unsignable=c.dkim_unsignable,
+            dkim_signed_in_engine=c.dkim_signed_in_engine,
             bounces=dict(c.bounces),
         ),
         queue=QueueDepth(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import os
 import re
+import signal
 import smtplib
 import stat
 import urllib.request
@@ -117,7 +118,7 @@ MESSAGES = {
     "empty-body": ("news@example.test", b""),
     "subdomain": ("Alerts <alerts@news.Example.TEST>", b"a parent's key signs\r\n"),
     "whitespace": ("news@example.test", b"  lead\r\ntrail  \r\n\tt\tabs\t\r\n"),
-    # over signing.accept.INLINE_BYTES: signed in the thread pool
+    # over signing.accept.INLINE_BYTES (the thread pool's, when the engine signs)
     "large": ("news@example.test", b"z  z\t \r\n" * 20000),
 }
 
@@ -172,7 +173,54 @@ def test_relay_mail_is_signed_with_rsa_and_ed25519_and_verifies_at_the_sink(
     assert EIGHT_BIT in got["eight-bit"].data
     assert b"x" * 5000 + b"\r\n" in got["long-line"].data
     assert metric(engine, 'mailengine_dkim_messages_total{outcome="signed"}') == len(names)
+    # [dkim] separate_process (on by default): its signing process signed them all.
+    assert metric(engine, "mailengine_dkim_signed_in_engine_total") == 0
     assert "Traceback" not in engine.console()
+
+
+def signing_process_pid(engine):
+    with open(f"/proc/{engine.proc.pid}/task/{engine.proc.pid}/children") as fh:
+        (pid,) = [int(p) for p in fh.read().split()]
+    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+        assert b"mailengine.signing.worker" in fh.read()
+    return pid
+
+
+def test_without_a_separate_process_the_engine_signs_itself(engine_factory, sinks, published):
+    sink = sinks("127.0.11.8")
+    server = published["server"]
+    settings = dkim_settings(server, sink)
+    settings["dkim"]["separate_process"] = False
+    engine = engine_factory(settings, root=published["root"])
+    with open(f"/proc/{engine.proc.pid}/task/{engine.proc.pid}/children") as fh:
+        assert fh.read().split() == []
+    with smtplib.SMTP("127.0.0.1", engine.smtp_port, timeout=30) as client:
+        client.sendmail(
+            "b@example.test", ["a@dest.test"], compose("inline", "n@example.test", b"x\r\n")
+        )
+    wait_for(lambda: sink.received(), what="the message")
+    assert verifies(sink.received()[0].data, txt_lookup(server))
+    assert metric(engine, "mailengine_dkim_signed_in_engine_total") == 0  # not a fallback
+
+
+def test_when_the_signing_process_dies_the_engine_signs_and_counts_it(
+    engine_factory, sinks, published
+):
+    sink = sinks("127.0.11.7")
+    server = published["server"]
+    engine = engine_factory(dkim_settings(server, sink), root=published["root"])
+    os.kill(signing_process_pid(engine), signal.SIGKILL)
+    engine.wait_log("the DKIM signing process failed (exit code None, signal 9)")
+    with smtplib.SMTP("127.0.0.1", engine.smtp_port, timeout=30) as client:
+        for subject in ("after-1", "after-2"):
+            client.sendmail(
+                "b@example.test", ["a@dest.test"], compose(subject, "n@example.test", b"x\r\n")
+            )
+    wait_for(lambda: len(sink.received()) == 2, timeout=30, what="both messages")
+    for message in sink.received():
+        assert verifies(message.data, txt_lookup(server))
+    assert metric(engine, "mailengine_dkim_signed_in_engine_total") == 2
+    assert engine.console().count("the DKIM signing process failed") == 1
 
 
 def test_unsignable_unkeyed_and_local_mail_goes_unsigned_and_only_unsignable_is_counted(

@@ -109,6 +109,7 @@ ADDITIONS = {
     ("dkim", "key"): "issue 11: DKIM signing keys",
     ("dkim", "headers"): "issue 11: DKIM signed header fields",
     ("dkim", "canonicalization"): "issue 11: DKIM canonicalization",
+    ("dkim", "separate_process"): "issue 11: DKIM signatures made on another core",
     ("events", "enabled"): "issue 12: the per-recipient event log",
     ("events", "webhook_url"): "issue 12: the event log's webhook",
     ("logs", "undeliverable_reasons"): "issue 12: the reply beside the address",
@@ -200,6 +201,7 @@ def test_only_listening_and_start_up_resources_wait_for_a_restart():
         "web.port",
         "web.listen_ips",
         "dkim.key",
+        "dkim.separate_process",
     }
 
 
@@ -448,6 +450,10 @@ PROOFS: dict[str, tuple[str, ...]] = {
     "dkim.canonicalization": (
         "system/test_dkim.py::"
         "test_headers_and_canonicalization_changed_through_the_api_sign_the_next_message",
+    ),
+    "dkim.separate_process": (
+        "system/test_dkim.py::test_relay_mail_is_signed_with_rsa_and_ed25519_and_verifies_at_the_sink",
+        "system/test_dkim.py::test_without_a_separate_process_the_engine_signs_itself",
     ),
     "shaping.rule": (
         SH + "test_max_messages_per_minute_holds_while_another_domain_runs_free",

@@ -1,6 +1,7 @@
 """End-to-end relay benchmark: smtp-source -> relay -> smtp-sink, MailEngine against Postfix.
 
-    python bench/relay.py [--messages 20000] [--sessions 50] [--dkim] [--events on|off|both]
+    python bench/relay.py [--messages 20000] [--sessions 50] [--dkim [--dkim-in-engine]]
+        [--events on|off|both]
     python bench/relay.py --workers 2 --rounds 3   # [server] workers = 2 against 1 and Postfix
 
 Parallel SMTP clients (Postfix's smtp-source, one per domain) inject 4 KB
@@ -267,6 +268,7 @@ def run_mailengine(
     events: bool = False,
     workers: int = 0,
     reuse: bool = True,
+    dkim_in_engine: bool = False,
 ):
     root = tempfile.mkdtemp(prefix="me-", dir=workdir)
     bypass = []
@@ -284,6 +286,7 @@ def run_mailengine(
     }
     if dkim:
         settings.update(dkim_key(root, dkim))
+        settings["dkim"]["separate_process"] = not dkim_in_engine
     if workers:
         settings["server"] = {"workers": workers}
     engine = EngineProcess(root, settings, web=bool(dkim))  # /metrics counts signatures
@@ -300,6 +303,7 @@ def run_mailengine(
             label = f"MailEngine durable, workers={workers}, {_reuse_words(reuse)}"
         if dkim:
             label += f", DKIM {'rsa-2048' if dkim == 'rsa' else dkim}"
+            label += " in the engine" if dkim_in_engine else ""
         label += f", event log {'on' if events else 'off'}"
         name = f"relay-durable-{durable}" + (f"-dkim-{dkim}" if dkim else "")
         name += f"-events-{'on' if events else 'off'}"
@@ -484,6 +488,11 @@ def main() -> None:
         "--dkim", action="store_true", help="also durable runs signing with RSA-2048 and Ed25519"
     )
     parser.add_argument(
+        "--dkim-in-engine",
+        action="store_true",
+        help="with --dkim: the engine signs itself ([dkim] separate_process off)",
+    )
+    parser.add_argument(
         "--events",
         choices=("on", "off", "both"),
         default="off",
@@ -551,6 +560,7 @@ def main() -> None:
                         args.profile,
                         algorithm,
                         events=event_modes[0],
+                        dkim_in_engine=args.dkim_in_engine,
                     )
                     runs.append(signed)
                     report_signing_cost(signed, unsigned)

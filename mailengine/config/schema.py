@@ -801,7 +801,8 @@ SETTINGS += (
        process more), so a second core signs while the engine receives and delivers: an
        RSA-2048 signature costs about a third of a millisecond of CPU per message. Off:
        the engine signs on its own thread. Should the helper fail, mail is signed by the
-       engine (logged, counted in /metrics) and a new helper starts a minute later.""",
+       engine (logged, counted in /metrics) and a new helper starts a minute later. With
+       [server] workers above 1, each worker has its own helper.""",
         live=False,
     ),
     _s(

@@ -25,6 +25,7 @@ TOTAL_FIELDS = (
     "rejected",
     "dkim_signed",
     "dkim_unsignable",
+    "dkim_signed_in_engine",
 )
 
 

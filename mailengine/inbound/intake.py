@@ -11,23 +11,66 @@ from __future__ import annotations
 import email.utils
 import os
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailengine.engine import Engine
+from mailengine.config.model import Config
 from mailengine.inbound.received import prepend_received, received_header
+from mailengine.observe.counters import Counters
+from mailengine.observe.eventlog import EventLog
 from mailengine.observe.events import BOUNCE_RECEIVED, RECEIVED, SUPPRESSED
+from mailengine.queue.commit import GroupCommit
 from mailengine.queue.envelope import Envelope
-from mailengine.queue.suppression import Entry, suppress_later
+from mailengine.queue.ids import MessageIdFactory
+from mailengine.queue.live import LiveQueue
+from mailengine.queue.store import QueueStore
+from mailengine.queue.suppression import Entry, SuppressionList, suppress_later
 from mailengine.reports.bounces import BounceClass, BounceKind, bounce_text, classify_bounce
-from mailengine.reports.categories import OTHER, categorize, category_text
-from mailengine.signing.accept import Signing
+from mailengine.reports.categories import OTHER, Pattern, categorize, category_text
+from mailengine.signing.accept import Signing, SigningParts
 
 log = Logger(namespace="mailengine.inbound")
+
+
+class IntakeParts(SigningParts, Protocol):
+    """What intake needs of the engine (``Engine``): the queue and its files, ids,
+    counts, the event log, the bounce patterns and files, the suppression list."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def reactor(self) -> Any: ...
+
+    @property
+    def queue(self) -> LiveQueue: ...
+
+    @property
+    def store(self) -> QueueStore: ...
+
+    @property
+    def committer(self) -> GroupCommit: ...
+
+    @property
+    def counters(self) -> Counters: ...
+
+    @property
+    def ids(self) -> MessageIdFactory: ...
+
+    @property
+    def events(self) -> EventLog: ...
+
+    @property
+    def bounce_patterns(self) -> list[Pattern]: ...
+
+    @property
+    def suppression(self) -> SuppressionList | None: ...
+
+    def root_file(self, name: str) -> str: ...
 
 
 @attrs.define
@@ -66,7 +109,7 @@ class SessionFacts:
 class BounceLog:
     """Appends USER@DOMAIN of returning bounces to hard-, soft- or unclassified-bounces.txt."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: IntakeParts) -> None:
         self.engine = engine
 
     def record(self, addresses: list[str], content: bytes, message_id: str = "") -> defer.Deferred:
@@ -142,7 +185,7 @@ class BounceLog:
 class Intake:
     """Hands accepted messages to the queue (``engine.queue``) and the bounce log."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: IntakeParts) -> None:
         self.engine = engine
         self.bounces = BounceLog(engine)
         self.signing = Signing(engine)

@@ -23,9 +23,8 @@ from twisted.logger import Logger
 from twisted.mail import smtp
 from twisted.python.failure import Failure
 
-from mailengine.engine import Engine
 from mailengine.inbound.data import DataReader
-from mailengine.inbound.intake import Intake, SessionFacts, Transaction
+from mailengine.inbound.intake import Intake, IntakeParts, SessionFacts, Transaction
 from mailengine.inbound.received import clean_helo, with_protocol
 from mailengine.inbound.replies import (
     check_mail_parameters,
@@ -44,10 +43,23 @@ from mailengine.policy.relay import (
 from mailengine.queue.suppression import Entry
 
 
+class InboundParts(IntakeParts, Protocol):
+    """What the SMTP server needs of the engine (``Engine``): intake's parts and names."""
+
+    @property
+    def hostname(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def config_dir(self) -> str: ...
+
+
 class SessionServer(Protocol):
     """What a session needs from the factory that made it (``server.InboundFactory``)."""
 
-    engine: Engine
+    engine: InboundParts
     intake: Intake
     draining: bool
 

@@ -14,10 +14,9 @@ from OpenSSL import SSL
 from twisted.internet import defer, protocol, ssl, threads
 from twisted.logger import Logger
 
-from mailengine.engine import Engine
 from mailengine.inbound.auth import USERS_FILE, RunInThread, SmtpUsers, challengers, make_portal
 from mailengine.inbound.intake import Intake
-from mailengine.inbound.protocol import InboundESMTP
+from mailengine.inbound.protocol import InboundESMTP, InboundParts
 from mailengine.policy.admission import Admission, Limits
 from mailengine.policy.authguard import AuthGuard
 
@@ -86,7 +85,7 @@ class InboundFactory(protocol.ServerFactory):
 
     noisy = False
 
-    def __init__(self, engine: Engine, run_in_thread: RunInThread | None = None) -> None:
+    def __init__(self, engine: InboundParts, run_in_thread: RunInThread | None = None) -> None:
         self.engine = engine
         self.admission = Admission()
         self.auth_guard = AuthGuard()  # AUTH failures per client address

@@ -18,11 +18,10 @@ from twisted.logger import Logger
 
 from mailengine.config.persist import change_setting
 from mailengine.delivery.status import DomainStatus
-from mailengine.engine import Engine
 from mailengine.web.auth import Access, Identity, identity_of, is_api
 from mailengine.web.queuecontrol import QueueControl, RunBlocking
 from mailengine.web.render import Html, el, flash_box, layout, url
-from mailengine.web.running import Running
+from mailengine.web.running import Running, WebParts
 from mailengine.web.snapshot import (
     TOP_DESTINATIONS,
     DeliveryView,
@@ -98,7 +97,7 @@ class Routes:
 class WebAdmin:
     def __init__(
         self,
-        engine: Engine,
+        engine: WebParts,
         clock: Any,
         run_blocking: RunBlocking,
         access: Access,

@@ -15,7 +15,6 @@ from twisted.internet import defer, threads
 from twisted.web import server
 from twisted.web.resource import IResource
 
-from mailengine.engine import Engine
 from mailengine.web import (
     api,
     controls,
@@ -32,7 +31,7 @@ from mailengine.web import (
 )
 from mailengine.web.admin import Routes, WebAdmin
 from mailengine.web.auth import Access, Gate, PasswordSource
-from mailengine.web.running import Running
+from mailengine.web.running import Running, WebParts
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 STATIC_TYPES = {"css": b"text/css; charset=utf-8", "js": b"text/javascript; charset=utf-8"}
@@ -52,7 +51,7 @@ STATIC = load_static()
 
 
 def build_admin(
-    engine: Engine,
+    engine: WebParts,
     *,
     clock: Any = None,
     run_blocking: Callable[[Callable[[], Any]], defer.Deferred] | None = None,
@@ -106,7 +105,7 @@ def make_app(admin: WebAdmin) -> Klein:
     return app
 
 
-def make_resource(engine: Engine, **kwargs: Any) -> IResource:
+def make_resource(engine: WebParts, **kwargs: Any) -> IResource:
     """The whole web admin behind its gate (address, password, login, CSRF)."""
     admin = build_admin(engine, **kwargs)
     return Gate(make_app(admin).resource(), admin.access, admin.refuse)
@@ -124,7 +123,7 @@ class QuietSite(server.Site):
         pass
 
 
-def make_site(engine: Engine, running: Running) -> server.Site:
+def make_site(engine: WebParts, running: Running) -> server.Site:
     site = QuietSite(make_resource(engine, running=running))
     site.noisy = False
     site.displayTracebacks = False

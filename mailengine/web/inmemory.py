@@ -19,13 +19,12 @@ from typing import Any
 
 from twisted.internet import defer
 
-from mailengine.engine import Engine
 from mailengine.queue.actions import ActionResult, QueueEntry, QueueFilter
 from mailengine.queue.envelope import Envelope
 from mailengine.queue.live import QueuedMessage
 from mailengine.queue.location import BUSY as BUSY_WRITING
 from mailengine.queue.location import IN_MEMORY, Location
-from mailengine.web.running import Running
+from mailengine.web.running import QueueParts, Running
 
 RunBlocking = Callable[[Callable[[], Any]], defer.Deferred]
 
@@ -71,7 +70,7 @@ def with_note(envelope: Envelope, now: float, text: str) -> Envelope:
 class MemoryMessages:
     """The engine's in-memory messages as queue entries, and the actions on them."""
 
-    def __init__(self, engine: Engine, now: Callable[[], float], running: Running) -> None:
+    def __init__(self, engine: QueueParts, now: Callable[[], float], running: Running) -> None:
         self.engine = engine
         self.running = running
         self.now = now

@@ -14,7 +14,6 @@ import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from mailengine.engine import Engine
 from mailengine.observe.events import action_records
 from mailengine.queue.actions import (
     ACTIONS,
@@ -29,7 +28,7 @@ from mailengine.queue.location import Location
 from mailengine.queue.shape import DomainShape, queue_shape
 from mailengine.queue.store import BadMessageId
 from mailengine.web.inmemory import MEMORY, MemoryMessages, RunBlocking
-from mailengine.web.running import Running
+from mailengine.web.running import QueueActionParts, Running
 
 log = Logger(namespace="mailengine.web")
 
@@ -37,7 +36,7 @@ log = Logger(namespace="mailengine.web")
 class QueueControl:
     def __init__(
         self,
-        engine: Engine,
+        engine: QueueActionParts,
         run_blocking: RunBlocking,
         now: Callable[[], float],
         running: Running | None = None,

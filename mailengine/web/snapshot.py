@@ -19,7 +19,6 @@ from twisted.logger import Logger
 
 from mailengine import __version__
 from mailengine.delivery.status import DeliveryStatus, DomainStatus, HostStatus
-from mailengine.engine import Engine
 from mailengine.observe.books import Books
 from mailengine.observe.counters import HISTORY_SECONDS, Interval
 from mailengine.observe.recent import FinalFailure
@@ -29,7 +28,7 @@ from mailengine.queue.live import LiveQueue
 from mailengine.queue.shape import DomainShape, queue_shape
 from mailengine.queue.store import DIRS, QueueStore
 from mailengine.web.inmemory import RunBlocking
-from mailengine.web.running import Running
+from mailengine.web.running import Running, SnapshotParts
 
 log = Logger(namespace="mailengine.web")
 TOP_DESTINATIONS = 20
@@ -210,7 +209,7 @@ class LiveShape:
             waiter.callback(EMPTY_SHAPE)
 
 
-def last_hour(engine: Engine, now: float) -> tuple[tuple[Interval, ...], Interval]:
+def last_hour(engine: SnapshotParts, now: float) -> tuple[tuple[Interval, ...], Interval]:
     """Closed intervals of the last hour, and their sum plus the open interval's counts
     (so the numbers move even with the stats lines off)."""
     c = engine.counters
@@ -252,7 +251,10 @@ class DeliveryView:
     """
 
     def __init__(
-        self, engine: Engine, running: Running, timer: Callable[[], float] = time.perf_counter
+        self,
+        engine: SnapshotParts,
+        running: Running,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.engine = engine
         self.running = running
@@ -284,7 +286,7 @@ def to_domain_status(shape: DomainShape) -> DomainStatus:
 
 
 def take_snapshot(
-    engine: Engine,
+    engine: SnapshotParts,
     now: float,
     dir_counts: dict[str, int],
     shape: QueueShape,

@@ -5,20 +5,26 @@ engine itself (manual §3, §4). Text comes from ``mailengine.reports``."""
 from __future__ import annotations
 
 import uuid
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from mailengine.config.model import Config
 from mailengine.delivery.outcome import HARD, AttemptSummary
-from mailengine.engine import Engine
+from mailengine.observe.counters import Counters
+from mailengine.observe.eventlog import EventLog
 from mailengine.observe.events import DSN_SENT
-from mailengine.observe.recent import FinalFailure
+from mailengine.observe.recent import FinalFailure, RecentFailures
+from mailengine.queue.commit import GroupCommit
 from mailengine.queue.envelope import Envelope
-from mailengine.queue.suppression import Entry, suppress_later
+from mailengine.queue.ids import MessageIdFactory
+from mailengine.queue.live import LiveQueue
+from mailengine.queue.suppression import Entry, SuppressionList, suppress_later
 from mailengine.reports import delivery_report, dsn
 from mailengine.reports.categories import OTHER, SUPPRESSING, category_text
 from mailengine.reports.notices import NoticeGate, build_notice, undeliverable_lines
-from mailengine.signing.accept import Signing
+from mailengine.signing.accept import Signing, SigningParts
 
 log = Logger(namespace="mailengine.delivery")
 
@@ -33,10 +39,48 @@ def is_own_mail(envelope: Envelope) -> bool:
     return envelope.other.get(ORIGIN_KEY, "") in ORIGINS.values()
 
 
+class ReportingParts(SigningParts, Protocol):
+    """What failure reporting needs of the engine (``Engine``): the clock, counts and
+    recent failures, undeliverable files, the event log, the suppression list, and the
+    queue and ids to mail DSNs, reports and notices through."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def reactor(self) -> Any: ...
+
+    @property
+    def counters(self) -> Counters: ...
+
+    @property
+    def recent_failures(self) -> RecentFailures: ...
+
+    @property
+    def events(self) -> EventLog: ...
+
+    @property
+    def ids(self) -> MessageIdFactory: ...
+
+    @property
+    def queue(self) -> LiveQueue: ...
+
+    @property
+    def committer(self) -> GroupCommit: ...
+
+    @property
+    def suppression(self) -> SuppressionList | None: ...
+
+    @property
+    def name(self) -> str: ...
+
+    def root_file(self, name: str) -> str: ...
+
+
 class FailureReporting:
     """Turns an attempt's summary into files and mail."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: ReportingParts) -> None:
         self.engine = engine
         self.notices = NoticeGate()
         self.signing = Signing(engine)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 from twisted.logger import Logger
 
-from mailengine.engine import Engine
+from mailengine.queue.store import QueueStore
+from mailengine.queue.suppression import SuppressionList
 
 log = Logger(namespace="mailengine")
 
@@ -94,7 +95,20 @@ def try_binding(listener: Listener, config_path: str) -> None:
                 raise StartupError(cannot_listen(listener, address, reason, config_path)) from None
 
 
-def prepare_directories(engine: Engine) -> None:
+class StartupParts(Protocol):
+    """What the start-up checks need of the engine (``Engine``)."""
+
+    @property
+    def store(self) -> QueueStore: ...
+
+    @property
+    def log_dir(self) -> str: ...
+
+    @property
+    def suppression(self) -> SuppressionList | None: ...
+
+
+def prepare_directories(engine: StartupParts) -> None:
     """mailq/ (or mailq-test/) and log/, created before the start so a bad --root is one line."""
     try:
         engine.store.ensure_dirs()
@@ -111,7 +125,7 @@ def prepare_directories(engine: Engine) -> None:
             log.warn("the suppression list cannot be opened: {why}", why=exc)
 
 
-def unwritable_queue(engine: Engine) -> str:
+def unwritable_queue(engine: StartupParts) -> str:
     """One line when the queue cannot be written to by this process ("" when it can)."""
     try:
         engine.store.check_writable()

@@ -7,7 +7,7 @@ service.py hands it to the web admin (``status(now, top)``, web/running.py) and 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application import service
 from twisted.internet import defer
@@ -22,15 +22,16 @@ from mailengine.delivery.outcome import HARD, SENT, SOFT, UNTRIED, RecipientResu
 from mailengine.delivery.plan import count_hosts, domain_of, group_by_domain, hops_for, next_hop
 from mailengine.delivery.pool import Pools
 from mailengine.delivery.records import Via, attempt_events, categorize_failures
-from mailengine.delivery.reporting import FailureReporting, is_own_mail
+from mailengine.delivery.reporting import FailureReporting, ReportingParts, is_own_mail
 from mailengine.delivery.status import DeliveryStatus, DomainStatus, HostStatus
 from mailengine.dns.answer import Destination, DNSFailure, MXResolver, Resolution
-from mailengine.engine import Engine
 from mailengine.policy.verp import encode_bounce_address
 from mailengine.queue.content import dot_stuff
 from mailengine.queue.destination_states import FILE_NAME as STATES_FILE
 from mailengine.queue.destination_states import encode as encode_states
 from mailengine.queue.live import QueuedMessage
+from mailengine.queue.store import QueueStore
+from mailengine.reports.categories import Pattern
 from mailengine.reports.notices import FD_WARNING, NoticeGate, disk_space_is_low
 
 log = Logger(namespace="mailengine.delivery")
@@ -40,6 +41,20 @@ HOUSEKEEPING_SECONDS = 5.0  # paused/held re-checks, disk space, settings refres
 DISK_CHECK_SECONDS = 60.0
 FD_WARNING_SECONDS = 60.0  # the out-of-descriptors warning is logged at most this often
 KEPT_DOMAIN_ERRORS = 10000  # last errors per destination domain, for the web admin
+
+
+class DeliveryParts(ReportingParts, Protocol):
+    """What the delivery engine needs of the engine (``Engine``): failure reporting's
+    parts, the queue's files, test mode and the bounce patterns."""
+
+    @property
+    def store(self) -> QueueStore: ...
+
+    @property
+    def test_mode(self) -> bool: ...
+
+    @property
+    def bounce_patterns(self) -> list[Pattern]: ...
 
 
 class Attempt:
@@ -67,7 +82,7 @@ class DeliveryEngine(service.Service):
     # mailq/destinations.json; "" in a worker process (its supervisor writes the box's).
     states_file = STATES_FILE
 
-    def __init__(self, engine: Engine, resolver: MXResolver) -> None:
+    def __init__(self, engine: DeliveryParts, resolver: MXResolver) -> None:
         self.engine = engine
         self.resolver = resolver
         self.reactor = engine.reactor

@@ -335,3 +335,20 @@ def test_configured_servers_are_the_only_servers(wire, tmp_path):
         config, None, resolv_conf=str(resolv_conf), make_nameservers=wire.make
     )
     assert resolver.nameservers.servers == [("127.0.0.1", 5353), ("::1", 5354), ("127.0.0.2", 53)]
+
+
+def test_a_cached_answer_is_given_at_once_and_only_a_lookup_on_the_wire_waits(resolver, wire):
+    # The delivery engine counts on it: a lookup not answered at once went out on the
+    # wire, and only then does the shaper let in few of the destination's messages.
+    wire.hold = True
+    first = resolver.resolve("a.test")
+    assert not first.called
+    wire.release()
+    wire.release()  # the host's addresses, asked once the MX came back
+    assert isinstance(resolved(first), Destination)
+    again = resolver.resolve("a.test")
+    assert again.called and isinstance(resolved(again), Destination)
+    failing = resolver.resolve("gone.test")  # NXDOMAIN from the wire, then the cache
+    wire.release()
+    assert isinstance(resolved(failing), DNSFailure)
+    assert resolver.resolve("gone.test").called

@@ -788,9 +788,13 @@ class LiveQueue:
         return sum(1 for m in self.messages.values() if m.location == Location.MEMORY)
 
     def queued_recipients(self) -> int:
-        """Recipients still to send of every message the engine holds (the books' queued)."""
-        whole = sum(len(m.envelope.rcpt_to_send) for m in self.messages.values())
-        return whole + self.index.recipients
+        """Recipients still to send of every message the engine holds (the books' queued),
+        as tallied when messages come and go (no walk)."""
+        return self.messages.tally.recipients + self.index.recipients
+
+    def oldest_created(self) -> float | None:
+        """The creation time of the oldest message held whole (None: none)."""
+        return self.messages.tally.oldest_created()
 
     def destination(self, domain: str) -> DestinationCount | None:
         """Recipients queued for ``domain`` in the messages held whole, and the oldest's

@@ -63,6 +63,7 @@ class DestinationTally:
 
     def __init__(self) -> None:
         self._lines: dict[str, _Line] = {}
+        self._all = _Line()  # every message counted, whatever its domains
         self._of: dict[str, tuple[float, dict[str, int]]] = {}  # id -> (created, counts)
 
     def __len__(self) -> int:
@@ -82,6 +83,10 @@ class DestinationTally:
         if not counts:
             return
         self._of[key] = (created, counts)
+        every = self._all
+        every.recipients += sum(counts.values())
+        every.members[key] = created
+        heapq.heappush(every.heap, (created, key))
         lines = self._lines
         for domain, n in counts.items():
             line = lines.get(domain)
@@ -95,6 +100,10 @@ class DestinationTally:
         old = self._of.pop(key, None)
         if old is None:
             return
+        every = self._all
+        every.recipients -= sum(old[1].values())
+        del every.members[key]
+        every.compact()
         lines = self._lines
         for domain, n in old[1].items():
             line = lines[domain]
@@ -104,6 +113,15 @@ class DestinationTally:
                 del lines[domain]
             else:
                 line.compact()
+
+    @property
+    def recipients(self) -> int:
+        """Recipients counted, every destination together."""
+        return self._all.recipients
+
+    def oldest_created(self) -> float | None:
+        """The creation time of the oldest message counted (None: none)."""
+        return self._all.oldest() if self._all.members else None
 
     def get(self, domain: str) -> DestinationCount | None:
         line = self._lines.get(domain)

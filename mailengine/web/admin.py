@@ -119,7 +119,9 @@ class WebAdmin:
         store = self.engine.store
         counts: dict[str, int] = await self.run_blocking(lambda: count_dirs(store))
         now = self.now()
-        shape = await self.shape.get(now)
+        # The delivery engine keeps its destinations as messages come and go; the
+        # queue's shape (a walk, in a worker thread) is worked out only without it.
+        shape = await self.shape.get(now) if self.running.delivery is None else None
         snapshot = take_snapshot(self.engine, now, counts, shape, delivery=self.delivery)
         if self.running.box is not None:  # a supervisor: its workers' counters and queues
             snapshot = await self.running.box.combine(snapshot)

@@ -289,19 +289,29 @@ def take_snapshot(
     engine: SnapshotParts,
     now: float,
     dir_counts: dict[str, int],
-    shape: QueueShape,
+    shape: QueueShape | None,
     delivery: DeliveryView,
     top: int = TOP_DESTINATIONS,
 ) -> Snapshot:
-    """Everything the pages show; ``dir_counts`` and ``shape`` were worked out off the reactor."""
+    """Everything the pages show; ``dir_counts`` and ``shape`` were worked out off the
+    reactor. Without a shape (the delivery engine runs) the queue's own tallies give the
+    oldest message and the queued recipients: no walk of the queue."""
     c = engine.counters
     intervals, traffic = last_hour(engine, now)
     status = delivery.get(now, top)
+    queue = engine.queue
     if status is not None and status.domains:
         destinations = tuple(status.domains[:top])
-    else:
+    elif shape is not None:
         destinations = tuple(to_domain_status(s) for s in shape.domains_at(now)[:top])
-    queue = engine.queue
+    else:
+        destinations = tuple(
+            DomainStatus(d.domain, d.recipients, max(0.0, now - d.oldest_created))
+            for d in queue.top_destinations(top)
+        )
+    if shape is None:
+        oldest = queue.oldest_created()
+        shape = QueueShape([], oldest, now, queue.queued_recipients(), c.books.copy())
     return Snapshot(
         now=now,
         started=c.started,

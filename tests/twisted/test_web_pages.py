@@ -563,3 +563,27 @@ def test_metrics_show_the_recipient_books_and_whether_they_balance(admin):
     admin.clock.advance(60)  # past the cached queue shape
     admin.get("/metrics")  # the fresh shape is worked out behind a stale answer
     assert samples()[("mailengine_books_unaccounted_recipients", ())] == 1
+
+
+def test_with_the_delivery_engine_running_status_metrics_and_destinations_walk_no_queue(admin):
+    from tests.twisted.test_delivery_engine import NoWalk
+
+    engine = admin.engine
+    engine.queue.messages = table = NoWalk()
+    queue_file(engine, "retry", "Q1@h", ["a@x.test", "b@y.test"], age=60)
+    engine.queue.scan_retry()
+    admin.running.delivery = Delivery()
+    table.is_forbidden = True
+    status = admin.get("/api/status").json()
+    assert status["oldest_seconds"] == 60 and status["books_queued"] == 2
+    assert status["destinations"][0]["domain"] == "big.test"  # the delivery engine's
+    samples = {
+        s.name: s.value
+        for family in text_string_to_metric_families(admin.get("/metrics").text)
+        for s in family.samples
+    }
+    assert samples["mailengine_books_queued_recipients"] == 2
+    assert samples["mailengine_books_unaccounted_recipients"] == 0
+    listed = admin.get("/api/destinations").json()["destinations"]
+    assert [d["domain"] for d in listed] == ["big.test"]
+    assert "big.test" in admin.get("/gui/admin/destinations").text

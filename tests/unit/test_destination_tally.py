@@ -39,6 +39,16 @@ def test_adding_a_message_again_replaces_its_count():
     assert len(tally) == 0 and "M1" not in tally
 
 
+def test_the_totals_count_every_destination_together():
+    tally = DestinationTally()
+    assert tally.recipients == 0 and tally.oldest_created() is None
+    tally.add("M1", ["a@x.test", "b@y.test", "no-domain"], 20.0)
+    tally.add("M2", ["c@x.test"], 10.0)
+    assert tally.recipients == 4 and tally.oldest_created() == 10.0
+    tally.remove("M2")
+    assert tally.recipients == 3 and tally.oldest_created() == 20.0
+
+
 def test_removing_an_unknown_message_changes_nothing():
     tally = DestinationTally()
     tally.add("M1", ["a@x.test"], 10.0)
@@ -94,6 +104,9 @@ def test_the_tally_always_equals_a_count_from_scratch(steps):
             entry[1] = min(entry[1], created)
     got = {c.domain: [c.recipients, c.oldest_created] for c in tally.top(10)}
     assert got == expected
+    assert tally.recipients == sum(len(a) for a, _ in live.values() if a)
+    oldest = min((c for a, c in live.values() if a), default=None)
+    assert tally.oldest_created() == oldest
 
 
 @attrs.define

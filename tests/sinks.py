@@ -139,8 +139,14 @@ class SinkServer:
     def close(self) -> None:
         async def stop() -> None:
             self._server.close()
-            for w in list(self._writers):
+            writers = list(self._writers)
+            for w in writers:
                 w.close()
+            # close() only schedules the socket's close: let it run before the loop stops,
+            # or the socket is left to the garbage collector (a ResourceWarning in a later
+            # test, which filterwarnings = error turns into that test's failure).
+            waits = [w.wait_closed() for w in writers]
+            await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 5)
             await self._server.wait_closed()
 
         try:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from twisted.logger import Logger
 
 from mailengine.queue.receipts import encode_message, encode_settled, unsettled
-from mailengine.queue.store import DIRS, QueueStore
+from mailengine.queue.store import DIRS, QueueStore, worker_working_dirs
 
 log = Logger(namespace="mailengine.queue")
 
@@ -190,9 +190,11 @@ def recover_journal(store: QueueStore) -> int:
     """Restore unsettled messages of leftover segments into retry/; remove the segments.
 
     A message whose ``.inf`` already stands in a queue directory was written out
-    before the stop, so only the journal's copy is dropped.
+    before the stop, so only the journal's copy is dropped; with worker processes that
+    includes another worker's ``working/wN/`` (it took the message from retry/).
     """
     directory = store.dir("working")
+    others = [store.for_worker(int(d[1:])) for d in worker_working_dirs(store.root)]
     segments = sorted(
         n for n in os.listdir(directory) if n.startswith(PREFIX) and n.endswith(SUFFIX)
     )
@@ -203,7 +205,12 @@ def recover_journal(store: QueueStore) -> int:
             blob = fh.read()
         for record in unsettled(blob):
             try:
-                known = any(os.path.exists(store.path(d, record.message_id, ".inf")) for d in DIRS)
+                known = any(
+                    os.path.exists(store.path(d, record.message_id, ".inf")) for d in DIRS
+                ) or any(
+                    os.path.exists(other.path("working", record.message_id, ".inf"))
+                    for other in others
+                )
             except ValueError:
                 log.warn(
                     "journal {name}: bad message id {id!r} skipped", name=name, id=record.message_id

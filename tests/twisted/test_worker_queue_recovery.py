@@ -84,3 +84,15 @@ def test_a_young_interrupted_move_in_retry_is_left_to_the_worker_making_it(tmp_p
     assert store.repair_interrupted_moves(("retry",), settled_before=ctime - 1) == []
     assert store.repair_interrupted_moves(("retry",), settled_before=ctime + 1) == ["m@h"]
     assert ids(store, "retry") == ["m@h"]
+
+
+def test_a_journal_message_another_worker_took_from_retry_is_not_restored_twice(tmp_path):
+    root = str(tmp_path / "mailq")
+    left_by_a_crash(root, 1, "one@h")  # its journal holds "jone@h", never settled
+    taker = QueueStore(root, worker=2)
+    taker.ensure_dirs()
+    # Worker 1 wrote it to retry/ before it died; worker 2 has taken it since.
+    taker.write_message("working", Envelope("jone@h", "a@b.test", ["c@d.test"], 0), b"y\r\n")
+    engine = start_checker(root, Role.WORKER, worker=1)
+    assert ids(engine.store, "retry") == ["one@h"]
+    assert ids(taker, "working") == ["jone@h"]

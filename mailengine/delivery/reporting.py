@@ -4,6 +4,7 @@ engine itself (manual §3, §4). Text comes from ``mailengine.reports``."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any, Protocol
 
@@ -131,8 +132,13 @@ class FailureReporting:
         if not lines:
             return
         try:
-            with open(self.engine.root_file(name), "a", encoding="utf-8") as fh:
-                fh.write(lines)
+            # One O_APPEND write: worker processes ([server] workers) append to the same
+            # file, and a buffered file may split a long text into several writes.
+            fd = os.open(self.engine.root_file(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, lines.encode("utf-8"))
+            finally:
+                os.close(fd)
         except OSError as exc:
             log.warn("cannot append to {name}: {why}", name=name, why=exc)
 

@@ -15,7 +15,9 @@ process on the machine for both, injectors and sinks included) and MailEngine's
 peak RSS, then the ratio.
 ``--dkim`` adds two durable runs that DKIM-sign every message (an RSA-2048 key, then
 an Ed25519 key for the From: domain) and prints their cost against the unsigned
-durable run of the same invocation.
+durable run of the same round. ``--rounds N`` repeats the MailEngine runs N times,
+every other round in reverse order, and prints the median and range of each cost
+(the event log's with ``--events both``, DKIM's with ``--dkim``).
 ``--workers N`` instead runs durable relay with ``[server] workers = 1`` and ``= N`` and
 Postfix, in turn, ``--rounds`` times, with reused and with one-shot injector connections,
 then prints the median and range of each figure and of the ratios (CPU counts the
@@ -421,11 +423,18 @@ def report_event_log_cost(
     durable: bool, measured: list[tuple[dict[str, Any], dict[str, Any]]]
 ) -> None:
     """The event log's cost in each round (same round, same durable mode), median and range."""
-    costs = sorted(1 - on["delivered_per_hour"] / off["delivered_per_hour"] for off, on in measured)
-    cpu = sorted(on["relay_cpu_per_1000"] - off["relay_cpu_per_1000"] for off, on in measured)
+    mode = "on" if durable else "off"
+    report_cost_summary(f"event log, use_disk_for_relay={mode}", "against the log off", measured)
+
+
+def report_cost_summary(
+    name: str, against: str, measured: list[tuple[dict[str, Any], dict[str, Any]]]
+) -> None:
+    """Throughput cost and extra relay CPU of (reference, case) pairs: median and range."""
+    costs = sorted(1 - b["delivered_per_hour"] / a["delivered_per_hour"] for a, b in measured)
+    cpu = sorted(b["relay_cpu_per_1000"] - a["relay_cpu_per_1000"] for a, b in measured)
     print(
-        f"event log cost, use_disk_for_relay={'on' if durable else 'off'}: "
-        f"throughput median {statistics.median(costs):+.1%} "
+        f"{name} {against}: throughput cost median {statistics.median(costs):+.1%} "
         f"(range {costs[0]:+.1%} .. {costs[-1]:+.1%}, {len(costs)} rounds); "
         f"relay CPU s per 1,000 median {statistics.median(cpu):+.3f} "
         f"(range {cpu[0]:+.3f} .. {cpu[-1]:+.3f})",
@@ -525,45 +534,46 @@ def main() -> None:
                 return
             runs = []
             pairs: dict[bool, list[tuple[dict[str, Any], dict[str, Any]]]] = {False: [], True: []}
+            signing: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
             for round_number in range(args.rounds if not args.only_postfix else 0):
-                # Rounds alternate the order of the event log's modes (ABBA): on a shared
+                # Rounds alternate the order of the runs they compare (ABBA): on a shared
                 # machine a load that comes or goes then favours neither.
                 modes = event_modes if round_number % 2 == 0 else event_modes[::-1]
                 for durable in (False, True):
-                    done = {}
-                    for events in modes:
-                        done[events] = run_mailengine(
+                    done: dict[Any, dict[str, Any]] = {}
+                    cases: list[tuple[bool, str]] = [(events, "") for events in modes]
+                    if durable and args.dkim:
+                        # Against this round's unsigned durable run with the first log mode.
+                        signed_cases = [(event_modes[0], a) for a in ("rsa", "ed25519")]
+                        cases += signed_cases if round_number % 2 == 0 else signed_cases[::-1]
+                        if round_number % 2:
+                            cases.reverse()
+                    for events, algorithm in cases:
+                        done[(events, algorithm)] = run_mailengine(
                             workdir,
                             sinks,
                             args.messages,
                             args.sessions,
                             durable,
                             args.profile,
+                            algorithm,
                             events=events,
+                            dkim_in_engine=args.dkim_in_engine,
                         )
-                    runs.extend(done[events] for events in event_modes)
-                    if len(done) == 2:
-                        pairs[durable].append((done[False], done[True]))
+                    runs.extend(done[(events, "")] for events in event_modes)
+                    if len(event_modes) == 2:
+                        pairs[durable].append((done[(False, "")], done[(True, "")]))
+                    for (_, algorithm), signed in done.items():
+                        if algorithm:
+                            runs.append(signed)
+                            unsigned = done[(event_modes[0], "")]
+                            report_signing_cost(signed, unsigned)
+                            signing.setdefault(signed["name"], []).append((unsigned, signed))
             for durable, measured in pairs.items():
                 if measured:
                     report_event_log_cost(durable, measured)
-            if args.dkim and not args.only_postfix:
-                # Against the (first round's) durable run with the first event log mode.
-                unsigned = runs[len(event_modes)]
-                for algorithm in ("rsa", "ed25519"):
-                    signed = run_mailengine(
-                        workdir,
-                        sinks,
-                        args.messages,
-                        args.sessions,
-                        True,
-                        args.profile,
-                        algorithm,
-                        events=event_modes[0],
-                        dkim_in_engine=args.dkim_in_engine,
-                    )
-                    runs.append(signed)
-                    report_signing_cost(signed, unsigned)
+            for name, measured in signing.items():
+                report_cost_summary(name, "against unsigned durable relay", measured)
             if args.skip_postfix:
                 return
             ref = run_postfix(workdir, sinks, args.messages, args.sessions)

@@ -187,7 +187,15 @@ class EngineService(service.MultiService):
     def _add_delivery(self) -> None:
         from mailengine.delivery.sender import DeliveryEngine
 
-        self.delivery = DeliveryEngine(self.engine, self.resolver)
+        grants = None
+        cluster = self.engine.config.cluster
+        if cluster.redis_url:  # issue 13: caps shared with other nodes through Redis
+            from mailengine.cluster.node import ClusterNode
+
+            name = cluster.node_name or self.engine.hostname
+            grants = ClusterNode(cluster.redis_url, name, self.engine.reactor)
+            grants.setServiceParent(self)
+        self.delivery = DeliveryEngine(self.engine, self.resolver, grants)
         self.delivery.setServiceParent(self)
         if self.engine.suppression is not None:
             self.engine.suppression.on_problem = self._suppression_problem

@@ -5,6 +5,7 @@ from hypothesis import settings
 
 from tests.dnsserver import dns_server  # noqa: F401  (fixture: in-process test DNS server)
 from tests.harness import EngineProcess
+from tests.redisserver import redis_server  # noqa: F401  (fixture: a real redis-server)
 from tests.sinks import SinkServer
 
 # No per-example deadline: on a shared machine a slow example is load, not a bug (timing

@@ -205,6 +205,46 @@ class HttpUrl(Text):
 
 
 @attrs.frozen
+class RedisUrl(Text):
+    """``redis://[:password@]host[:port][/db]``: where cluster nodes share their caps."""
+
+    def allowed(self) -> str:
+        return (
+            "a Redis URL like redis://127.0.0.1:6379/0 (redis://[:password@]host[:port][/db], "
+            'port 1-65535, db 0-15), or "" for no cluster'
+        )
+
+    def accepts(self, text: str) -> bool:
+        return parse_redis_url(text) is not None
+
+
+def parse_redis_url(text: str) -> tuple[str, int, int, str] | None:
+    """(host, port, db, password) of a ``redis://`` URL; None when it is not one."""
+    scheme, sep, rest = text.partition("://")
+    if scheme.lower() != "redis" or not sep or any(c.isspace() for c in text):
+        return None
+    where, _, db_text = rest.partition("/")
+    password = ""
+    if "@" in where:
+        auth, _, where = where.rpartition("@")
+        password = auth.partition(":")[2] if ":" in auth else auth
+    host, port_text = where, "6379"
+    if where.startswith("["):  # [::1]:6379
+        host, _, after = where[1:].partition("]")
+        port_text = after.removeprefix(":") or "6379"
+    elif where.count(":") == 1:
+        host, _, port_text = where.partition(":")
+    if not host or not (_is_hostname(host) or _is_ip(host)):
+        return None
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        return None
+    db_text = db_text.rstrip("/") or "0"
+    if not db_text.isdigit() or int(db_text) > 15:
+        return None
+    return host, int(port_text), int(db_text), password
+
+
+@attrs.frozen
 class Path(Text):
     def allowed(self) -> str:
         return 'a file path, or ""'

@@ -908,6 +908,35 @@ SETTINGS += (
     ),
 )
 
+SETTINGS += (
+    # [cluster] (issue 13 item 3): caps shared between nodes through Redis
+    _s(
+        "cluster",
+        "redis_url",
+        k.RedisUrl(),
+        "",
+        "Limits",
+        """Share the caps with other MailEngine nodes through this Redis server:
+       connections in total, per MX host and per [[shaping.rule]] (leases that expire
+       when a node dies), messages per minute of rules and throttles, the hourly cap and
+       suspensions by [[shaping.reaction]]. Every node of the cluster names the same
+       server and keeps its own mailq/. While Redis cannot be reached each node keeps to
+       its share (a cap divided by the nodes last seen) and says so in the log, on the
+       dashboard and in /metrics. "": this node's caps are its own.""",
+        live=False,
+    ),
+    _s(
+        "cluster",
+        "node_name",
+        k.Name(),
+        "",
+        "Limits",
+        """This node's name among the others (shown in every node's web admin); each node
+       needs its own. "": the machine's host name.""",
+        live=False,
+    ),
+)
+
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(s.section for s in SETTINGS))
 BY_NAME: dict[tuple[str, str], Setting] = {(s.section, s.key): s for s in SETTINGS}
 

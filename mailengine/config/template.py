@@ -20,6 +20,7 @@ SECTION_HELP = {
     "dkim": "DKIM signing of relay mail by its From: domain (issue 11).",
     "shaping": "Traffic shaping per destination: rules and reactions to deferrals (issue 10).",
     "egress": "Source addresses for outbound connections, in pools (issue 10).",
+    "cluster": "Caps shared with other nodes through Redis (issue 13).",
     "web": "The web admin at http://host:<port>/gui/admin, its JSON API and /metrics.",
 }
 

@@ -18,6 +18,7 @@ from mailengine.config.model import Config
 from mailengine.delivery.plan import domain_of
 from mailengine.queue.destination_states import DestinationLine
 from mailengine.queue.live import QueuedMessage
+from mailengine.scheduler.grants import SharedReaction
 from mailengine.scheduler.rules import SUSPEND, Rulebook, pools_from, reactions_from, rules_from
 from mailengine.scheduler.shaping import SENDING, Shaper
 
@@ -168,12 +169,26 @@ class DestinationGate:
     # -- operator actions and upkeep -------------------------------------------
 
     def suspend(self, domain: str, minutes: float) -> None:
-        self.shaper.suspend(domain, self.reactor.seconds() + minutes * 60.0)
+        now = self.reactor.seconds()
+        self.shaper.suspend(domain, now + minutes * 60.0, now=now)
         self.on_suspended(domain)
 
     def resume(self, domain: str) -> None:
-        self.shaper.resume(domain)
+        self.shaper.resume(domain, self.reactor.seconds())
         self.offer(domain)
+
+    def adopt(self, reaction: SharedReaction) -> None:
+        """Another node suspended, throttled or resumed a destination: so does this one."""
+        if self.shaper.adopt(reaction, self.reactor.seconds()):
+            log.info(
+                "{domain}: suspended by node {node} until {until} after: {reply}",
+                domain=reaction.domain,
+                node=reaction.node,
+                until=reaction.suspended_until,
+                reply=reaction.suspended_by,
+            )
+            self.on_suspended(reaction.domain)
+        self.offer(reaction.domain)
 
     def unusual_lines(self, now: float) -> list[DestinationLine]:
         """Every destination not simply sending, as mailq/destinations.json lists it."""

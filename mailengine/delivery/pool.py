@@ -23,12 +23,14 @@ from mailengine.delivery.client import ClientSettings, OutboundClient, describe_
 from mailengine.delivery.job import Job
 from mailengine.delivery.outcome import HARD, SENT, UNTRIED, RecipientResult
 from mailengine.delivery.plan import Hop, HostHealth
-from mailengine.delivery.slots import ConnectionSlots, wants_connection
+from mailengine.delivery.slots import ConnectionSlots, shared_caps, wants_connection
+from mailengine.scheduler.grants import Grants, Lease
 from mailengine.scheduler.shaping import Path, Shaper
 
 IDLE_SECONDS = 3.0  # an idle connection waits this long for more work, then QUITs
 SHORTAGE_SECONDS = 1.0  # no new connection this long after running out of descriptors
 KEPT_POOLS = 5000  # idle pools kept for their counters (the web admin's hosts)
+LEASE_RETRY_SECONDS = 0.25  # a shared cap was full: ask again this much later
 
 log = Logger(namespace="mailengine.smtp_out")
 
@@ -87,6 +89,8 @@ class HostPool:
         self.last_error = ""
         self.protocol_errors = 0  # sessions ended because the server was out of step
         self.misbehaving = ""  # the last protocol error (the web admin, /metrics)
+        self.leases: list[Lease] = []  # shared caps (cluster): one per connection
+        self.lease_retry: Any = None  # a shared cap was full: the timer to ask again
 
     @property
     def name(self) -> str:
@@ -129,6 +133,8 @@ class HostPool:
         while wants_connection(len(self.pending), self.connecting, len(self.idle)):
             if pools.shaper.connection_wait(self.path) is not None:
                 break  # the rule's site is at its cap: a close on the site wakes us
+            if self.lease_retry is not None:
+                break  # a shared cap is full: its timer asks again
             if pools.slots.may_open(self.key, per_host_max=per_host, total_max=total):
                 self.dial()
             else:
@@ -142,6 +148,42 @@ class HostPool:
         pools.slots.opened(self.key)
         pools.shaper.connection_opened(self.path)
         self.connecting += 1
+        if pools.grants is not None:
+            pools.grants.lease(self._shared_caps(), self._leased)  # then it connects
+            return
+        self._connect()
+
+    def _shared_caps(self) -> Any:
+        per_host, total = self.pools.caps()
+        site_max = self.rule.max_connections if self.rule is not None else 0
+        site = self.path.key if self.path is not None else ""
+        return shared_caps(
+            self.hop.address, self.hop.port, site_max or per_host, total, site, site_max
+        )
+
+    def _leased(self, lease: Lease | None) -> None:
+        """The shared caps answered: connect, or give the slot back and ask again later."""
+        pools = self.pools
+        if lease is not None and self.pending and not pools.stopping:
+            self.leases.append(lease)
+            self._connect()
+            return
+        if lease is not None and pools.grants is not None:
+            pools.grants.release(lease)
+        self.connecting -= 1
+        pools.slots.closed(self.key)
+        pools.shaper.connection_closed(self.path)
+        if lease is None and self.lease_retry is None and not pools.stopping:
+            self.lease_retry = pools.reactor.callLater(LEASE_RETRY_SECONDS, self._lease_again)
+        pools.forget_if_unused(self)
+
+    def _lease_again(self) -> None:
+        self.lease_retry = None
+        if self.pending and not self.pools.stopping:
+            self.open_more()
+
+    def _connect(self) -> None:
+        pools = self.pools
         hop = self.hop
         source = pools.shaper.source_for(self.path)
         bind = pools.bind_address_for(hop.address, source.ip if source else None)
@@ -218,6 +260,10 @@ class HostPool:
         limit = self.rule.max_messages_per_connection if self.rule is not None else 0
         if limit and self.sessions.get(client, 0) >= limit:
             client.quit()  # its rule's messages per connection: the next one reconnects
+            return
+        grants = self.pools.grants
+        if grants is not None and self.leases and grants.is_over_share(self.leases[-1]):
+            client.quit()  # shared caps lost: this node keeps to its share of them
             return
         if self.pending:
             self.give(client, self.pending.popleft())
@@ -309,6 +355,8 @@ class HostPool:
     def _closed(self) -> None:
         self.pools.slots.closed(self.key)
         self.pools.shaper.connection_closed(self.path)
+        if self.leases and self.pools.grants is not None:
+            self.pools.grants.release(self.leases.pop())
         if self.pending and not self.pools.stopping:
             self.open_more()
             self._release_stranded()
@@ -339,6 +387,7 @@ class Pools:
         outbound_ip: Callable[[], str],
         on_descriptor_shortage: Callable[[str], None] = lambda reason: None,
         shaper: Shaper | None = None,
+        grants: Grants | None = None,
     ) -> None:
         self.reactor = reactor
         self.settings = settings
@@ -355,6 +404,7 @@ class Pools:
         self.idle_pools: set[HostPool] = set()
         self.bandwidth_waits: dict[Any, None] = {}  # sends held back by the bandwidth cap
         self.shaper = shaper or Shaper()
+        self.grants = grants  # connection caps shared with other nodes (None: this one only)
         self.by_path: dict[str, set[HostPool]] = {}  # pools sharing a rule's MX site cap
         self.stopping = False
         self.protocol_errors = 0  # sessions ended by a server out of step (/metrics)

@@ -23,6 +23,7 @@ from mailengine.delivery.plan import count_hosts, domain_of, group_by_domain, ho
 from mailengine.delivery.pool import Pools
 from mailengine.delivery.records import Via, attempt_events, categorize_failures
 from mailengine.delivery.reporting import FailureReporting, ReportingParts, is_own_mail
+from mailengine.delivery.shared import SharedCapsListener
 from mailengine.delivery.status import DeliveryStatus, DomainStatus, HostStatus
 from mailengine.dns.answer import Destination, DNSFailure, MXResolver, Resolution
 from mailengine.policy.verp import encode_bounce_address
@@ -33,6 +34,7 @@ from mailengine.queue.live import QueuedMessage
 from mailengine.queue.store import QueueStore
 from mailengine.reports.categories import Pattern
 from mailengine.reports.notices import FD_WARNING, NoticeGate, disk_space_is_low
+from mailengine.scheduler.grants import Grants
 
 log = Logger(namespace="mailengine.delivery")
 
@@ -82,7 +84,9 @@ class DeliveryEngine(service.Service):
     # mailq/destinations.json; "" in a worker process (its supervisor writes the box's).
     states_file = STATES_FILE
 
-    def __init__(self, engine: DeliveryParts, resolver: MXResolver) -> None:
+    def __init__(
+        self, engine: DeliveryParts, resolver: MXResolver, grants: Grants | None = None
+    ) -> None:
         self.engine = engine
         self.resolver = resolver
         self.reactor = engine.reactor
@@ -91,6 +95,7 @@ class DeliveryEngine(service.Service):
             engine.reactor, engine.config, engine.queue.release, self._suspended
         )
         self.shaper = self.gate.shaper
+        self.grants = grants  # caps shared with other nodes (cluster/); None: this one only
         self.pools = Pools(
             engine.reactor,
             self.settings,
@@ -100,7 +105,15 @@ class DeliveryEngine(service.Service):
             outbound_ip=lambda: engine.config.smtp_out.outbound_ip,
             on_descriptor_shortage=self.out_of_descriptors,
             shaper=self.shaper,
+            grants=grants,
         )
+        if grants is not None:
+            self.shaper.grants, self.shaper.node = grants, grants.node
+            grants.attach(
+                SharedCapsListener(
+                    self.gate, self.pools, engine.queue.parked_destinations, self.messages_due
+                )
+            )
         self.reporting = FailureReporting(engine)
         self.attempts: dict[str, Attempt] = {}
         self.held_by_rate_cap = False
@@ -566,6 +579,7 @@ class DeliveryEngine(service.Service):
                 for rule, events in sorted(shaper.rule_counts.items())
                 for event, n in sorted(events.items())
             ),
+            cluster=self.grants.view(now) if self.grants is not None else None,
         )
 
     def _domain_status(self, domain: str, queued: int, age: float, now: float) -> DomainStatus:

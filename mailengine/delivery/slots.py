@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable
 
+from mailengine.scheduler.grants import Cap
+
 
 def wants_connection(pending_jobs: int, connecting: int, idle: int) -> bool:
     """More work waits than the connections being opened or idle can take."""
@@ -54,3 +56,12 @@ class ConnectionSlots:
 
     def next_waiting(self) -> Hashable | None:
         return self.waiting.popleft() if self.waiting else None
+
+
+def shared_caps(
+    address: str, port: int, per_host: int, total: int, site: str = "", site_max: int = 0
+) -> tuple[Cap, ...]:
+    """The caps a connection holds a lease under when they are shared between nodes:
+    the total, its server's address (the caps a receiver counts), its rule's MX site."""
+    caps = (Cap("total", total), Cap(f"host:{address}:{port}", per_host))
+    return (*caps, Cap(f"site:{site}", site_max)) if site and site_max else caps

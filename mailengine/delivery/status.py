@@ -6,6 +6,8 @@ from typing import Protocol
 
 import attrs
 
+from mailengine.scheduler.grants import ClusterView
+
 
 @attrs.frozen
 class HostStatus:
@@ -44,6 +46,7 @@ class DeliveryStatus:
     protocol_errors: int = 0  # sessions ended by a server out of step, every host
     destination_states: tuple[tuple[str, int], ...] = ()  # (state kind, destinations)
     rule_events: tuple[tuple[str, str, int], ...] = ()  # (rule, event, count) since start
+    cluster: ClusterView | None = None  # caps shared through [cluster] redis_url
 
 
 class DeliveryStatusSource(Protocol):

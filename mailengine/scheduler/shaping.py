@@ -17,6 +17,7 @@ from collections.abc import Iterable
 import attrs
 
 from mailengine.scheduler.caps import bandwidth_cap, hourly_message_cap
+from mailengine.scheduler.grants import WHEN_TOLD, Grants, SharedReaction
 from mailengine.scheduler.rules import SUSPEND, THROTTLE, Reaction, Rule, Rulebook, Source
 
 IN_FLIGHT_PER_CONNECTION = 4  # messages a destination may hold in flight per connection
@@ -184,6 +185,9 @@ class Shaper:
         self.bandwidth = bandwidth_cap()
         self._turns: dict[str, int] = {}  # egress pool -> next source index
         self.rule_counts: dict[str, dict[str, int]] = {}  # rule -> event -> count
+        # Caps shared with other nodes (cluster/): asked as well; None: this process only.
+        self.grants: Grants | None = None
+        self.node = ""  # this node's name in shared reactions
 
     # -- configuration -----------------------------------------------------
 
@@ -212,14 +216,24 @@ class Shaper:
         """Sending paused, or the hourly cap reached (``until`` its window allows more)."""
         if is_paused:
             return Wait(Reason.PAUSED)
+        if hourly_cap and self.grants is not None:
+            until = self.grants.hourly_wait(hourly_cap, now)
+            if until is None:
+                return None
+            return Wait(Reason.HOURLY_CAP, None if until == WHEN_TOLD else until)
         if hourly_cap and self.hourly.available(hourly_cap, now) <= 0:
             return Wait(Reason.HOURLY_CAP, now + self.hourly.wait_seconds(hourly_cap, now))
         return None
 
     def hourly_room(self, hourly_cap: int, now: float) -> int:
+        if self.grants is not None:
+            return self.grants.hourly_room(hourly_cap, now)
         return self.hourly.available(hourly_cap, now)
 
     def took_messages(self, count: int, hourly_cap: int, now: float) -> None:
+        if self.grants is not None:
+            self.grants.hourly_took(count, hourly_cap, now)
+            return
         self.hourly.take(hourly_cap, count, now)
 
     def bandwidth_wait(self, size: int, limit: int, now: float) -> Wait | None:
@@ -260,10 +274,15 @@ class Shaper:
             return dns
         if dest.in_flight >= self.budget(dest):
             return Wait(Reason.CONNECTION_CAP)
-        if self.per_minute(dest, now):
+        rate = self.per_minute(dest, now)
+        if rate:
             until = dest.pacer.wait_until(now)
             if until is not None:
                 return Wait(Reason.RATE, until)
+            if self.grants is not None:
+                until = self.grants.rate_wait(domain, rate, now)
+                if until is not None:
+                    return Wait(Reason.RATE, None if until == WHEN_TOLD else until, "cluster")
         return None
 
     def room(self, domain: str, now: float) -> int:
@@ -290,6 +309,8 @@ class Shaper:
         rate = self.per_minute(dest, now)
         if rate:
             dest.pacer.take(rate, now)
+            if self.grants is not None:
+                self.grants.rate_took(domain, rate, now)
 
     def finished(
         self, domain: str, *, error: str = "", is_sent: bool = False, key: str = ""
@@ -394,6 +415,7 @@ class Shaper:
         elif reaction.action == THROTTLE:
             self._throttle(dest, reaction, reply, now)
         self._count(dest.rule, reaction.action)
+        self._share(dest, now)
         return reaction
 
     def _throttle(self, dest: DestinationState, reaction: Reaction, reply: str, now: float) -> None:
@@ -414,18 +436,42 @@ class Shaper:
             reply=reply,
         )
 
-    def suspend(self, domain: str, until: float, why: str = "operator") -> None:
+    def suspend(self, domain: str, until: float, why: str = "operator", now: float = 0.0) -> None:
         dest = self.destination(domain)
         dest.suspended_until = until
         dest.suspended_by = why
+        self._share(dest, now)
 
-    def resume(self, domain: str) -> None:
+    def resume(self, domain: str, now: float = 0.0) -> None:
         """Lift a suspension and a throttle at once (the operator's "resume")."""
         dest = self.destination(domain)
         dest.suspended_until = 0.0
         dest.suspended_by = ""
         dest.throttle = None
         dest.pacer = Pacer()
+        self._share(dest, now)
+
+    def _share(self, dest: DestinationState, now: float) -> None:
+        """Tell the other nodes (when caps are shared) how ``dest`` is held now."""
+        if self.grants is not None:
+            self.grants.reacted(shared_reaction(dest, self.node, now))
+
+    def adopt(self, reaction: SharedReaction, now: float) -> bool:
+        """Apply another node's reaction; True when it suspends the destination anew."""
+        dest = self.destination(reaction.domain)
+        was_suspended = dest.suspended_until > now
+        dest.suspended_until = reaction.suspended_until
+        dest.suspended_by = reaction.suspended_by
+        dest.throttle = None
+        if reaction.throttle_rate:
+            dest.throttle = Throttle(
+                rate=reaction.throttle_rate,
+                ceiling=reaction.throttle_ceiling,
+                step_seconds=reaction.throttle_step_seconds,
+                since=reaction.throttle_since,
+                reply=reaction.throttle_reply,
+            )
+        return dest.suspended_until > now and not was_suspended
 
     def is_suspended(self, domain: str, now: float) -> bool:
         dest = self.destinations.get(domain)
@@ -532,3 +578,25 @@ class Shaper:
         for domain in idle:
             del self.destinations[domain]
         return len(idle)
+
+
+def shared_reaction(dest: DestinationState, node: str, now: float) -> SharedReaction:
+    """A destination's suspension and throttle as the other nodes apply them."""
+    throttle = dest.throttle
+    expires = max(dest.suspended_until, now)
+    if throttle is not None and throttle.rate > 0 and throttle.ceiling > throttle.rate:
+        steps = math.ceil(math.log(throttle.ceiling / throttle.rate) / math.log(RAMP_FACTOR))
+        expires = max(expires, throttle.since + min(steps, MAX_RAMP_STEPS) * throttle.step_seconds)
+    return SharedReaction(
+        domain=dest.domain,
+        stamp=now,
+        suspended_until=dest.suspended_until,
+        suspended_by=dest.suspended_by,
+        throttle_rate=throttle.rate if throttle is not None else 0.0,
+        throttle_ceiling=throttle.ceiling if throttle is not None else 0.0,
+        throttle_step_seconds=throttle.step_seconds if throttle is not None else 0.0,
+        throttle_since=throttle.since if throttle is not None else 0.0,
+        throttle_reply=throttle.reply if throttle is not None else "",
+        node=node,
+        expires=expires,
+    )

@@ -17,6 +17,7 @@ from mailengine.reports.categories import category_text
 from mailengine.web.admin import Routes, WebAdmin
 from mailengine.web.auth import identity_of
 from mailengine.web.chart import SERIES, traffic_chart
+from mailengine.web.cluster import cluster_card
 from mailengine.web.destinations import destination_cells
 from mailengine.web.render import (
     NONE,
@@ -434,6 +435,7 @@ def dashboard_body(s: Snapshot, csrf: str) -> Html:
     return el(
         "div",
         state_bar(s, csrf),
+        cluster_card(s.cluster, s.now),
         tiles(s),
         chart_card(s),
         el("div", destinations_card(s), hosts_card(s), class_="columns"),

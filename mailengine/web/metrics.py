@@ -178,6 +178,7 @@ def render_metrics(s: Snapshot) -> str:
         "1 while [smtp_out] max_messages_per_hour holds sending back.",
         [({}, 1 if s.held_by_rate_cap else 0)],
     )
+    out += cluster_metrics(s)
     out += family(
         "mailengine_delivery_running",
         "gauge",
@@ -197,6 +198,33 @@ def render_metrics(s: Snapshot) -> str:
         [({"version": s.version, "hostname": s.hostname}, 1)],
     )
     return "\n".join(out) + "\n"
+
+
+def cluster_metrics(s: Snapshot) -> list[str]:
+    """A node of a cluster ([cluster] redis_url): shared or falling back, nodes, leases."""
+    view = s.cluster
+    if view is None:
+        return []
+    out = family(
+        "mailengine_cluster_fallback",
+        "gauge",
+        "1 while Redis cannot be reached and each cap is this node's share (cap / nodes "
+        "last seen); 0 while caps are shared through Redis.",
+        [({}, 0 if view.is_shared else 1)],
+    )
+    out += family(
+        "mailengine_cluster_nodes_seen",
+        "gauge",
+        "Nodes sharing the caps (as last seen through Redis).",
+        [({}, view.node_count)],
+    )
+    out += family(
+        "mailengine_cluster_leases_held",
+        "gauge",
+        "Connection leases this node holds under the shared caps.",
+        [({}, view.leases)],
+    )
+    return out
 
 
 def books_metrics(s: Snapshot) -> list[str]:

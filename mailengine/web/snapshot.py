@@ -27,6 +27,7 @@ from mailengine.queue.envelope import Envelope
 from mailengine.queue.live import LiveQueue
 from mailengine.queue.shape import DomainShape, queue_shape
 from mailengine.queue.store import DIRS, QueueStore
+from mailengine.scheduler.grants import ClusterView
 from mailengine.web.inmemory import RunBlocking
 from mailengine.web.running import Running, SnapshotParts
 
@@ -86,6 +87,7 @@ class Snapshot:
     protocol_errors: int = 0  # outbound sessions ended by a server out of step
     destination_states: tuple[tuple[str, int], ...] = ()  # traffic shaping: (state, count)
     rule_events: tuple[tuple[str, str, int], ...] = ()  # (rule, event, count) since start
+    cluster: ClusterView | None = None  # caps shared through [cluster] redis_url
 
     @property
     def uptime_seconds(self) -> float:
@@ -356,6 +358,7 @@ def take_snapshot(
         protocol_errors=status.protocol_errors if status is not None else 0,
         destination_states=status.destination_states if status is not None else (),
         rule_events=status.rule_events if status is not None else (),
+        cluster=status.cluster if status is not None else None,
     )
 
 

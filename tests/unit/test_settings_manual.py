@@ -118,6 +118,8 @@ ADDITIONS = {
     ("shaping", "rule"): "issue 10: traffic shaping rules",
     ("shaping", "reaction"): "issue 10: reactions to deferrals",
     ("egress", "pool"): "issue 10: egress pools of source addresses",
+    ("cluster", "redis_url"): "issue 13: caps shared between nodes through Redis",
+    ("cluster", "node_name"): "issue 13: a node's name among the others",
 }
 
 
@@ -202,6 +204,8 @@ def test_only_listening_and_start_up_resources_wait_for_a_restart():
         "web.listen_ips",
         "dkim.key",
         "dkim.separate_process",
+        "cluster.redis_url",  # the link to Redis is made at start
+        "cluster.node_name",
     }
 
 
@@ -209,6 +213,7 @@ def test_only_listening_and_start_up_resources_wait_for_a_restart():
 # suite with the setting forced to its default; see the settings audit report).
 S = "system/test_settings.py::"
 SH = "system/test_shaping.py::"
+CL = "system/test_cluster.py::"
 PROOFS: dict[str, tuple[str, ...]] = {
     "server.admin_email": (
         S + "test_admin_email_set_through_the_api_is_told_when_descriptors_run_out",
@@ -465,6 +470,14 @@ PROOFS: dict[str, tuple[str, ...]] = {
         SH + "test_a_throttle_reaction_halves_the_rate_then_ramps_back",
     ),
     "egress.pool": (SH + "test_an_egress_pool_uses_each_source_address_in_turn",),
+    "cluster.redis_url": (
+        CL + "test_two_nodes_never_open_more_than_max_connections_per_host_to_one_host_together",
+        CL + "test_an_hourly_cap_of_100_delivers_100_across_two_nodes",
+    ),
+    "cluster.node_name": (
+        CL + "test_a_suspension_by_reaction_on_one_node_stops_the_other_nodes_connections",
+        CL + "test_redis_killed_mid_load_loses_no_mail_falls_back_visibly_and_shares_again",
+    ),
 }
 
 

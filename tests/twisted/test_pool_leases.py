@@ -1,0 +1,91 @@
+"""Connection pools under caps shared with other nodes: a lease before each dial, given
+back at the close; a full cap is asked again later; over the share, a connection ends."""
+
+from __future__ import annotations
+
+from twisted.python.failure import Failure
+
+from mailengine.delivery.pool import LEASE_RETRY_SECONDS
+from mailengine.scheduler.grants import Lease
+from tests.twisted.test_outbound_protocol import Wire
+
+
+class PendingGrants:
+    """The lease half of ``scheduler.grants.Grants``: answers when the test says."""
+
+    def __init__(self):
+        self.asked = []  # (caps, answer) not answered yet
+        self.released = []
+        self.over_share = False
+        self.count = 0
+
+    def lease(self, caps, answer):
+        self.asked.append((tuple(caps), answer))
+
+    def answer(self, granted: bool):
+        caps, answer = self.asked.pop(0)
+        self.count += 1
+        answer(Lease(f"n|{self.count}", caps) if granted else None)
+
+    def release(self, lease):
+        self.released.append(lease.lease_id)
+
+    def is_over_share(self, lease):
+        return self.over_share
+
+
+def wire_with(grants, per_host=3):
+    wire = Wire(per_host=per_host)
+    wire.pools.grants = grants
+    return wire
+
+
+def test_each_connection_waits_for_its_lease_and_a_full_cap_is_asked_again_later():
+    grants = PendingGrants()
+    wire = wire_with(grants)
+    wire.submit(*[wire.job(name=f"M{i}") for i in range(10)])
+    assert len(grants.asked) == 3 and not wire.reactor.tcpClients  # none dialled yet
+    keys = [c.key for c in grants.asked[0][0]]
+    assert keys == ["total", "host:192.0.2.1:25"]
+    assert [c.limit for c in grants.asked[0][0]] == [10, 3]
+    grants.answer(True)
+    grants.answer(True)
+    grants.answer(False)  # another node holds the third
+    assert len(wire.reactor.tcpClients) == 2 and not grants.asked
+    wire.reactor.advance(LEASE_RETRY_SECONDS)
+    assert len(grants.asked) == 1
+    grants.answer(True)
+    assert len(wire.reactor.tcpClients) == 3
+
+
+def test_a_closed_connection_gives_its_lease_back():
+    grants = PendingGrants()
+    wire = wire_with(grants, per_host=1)
+    wire.submit(wire.job())
+    grants.answer(True)
+    proto, _ = wire.connect()
+    proto.connectionLost(Failure(ConnectionError()))
+    assert grants.released == ["n|1"]
+
+
+def test_a_lease_granted_after_the_work_went_elsewhere_is_given_back_at_once():
+    grants = PendingGrants()
+    wire = wire_with(grants, per_host=1)
+    pool = wire.submit(wire.job())
+    pool.pending.clear()  # e.g. suspended meanwhile: its jobs went back to the queue
+    grants.answer(True)
+    assert grants.released == ["n|1"] and not wire.reactor.tcpClients
+
+
+def test_a_connection_over_the_nodes_share_ends_after_its_transaction():
+    grants = PendingGrants()
+    wire = wire_with(grants, per_host=1)
+    wire.submit(wire.job(name="M1"), wire.job(name="M2"))
+    grants.answer(True)
+    proto, transport = wire.connect()
+    transport.clear()
+    grants.over_share = True  # Redis lost: this node holds more than its share
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
+    assert transport.value().endswith(b"QUIT\r\n")
+    assert "M2" not in wire.results  # it waits for a connection within the share

@@ -184,6 +184,11 @@ class EngineService(service.MultiService):
         self._add_smtp()
         self._add_web()
 
+    @property
+    def node_suffix(self) -> str:
+        """Added to [cluster] node_name: each process holding shared caps is a node."""
+        return ""
+
     def _add_delivery(self) -> None:
         from mailengine.delivery.sender import DeliveryEngine
 
@@ -192,7 +197,7 @@ class EngineService(service.MultiService):
         if cluster.redis_url:  # issue 13: caps shared with other nodes through Redis
             from mailengine.cluster.node import ClusterNode
 
-            name = cluster.node_name or self.engine.hostname
+            name = (cluster.node_name or self.engine.hostname) + self.node_suffix
             grants = ClusterNode(cluster.redis_url, name, self.engine.reactor)
             grants.setServiceParent(self)
         self.delivery = DeliveryEngine(self.engine, self.resolver, grants)

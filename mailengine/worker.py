@@ -125,6 +125,11 @@ class WorkerService(EngineService):
         """Its own books: each worker's balance on its own (see README, workers)."""
         return f"books-w{self.index}.txt"
 
+    @property
+    def node_suffix(self) -> str:
+        """Each worker shares caps through Redis as a node of its own: NAME-w1, NAME-w2."""
+        return f"-w{self.index}"
+
     def _add_web(self) -> None:
         """The supervisor serves the web admin for the whole box."""
 

@@ -93,6 +93,9 @@ class ClusterBook:
         self.leases: dict[str, Lease] = {}
         self.held: dict[str, int] = {}  # cap key -> leases this node holds under it
         self._next_lease = 0
+        # Lease ids name the node and this run of it: a restarted node's ids never meet
+        # the leases its previous run left to expire.
+        self._lease_prefix = f"{node}|{int(now * 1000) % (1 << 32):x}|"
         self.rates: dict[str, Stash] = {}
         self.hourly = Stash()
         self.paced: dict[str, float] = {}  # fallback: domain -> next message not before
@@ -183,7 +186,7 @@ class ClusterBook:
 
     def new_lease(self, caps: tuple[Cap, ...]) -> Lease:
         self._next_lease += 1
-        return Lease(f"{self.node}|{self._next_lease}", caps)
+        return Lease(f"{self._lease_prefix}{self._next_lease}", caps)
 
     def fallback_allows(self, caps: tuple[Cap, ...]) -> bool:
         """Fallback: may one more lease be held under every cap (this node's share)?"""

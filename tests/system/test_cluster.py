@@ -101,6 +101,18 @@ def test_an_hourly_cap_of_100_delivers_100_across_two_nodes(engine_factory, sink
     assert tags.count("a") and tags.count("b")  # both nodes took their part
 
 
+def test_a_rules_message_rate_holds_across_two_nodes(engine_factory, sinks, redis_server):
+    sink = sinks("127.0.13.5")
+    rule = {"name": "paced", "domains": ["paced.test"], "max_messages_per_minute": 1200}
+    nodes = two_nodes(engine_factory, redis_server, "paced.test", sink, shaping={"rule": [rule]})
+    load(nodes, "x@paced.test", 80)  # 20 a second for both: 8 s; on their own, 4 s
+    wait_for(lambda: len(sink.received()) == 160, timeout=60, what="every message")
+    times = sorted(m.time for m in sink.received())
+    in_four_seconds = sum(1 for t in times if t < times[0] + 4.0)
+    assert in_four_seconds <= 110, in_four_seconds  # 80 + each node's first batch and slack
+    assert times[-1] - times[0] >= 5.5  # nodes on their own would take 4 s at most
+
+
 def test_a_suspension_by_reaction_on_one_node_stops_the_other_nodes_connections(
     engine_factory, sinks, redis_server
 ):

@@ -165,3 +165,27 @@ def test_redis_killed_mid_load_loses_no_mail_falls_back_visibly_and_shares_again
     load(nodes, "x@load.test", 40, tags=("c", "d"))
     wait_for(lambda: len(sink.received()) == 80, timeout=60, what="the load after the restart")
     assert sink.max_concurrent == 3  # shared again (falling back, it would be 1 each: 3 // 2)
+
+
+def test_each_worker_process_is_a_node_and_the_per_host_cap_holds_across_them(
+    engine_factory, sinks, redis_server
+):
+    sink = sinks("127.0.13.6")
+    sink.delay_seconds = 0.02
+    settings = node_settings(
+        redis_server,
+        "box",
+        dns={"bypass": [route("workers.test", sink)]},
+        smtp_out={"max_connections_per_host": 3},
+        server={"workers": 2},
+    )
+    box = engine_factory(settings)
+
+    def nodes_seen():
+        return sorted(redis_server.command("ZRANGE", "{mailengine}:nodes", "0", "-1").split())
+
+    wait_for(lambda: nodes_seen() == ["box-w1", "box-w2"], timeout=20, what="both workers")
+    for i in range(4):  # four sessions: the workers share the listening port
+        send(box, "x@workers.test", 30, f"s{i}")
+    wait_for(lambda: len(sink.received()) == 120, timeout=60, what="every message")
+    assert sink.max_concurrent <= 3  # two workers on their own could open 3 each

@@ -39,11 +39,10 @@ class _Line:
         return heap[0][0]
 
     def compact(self) -> None:
-        """Drop the entries of messages gone once they outnumber the live ones (memory
-        stays in proportion to what is queued)."""
-        if len(self.heap) > 2 * len(self.members) + 16:
-            self.heap = [(created, key) for key, created in self.members.items()]
-            heapq.heapify(self.heap)
+        """Drop the entries of messages gone (called once they outnumber the live ones:
+        memory stays in proportion to what is queued)."""
+        self.heap = [(created, key) for key, created in self.members.items()]
+        heapq.heapify(self.heap)
 
 
 @attrs.frozen
@@ -63,8 +62,8 @@ class DestinationTally:
 
     def __init__(self) -> None:
         self._lines: dict[str, _Line] = {}
-        self._all = _Line()  # every message counted, whatever its domains
         self._of: dict[str, tuple[float, dict[str, int]]] = {}  # id -> (created, counts)
+        self.recipients = 0  # every destination together
 
     def __len__(self) -> int:
         return len(self._lines)
@@ -83,10 +82,6 @@ class DestinationTally:
         if not counts:
             return
         self._of[key] = (created, counts)
-        every = self._all
-        every.recipients += sum(counts.values())
-        every.members[key] = created
-        heapq.heappush(every.heap, (created, key))
         lines = self._lines
         for domain, n in counts.items():
             line = lines.get(domain)
@@ -95,33 +90,28 @@ class DestinationTally:
             line.recipients += n
             line.members[key] = created
             heapq.heappush(line.heap, (created, key))
+            self.recipients += n
 
     def remove(self, key: str) -> None:
         old = self._of.pop(key, None)
         if old is None:
             return
-        every = self._all
-        every.recipients -= sum(old[1].values())
-        del every.members[key]
-        every.compact()
         lines = self._lines
         for domain, n in old[1].items():
             line = lines[domain]
             line.recipients -= n
-            del line.members[key]
-            if not line.members:
+            self.recipients -= n
+            members = line.members
+            del members[key]
+            if not members:
                 del lines[domain]
-            else:
+            elif len(line.heap) > 2 * len(members) + 16:
                 line.compact()
 
-    @property
-    def recipients(self) -> int:
-        """Recipients counted, every destination together."""
-        return self._all.recipients
-
     def oldest_created(self) -> float | None:
-        """The creation time of the oldest message counted (None: none)."""
-        return self._all.oldest() if self._all.members else None
+        """The creation time of the oldest message counted (None: none); a pass over
+        the destinations."""
+        return min((line.oldest() for line in self._lines.values()), default=None)
 
     def get(self, domain: str) -> DestinationCount | None:
         line = self._lines.get(domain)
@@ -163,7 +153,8 @@ class MessageTable(dict[str, M]):
 
     def __setitem__(self, key: str, msg: M) -> None:
         super().__setitem__(key, msg)
-        self.recount(key)
+        envelope = msg.envelope
+        self.tally.add(key, envelope.rcpt_to_send, envelope.time_created)
 
     def __delitem__(self, key: str) -> None:
         super().__delitem__(key)

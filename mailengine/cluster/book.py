@@ -24,6 +24,10 @@ from mailengine.scheduler.grants import (
 
 SHARED, FALLBACK = "shared", "fallback"
 LEASE_TTL_SECONDS = 10.0  # a dead node's connection leases expire this long after its last renewal
+# A closed connection's lease is given back this much later: the receiver counts the
+# connection until it has read our QUIT and closed its side, and another node's new
+# connection must not overlap it there.
+LEASE_LINGER_SECONDS = 0.25
 HEARTBEAT_SECONDS = 1.0  # renew leases, say "alive", read the nodes and reactions
 NODE_TTL_SECONDS = 10.0  # a node not heard from this long is no longer counted
 BATCH_SECONDS = 1.0  # a rate batch is about this much of the rate's time ...
@@ -92,6 +96,7 @@ class ClusterBook:
         self.last_nodes = 1  # nodes counted when the store was last reached
         self.leases: dict[str, Lease] = {}
         self.held: dict[str, int] = {}  # cap key -> leases this node holds under it
+        self.contended: set[str] = set()  # cap keys another node was refused a lease under
         self._next_lease = 0
         # Lease ids name the node and this run of it: a restarted node's ids never meet
         # the leases its previous run left to expire.
@@ -196,12 +201,37 @@ class ClusterBook:
         )
 
     def is_over_share(self, lease: Lease) -> bool:
-        """Fallback: does this node hold more than its share under one of the caps?"""
-        if self.is_shared:
-            return False
+        """Does this node hold more than its share under one of the lease's caps: always
+        when falling back; when shared, under a cap another node waits for (so that a
+        node with steady work does not keep a full cap to itself)."""
         nodes = self.node_count()
+        if not self.is_shared:
+            return any(
+                cap.limit and self.held.get(cap.key, 0) > share(cap.limit, nodes)
+                for cap in lease.caps
+            )
+        # Shared, a node keeps up to its fair part rounded up (3 among 2: 2 and 1), so
+        # that the parts add up to the whole cap and nobody gives back and takes in turn.
         return any(
-            cap.limit and self.held.get(cap.key, 0) > share(cap.limit, nodes) for cap in lease.caps
+            cap.limit
+            and cap.key in self.contended
+            and self.held.get(cap.key, 0) > math.ceil(cap.limit / nodes)
+            for cap in lease.caps
+        )
+
+    def is_wanted(self, lease: Lease) -> bool:
+        """Shared: does another node wait for one of the lease's caps?"""
+        return self.is_shared and any(cap.key in self.contended for cap in lease.caps)
+
+    def may_ask(self, caps: tuple[Cap, ...]) -> bool:
+        """Shared: may this node ask for one more lease? Not under a cap another node
+        waits for while it holds its fair part already (the freed slot is the other's)."""
+        nodes = self.node_count()
+        return not any(
+            cap.limit
+            and cap.key in self.contended
+            and self.held.get(cap.key, 0) >= math.ceil(cap.limit / nodes)
+            for cap in caps
         )
 
     def hold(self, lease: Lease) -> None:

@@ -23,6 +23,7 @@ from mailengine.cluster import scripts
 from mailengine.cluster.book import (
     FALLBACK,
     HEARTBEAT_SECONDS,
+    LEASE_LINGER_SECONDS,
     LEASE_TTL_SECONDS,
     NODE_TTL_SECONDS,
     ClusterBook,
@@ -147,7 +148,7 @@ class ClusterNode(service.Service):
             self._call(
                 lambda r: r.eval(scripts.HOURLY_GIVE_BACK, [], [scripts.HOURLY, bucket, count])
             ).addErrback(self._unreachable)
-        keys = [scripts.NODES, scripts.NODE_INFO, scripts.REACTIONS]
+        keys = [scripts.NODES, scripts.NODE_INFO, scripts.REACTIONS, scripts.CONTENDED]
         args: list[Any] = [
             self.node,
             json.dumps(book.info()),
@@ -198,10 +199,11 @@ class ClusterNode(service.Service):
         return d.addTimeout(CALL_TIMEOUT_SECONDS, self.reactor)
 
     def _heard(self, answer: Any) -> None:
-        _, nodes, reactions = answer
+        _, nodes, reactions, contended = answer
         now = self.reactor.seconds()
         book = self.book
         book.heard(nodes_from(nodes))
+        book.contended = {str(key).removeprefix(scripts.LEASES) for key in contended}
         if book.reachable(now):
             log.info(
                 "cluster: caps are shared through Redis at {url} ({n} nodes seen: {names})",
@@ -244,8 +246,11 @@ class ClusterNode(service.Service):
         if not book.is_shared or self.redis is None:
             self._answer_locally(lease, answer)
             return
-        keys = [scripts.lease_key(cap.key) for cap in lease.caps]
-        args = [lease.lease_id, int(LEASE_TTL_SECONDS * 1000)]
+        if not book.may_ask(lease.caps):
+            answer(None)  # another node waits for this cap: the next free slot is its
+            return
+        keys = [scripts.lease_key(cap.key) for cap in lease.caps] + [scripts.CONTENDED]
+        args = [lease.lease_id, int(LEASE_TTL_SECONDS * 1000), scripts.CONTENDED_MS]
         args += [cap.limit or NO_CAP for cap in lease.caps]
 
         def granted(ok: Any) -> None:
@@ -273,9 +278,17 @@ class ClusterNode(service.Service):
     def is_over_share(self, lease: Lease) -> bool:
         return self.book.is_over_share(lease)
 
+    def is_wanted(self, lease: Lease) -> bool:
+        return self.book.is_wanted(lease)
+
     def release(self, lease: Lease) -> None:
         if not self.book.drop(lease) or self.redis is None or not self.book.is_shared:
             return  # not held in Redis, or Redis lets it expire
+        self.reactor.callLater(LEASE_LINGER_SECONDS, self._give_back, lease)
+
+    def _give_back(self, lease: Lease) -> None:
+        if self.redis is None or not self.book.is_shared:
+            return  # Redis lets it expire (it is no longer renewed)
         keys = [scripts.lease_key(cap.key) for cap in lease.caps]
         d = self._call(lambda r: r.eval(scripts.RELEASE, keys, [lease.lease_id]))
         d.addErrback(self._unreachable)

@@ -12,11 +12,14 @@ NODES = PREFIX + "nodes"  # sorted set: node -> last heartbeat (ms)
 NODE_INFO = PREFIX + "node-info"  # hash: node -> JSON of what it said of itself
 REACTIONS = PREFIX + "reactions"  # hash: domain -> JSON of its SharedReaction
 HOURLY = PREFIX + "hourly:"  # + minute number: messages taken in that minute
+CONTENDED = PREFIX + "contended"  # sorted set: lease set -> until when a lease was refused
+CONTENDED_MS = 2000  # a refused lease marks its cap as wanted by another node this long
+LEASES = PREFIX + "leases:"
 
 
 def lease_key(cap_key: str) -> str:
     """Sorted set of lease ids under one cap, scored by their expiry (ms)."""
-    return PREFIX + "leases:" + cap_key
+    return LEASES + cap_key
 
 
 def rate_key(domain: str) -> str:
@@ -29,23 +32,26 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: one lease set per cap. ARGV: lease id, ttl ms, then each cap's limit.
-# 1: granted (held under every cap); 0: one of the caps is full.
+# KEYS: one lease set per cap, then CONTENDED. ARGV: lease id, ttl ms, contended ms,
+# then each cap's limit. 1: granted (held under every cap); 0: one of the caps is full
+# (marked as contended: nodes holding more than their share of it give some back).
 ACQUIRE = (
     _NOW
     + """
-local ttl = tonumber(ARGV[2])
-for i, key in ipairs(KEYS) do
+local ttl, caps = tonumber(ARGV[2]), #KEYS - 1
+for i = 1, caps do
+  local key = KEYS[i]
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   if not redis.call('ZSCORE', key, ARGV[1]) then
-    if redis.call('ZCARD', key) >= tonumber(ARGV[i + 2]) then
+    if redis.call('ZCARD', key) >= tonumber(ARGV[i + 3]) then
+      redis.call('ZADD', KEYS[#KEYS], now + tonumber(ARGV[3]), key)
       return 0
     end
   end
 end
-for _, key in ipairs(KEYS) do
-  redis.call('ZADD', key, now + ttl, ARGV[1])
-  redis.call('PEXPIRE', key, ttl * 2)
+for i = 1, caps do
+  redis.call('ZADD', KEYS[i], now + ttl, ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], ttl * 2)
 end
 return 1
 """
@@ -59,10 +65,11 @@ end
 return 1
 """
 
-# KEYS: NODES, NODE_INFO, REACTIONS, then one lease set per lease held.
+# KEYS: NODES, NODE_INFO, REACTIONS, CONTENDED, then one lease set per lease held.
 # ARGV: node, its info JSON, node ttl ms, lease ttl ms, then one lease id per lease set.
 # Renews (or, after a Redis restart, restores) every lease of the node, drops nodes
-# not heard from and reactions that no longer matter. Returns {now, nodes, reactions}.
+# not heard from and reactions that no longer matter.
+# Returns {now, nodes, reactions, contended lease sets}.
 HEARTBEAT = (
     _NOW
     + """
@@ -73,8 +80,8 @@ for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - node_tt
   redis.call('HDEL', KEYS[2], gone)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - node_ttl)
-for i = 4, #KEYS do
-  redis.call('ZADD', KEYS[i], now + lease_ttl, ARGV[i + 1])
+for i = 5, #KEYS do
+  redis.call('ZADD', KEYS[i], now + lease_ttl, ARGV[i])
   redis.call('PEXPIRE', KEYS[i], lease_ttl * 2)
 end
 local nodes = {}
@@ -94,7 +101,8 @@ for i = 1, #all, 2 do
     reactions[#reactions + 1] = all[i + 1]
   end
 end
-return {now, nodes, reactions}
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+return {now, nodes, reactions, redis.call('ZRANGE', KEYS[4], 0, -1)}
 """
 )
 

@@ -267,6 +267,8 @@ class HostPool:
             return
         if self.pending:
             self.give(client, self.pending.popleft())
+        elif grants is not None and self.leases and grants.is_wanted(self.leases[-1]):
+            client.quit()  # another node waits for the cap: no idling with its slot
         else:
             client.park(IDLE_SECONDS, self.pools.reactor)
             self.idle.append(client)

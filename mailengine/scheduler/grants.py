@@ -119,6 +119,10 @@ class Grants(Protocol):
         may now (shared caps lost: its share is smaller): the connection ends after its
         transaction instead of taking the next one."""
 
+    def is_wanted(self, lease: Lease) -> bool:
+        """True while another process waits for one of ``lease``'s caps: the connection
+        ends when it has nothing to do instead of idling with the lease."""
+
     def rate_wait(self, domain: str, per_minute: float, now: float) -> float | None:
         """May one more message for ``domain`` (at most ``per_minute`` across every
         node) start now? None: yes; else until when not (``WHEN_TOLD``: a wake-up

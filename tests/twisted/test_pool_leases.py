@@ -17,6 +17,7 @@ class PendingGrants:
         self.asked = []  # (caps, answer) not answered yet
         self.released = []
         self.over_share = False
+        self.wanted = False
         self.count = 0
 
     def lease(self, caps, answer):
@@ -32,6 +33,9 @@ class PendingGrants:
 
     def is_over_share(self, lease):
         return self.over_share
+
+    def is_wanted(self, lease):
+        return self.wanted
 
 
 def wire_with(grants, per_host=3):
@@ -89,3 +93,16 @@ def test_a_connection_over_the_nodes_share_ends_after_its_transaction():
     proto.dataReceived(b"250 queued\r\n")
     assert transport.value().endswith(b"QUIT\r\n")
     assert "M2" not in wire.results  # it waits for a connection within the share
+
+
+def test_an_idle_connection_under_a_cap_another_node_waits_for_ends_at_once():
+    grants = PendingGrants()
+    wire = wire_with(grants, per_host=1)
+    wire.submit(wire.job(name="M1"))
+    grants.answer(True)
+    proto, transport = wire.connect()
+    transport.clear()
+    grants.wanted = True
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")  # nothing more to do here
+    assert transport.value().endswith(b"QUIT\r\n")

@@ -94,6 +94,17 @@ def test_connections_held_over_the_new_share_end_after_their_transaction():
     for lease in leases:
         book.hold(lease)
     assert not book.is_over_share(leases[0])  # shared: Redis granted them
+    book.contended = {"host:192.0.2.1:25"}  # another node was refused one
+    assert book.is_over_share(leases[0])  # 4 held, a fair part is 6 / 3 = 2
+    book.drop(leases[3])
+    book.drop(leases[2])
+    assert not book.is_over_share(leases[0])
+    assert book.is_wanted(leases[0])
+    assert not book.may_ask(leases[0].caps)  # holds its fair part: the next slot is the other's
+    book.contended = set()
+    assert book.may_ask(leases[0].caps) and not book.is_wanted(leases[0])
+    for lease in leases[2:]:
+        book.hold(lease)
     book.unreachable("timeout", 1.0)  # 6 // 3 = 2 each
     assert book.is_over_share(leases[0])
     book.drop(leases[0])

@@ -32,6 +32,9 @@ class FakeGrants:
     def is_over_share(self, lease: Lease) -> bool:
         return False
 
+    def is_wanted(self, lease: Lease) -> bool:
+        return False
+
     def rate_wait(self, domain: str, per_minute: float, now: float) -> float | None:
         return self.rate_until
 

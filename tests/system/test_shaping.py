@@ -139,28 +139,28 @@ def test_a_throttle_reaction_halves_the_rate_then_ramps_back(engine_factory, sin
         return None
 
     sink.rcpt_reply = slow_down_once
-    rule = {"name": "t", "domains": ["throttle.test"], "max_messages_per_minute": 240}
+    rule = {"name": "t", "domains": ["throttle.test"], "max_messages_per_minute": 480}
     engine = engine_factory(
         settings(
             dns={"bypass": [route("throttle.test", sink)]},
             shaping={
                 "rule": [rule],
-                "reaction": [{"pattern": "slow down", "action": "throttle", "minutes": 0.05}],
+                "reaction": [{"pattern": "slow down", "action": "throttle", "minutes": 0.025}],
             },
             queue={"retry_intervals_minutes": [0.02]},
         )
     )
-    send(engine, "t@throttle.test", 150, "t")
-    wait_for(lambda: len(sink.received()) == 150, timeout=90, what="every message")
+    send(engine, "t@throttle.test", 120, "t")
+    wait_for(lambda: len(sink.received()) == 120, timeout=90, what="every message")
     t0 = deferred_at[0]
     times = sorted(m.time for m in sink.received())
 
     def count(start: float, end: float) -> int:
         return sum(1 for t in times if t0 + start <= t < t0 + end)
 
-    # 4/s before; 2/s just after (halved); +10 % every 3 s: back to 4/s after ~22 s.
-    assert count(0.5, 3.0) <= 7, times
-    assert count(24.0, 27.0) >= 9, times
+    # 8/s before; 4/s just after (halved); +10 % every 1.5 s: back to 8/s after ~11 s.
+    assert count(0.5, 3.0) <= 14, times
+    assert count(12.0, 15.0) >= 18, times
 
 
 def test_max_messages_per_connection_makes_new_sessions(engine_factory, sinks):

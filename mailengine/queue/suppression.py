@@ -31,6 +31,9 @@ FILE_NAME = "suppression.sqlite"
 WRITE_TIMEOUT_SECONDS = 5.0
 CHUNK_ROWS = 10_000
 RECHECK_SECONDS = 0.05  # an empty list's files are looked at no more often than this
+# ... and it is asked again this often whatever its files say: a write within the file
+# system's timestamp tick that leaves the WAL's size as it was would not show.
+CONFIRM_SECONDS = 1.0
 EMPTINESS_CHECK_EVERY = 1000  # lookups of a non-empty list between checks for "now empty"
 CSV_FIELDS = ("address", "reason", "source", "created", "by")
 _SCHEMA = (
@@ -84,6 +87,7 @@ class SuppressionList:
         # and how many lookups of a non-empty list go by before asking again.
         self._empty_at: tuple[int, int, int] | None = None
         self._looked_at = float("-inf")  # when the files were last looked at (clock)
+        self._confirmed_at = float("-inf")  # when a query last found it empty (clock)
         self._emptiness_check_in = 0
 
     def _files_signature(self) -> tuple[int, int, int]:
@@ -124,7 +128,7 @@ class SuppressionList:
                 return None  # known empty, looked at moments ago and since the session began
             signature = self._files_signature()
             self._looked_at = now
-            if signature == self._empty_at:
+            if signature == self._empty_at and now < self._confirmed_at + CONFIRM_SECONDS:
                 return None  # nothing was written since the list was seen empty
             self._empty_at = None
             self._emptiness_check_in = EMPTINESS_CHECK_EVERY
@@ -132,12 +136,14 @@ class SuppressionList:
                 db = self._read_connection()
                 if db is None:
                     self._empty_at = signature  # no file yet: empty until one appears
+                    self._confirmed_at = now
                     return None
                 if db.execute("SELECT NOT EXISTS (SELECT 1 FROM suppression)").fetchone()[0]:
                     # Known empty only if nothing changed around the query (a write after
                     # it shows as a change next time; the first read may create the WAL).
                     if self._files_signature() == signature:
                         self._empty_at = signature
+                        self._confirmed_at = now
                     else:
                         self._emptiness_check_in = 0  # ask again at the next lookup
                     self.failing = False

@@ -5,6 +5,7 @@ import sqlite3
 
 from mailengine.inbound.replies import suppressed_reply
 from mailengine.queue.suppression import (
+    CONFIRM_SECONDS,
     EMPTINESS_CHECK_EVERY,
     RECHECK_SECONDS,
     Entry,
@@ -146,3 +147,20 @@ def test_a_busy_session_trusts_a_fresh_look_but_a_new_session_sees_every_earlier
     # ...and the old session once RECHECK_SECONDS have passed.
     now[0] += RECHECK_SECONDS
     assert listing.lookup("a@x.test", session_start=50.0) is not None
+
+
+def test_a_known_empty_list_is_asked_again_every_confirm_seconds_whatever_its_files_say(
+    tmp_path,
+):
+    now = [100.0]
+    listing = SuppressionList(str(tmp_path / "s.sqlite"), clock=lambda: now[0])
+    listing.prepare()
+    listing.lookup("a@x.test")
+    listing.lookup("a@x.test")  # known empty from here
+    queries: list[str] = []
+    assert listing._reader is not None
+    listing._reader.set_trace_callback(queries.append)
+    now[0] += CONFIRM_SECONDS / 2
+    assert listing.lookup("a@x.test") is None and queries == []
+    now[0] += CONFIRM_SECONDS  # a write its timestamps could hide would show now
+    assert listing.lookup("a@x.test") is None and len(queries) == 1

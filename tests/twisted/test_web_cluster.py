@@ -1,12 +1,10 @@
 """The dashboard and /metrics of a node of a cluster, in memory: shared or falling back,
 the nodes seen, the suspensions and throttles every node applies."""
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailengine.delivery.status import DeliveryStatus
 from mailengine.scheduler.grants import ClusterView, NodeView, SharedReaction
-from tests.twisted.web_harness import Browser, make_engine
 
 
 class Delivery:
@@ -43,14 +41,6 @@ def falling_back(now):
     return ClusterView(
         "mta1", "redis://10.0.0.5:6379/0", False, now - 8, "Connection refused", node_count=2
     )
-
-
-@pytest.fixture
-def admin(tmp_path):
-    engine, clock = make_engine(str(tmp_path))
-    browser = Browser(engine, clock)
-    assert browser.login().code == 303
-    return browser
 
 
 def metrics(admin):

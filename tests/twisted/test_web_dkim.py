@@ -11,7 +11,6 @@ import pytest
 from mailengine.config.loader import load_config
 from mailengine.signing.keys import DkimKey, generate_key, pem, txt_record
 from mailengine.signing.signer import Signer
-from tests.twisted.web_harness import Browser, make_engine
 
 KEYS_TEXT = """[[dkim.key]]
 domain = "example.com"
@@ -23,14 +22,6 @@ domain = "example.com"
 selector = "ed2026"
 key_file = "dkim/example.com.ed2026.key"
 """
-
-
-@pytest.fixture
-def admin(tmp_path):
-    engine, clock = make_engine(str(tmp_path))
-    browser = Browser(engine, clock)
-    assert browser.login().code == 303
-    return browser
 
 
 @pytest.fixture

@@ -12,15 +12,7 @@ from mailengine.config.schema import SETTINGS
 from mailengine.delivery.status import DeliveryStatus, DomainStatus, HostStatus
 from mailengine.observe.recent import FinalFailure
 from mailengine.queue.envelope import Envelope
-from tests.twisted.web_harness import Browser, make_engine, queue_file
-
-
-@pytest.fixture
-def admin(tmp_path):
-    engine, clock = make_engine(str(tmp_path))
-    browser = Browser(engine, clock)
-    assert browser.login().code == 303
-    return browser
+from tests.twisted.web_harness import queue_file
 
 
 def read(path):

@@ -7,6 +7,7 @@ concurrent questions about one name share one query on the wire.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -94,6 +95,9 @@ class MailResolver:
         self._bypass_entries: tuple[BypassEntry, ...] = ()
         self._bypass = BypassTable()
         self._in_flight: dict[Key, list[defer.Deferred[Answer]]] = {}
+        # domain -> (its Destination before ordering, until when every answer it rests
+        # on stands): a message to a domain resolved a moment ago skips the chase
+        self._known: dict[str, tuple[Destination, float]] = {}
 
     @classmethod
     def from_config(
@@ -106,7 +110,23 @@ class MailResolver:
     # -- the interface -------------------------------------------------------
 
     def resolve(self, domain: str) -> defer.Deferred[Resolution]:
+        known = self._known.get(domain)
+        if known is not None:
+            destination, until = known
+            if until > self.clock.seconds() and self.config.dns.bypass is self._bypass_entries:
+                return defer.succeed(self._ordered(destination))
+            del self._known[domain]
         return self._resolve(domain, _Pass())
+
+    def _remember(self, resolution: Resolution, domain: str, lookup: _Pass) -> Resolution:
+        """Keep a Destination until the first answer it rests on expires (bypass: until
+        the table changes). Failures are not kept here: their answers are, in the cache."""
+        if isinstance(resolution, Destination):
+            if len(self._known) >= self.cache.max_entries:
+                self._known.clear()
+            first = self._first_expiry(lookup)
+            self._known[domain] = (resolution, math.inf if first is None else first)
+        return resolution
 
     def warm(self, domain: str, fresh_for: float = 0.0) -> defer.Deferred[float]:
         """Resolve ``domain`` again, re-asking for answers expiring within ``fresh_for``
@@ -132,6 +152,7 @@ class MailResolver:
             if tuple(entries) != self._bypass_entries:
                 self._bypass = BypassTable.from_entries(entries)
                 self.cache.clear()
+                self._known.clear()
             self._bypass_entries = entries
         return self._bypass
 
@@ -273,6 +294,7 @@ class MailResolver:
 
     def _resolve(self, domain: str, lookup: _Pass) -> defer.Deferred[Resolution]:
         d = defer.Deferred.fromCoroutine(self._route(domain, lookup))
+        d.addCallback(self._remember, domain, lookup)
         d.addCallback(self._ordered)
         d.addCallback(self._dated, lookup)
         d.addErrback(self._bug, domain)

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 
 from mailengine.inbound.data import DataReader
 from mailengine.inbound.intake import Intake, IntakeParts, SessionFacts, Transaction
+from mailengine.inbound.paths import simple_path
 from mailengine.inbound.received import clean_helo, with_protocol
 from mailengine.inbound.replies import (
     check_mail_parameters,
@@ -429,13 +430,17 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
                 self.engine.counters.refused()
             self.sendCode(*refusal)
             return
-        try:
-            sender = str(smtp.Address(m.group("path"), self.host))
-        except (smtp.AddressError, UnicodeError):
-            sender = "\0"
-        if not is_storable_address(sender):
-            self.sendCode(553, b"5.1.7 Bad sender address syntax")
-            return
+        simple = simple_path(m.group("path"))
+        if simple is not None:
+            sender = f"{simple[0]}@{simple[1]}"
+        else:
+            try:
+                sender = str(smtp.Address(m.group("path"), self.host))
+            except (smtp.AddressError, UnicodeError):
+                sender = "\0"
+            if not is_storable_address(sender):
+                self.sendCode(553, b"5.1.7 Bad sender address syntax")
+                return
         if is_rejected_sender(sender, self._settings.reject_mail_from):
             self.engine.counters.refused()
             self.sendCode(550, b"5.7.1 Sender address rejected")
@@ -455,15 +460,19 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
         if not m:
             self.sendCode(501, b"5.5.4 Syntax: RCPT TO:<address>")
             return
-        try:
-            address = smtp.Address(m.group("path"), b"")
-            local = address.local.decode("ascii")
-            domain = address.domain.decode("ascii")
-        except (smtp.AddressError, UnicodeError):
-            local = domain = "\0"
-        if not is_storable_address(local) or not is_storable_address(domain):
-            self.sendCode(553, b"5.1.3 Bad recipient address syntax")
-            return
+        simple = simple_path(m.group("path"))
+        if simple is not None:
+            local, domain = simple
+        else:
+            try:
+                address = smtp.Address(m.group("path"), b"")
+                local = address.local.decode("ascii")
+                domain = address.domain.decode("ascii")
+            except (smtp.AddressError, UnicodeError):
+                local = domain = "\0"
+            if not is_storable_address(local) or not is_storable_address(domain):
+                self.sendCode(553, b"5.1.3 Bad recipient address syntax")
+                return
         smtp_in = self._settings
         rules = RelayRules(
             local_domains=self._server_settings.local_domains,

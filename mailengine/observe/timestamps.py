@@ -16,9 +16,19 @@ def _local(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=UTC).astimezone()
 
 
+_last_stamp: tuple[int, str] = (-1, "")  # a second's stamp, asked for once a message
+
+
 def format_stamp(epoch: float) -> str:
     """``2000/12/22 16:29:00`` (timecreated, timefinished, log entries, stats lines)."""
-    return _local(epoch).strftime("%Y/%m/%d %H:%M:%S")
+    global _last_stamp
+    second = int(epoch)
+    if second == _last_stamp[0] and epoch >= 0:
+        return _last_stamp[1]
+    stamp = _local(epoch).strftime("%Y/%m/%d %H:%M:%S")
+    if epoch >= 0:
+        _last_stamp = (second, stamp)
+    return stamp
 
 
 def format_retry(epoch: float) -> str:

@@ -59,6 +59,8 @@ def parse_inf(text: str) -> dict[str, str]:
 
 def clean_value(value: str) -> str:
     """A value can hold no control character (a newline would start a new key)."""
+    if value.isprintable():  # no control character (the usual case, without a regex)
+        return value
     return _CONTROL.sub(" ", value)
 
 

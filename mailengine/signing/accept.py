@@ -58,6 +58,12 @@ class Signing:
     def __init__(self, engine: SigningParts) -> None:
         self.engine = engine
 
+    @property
+    def has_keys(self) -> bool:
+        """False: nothing would be signed (the intake stores without a round through
+        ``signed``)."""
+        return bool(self.engine.signer)
+
     def signed(self, message_id: str, content: bytes, now: float) -> defer.Deferred:
         """Fires with ``content`` headed by its DKIM-Signature fields, or as it was."""
         engine = self.engine

@@ -8,6 +8,7 @@ from twisted.logger import capturedLogs, formatEvent
 
 from mailengine.config.model import Config
 from mailengine.dns.answer import Destination, DNSFailure, Target
+from mailengine.dns.cache import AnswerCache
 from mailengine.dns.preload import PreloadService
 from mailengine.dns.records import Answer, Record
 from mailengine.dns.resolver import MailResolver
@@ -118,6 +119,40 @@ def test_an_answer_is_reused_until_its_ttl_runs_out(resolver, wire, clock):
     assert resolved(resolver.resolve("a.test")) == first
     assert wire.count("a.test", "MX") == 2
     assert wire.count("mx.a.test") == 2  # the host's 600 s answers are still good
+
+
+def test_a_domain_resolved_a_moment_ago_skips_the_chase_until_its_first_answer_expires(
+    config, clock, wire
+):
+    class CountingCache(AnswerCache):
+        gets = 0
+
+        def get(self, *args, **kwargs):
+            CountingCache.gets += 1
+            return super().get(*args, **kwargs)
+
+    resolver = MailResolver(
+        config,
+        clock,
+        DEFAULT,
+        clock=clock,
+        rng=random.Random(1),
+        cache=CountingCache(),
+        make_nameservers=wire.make,
+    )
+    wire.set(Answer("f.test", "MX", (mx("f.test", 10, "mx.f.test", ttl=300),)))
+    wire.set(Answer("mx.f.test", "A", (a("mx.f.test", "127.0.0.3", ttl=30),)))
+    first = resolved(resolver.resolve("f.test"))
+    asked, gets = len(wire.asked), CountingCache.gets
+    clock.advance(29)
+    assert resolved(resolver.resolve("f.test")) == first
+    assert (len(wire.asked), CountingCache.gets) == (asked, gets)  # not even the cache asked
+    # the host's address expires first (30 s), so the destination is chased again then
+    wire.set(Answer("mx.f.test", "A", (a("mx.f.test", "127.0.0.4", ttl=30),)))
+    clock.advance(1)
+    again = resolved(resolver.resolve("f.test"))
+    assert again.targets[0].addresses == ("127.0.0.4",)
+    assert wire.count("f.test", "MX") == 1 and wire.count("mx.f.test", "A") == 2
 
 
 def test_a_negative_answer_is_kept_for_the_soa_minimum(resolver, wire, clock):

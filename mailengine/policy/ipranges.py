@@ -10,6 +10,7 @@ import attrs
 
 # Expanding a range into listen addresses is only sane for small ranges.
 MAX_EXPANDED_ADDRESSES = 1024
+MAX_REMEMBERED_ADDRESSES = 4096  # answers kept per list (peers asked about again)
 
 
 class IPRangeError(ValueError):
@@ -28,10 +29,20 @@ class IPRanges:
     has_zero: bool = False
     _starts: tuple[tuple[int, int], ...] = ()
     _ends: tuple[tuple[int, int], ...] = ()
+    # address -> in the list: a session's peer is asked about at every RCPT TO
+    _seen: dict[str, bool] = attrs.field(factory=dict, eq=False, repr=False)
 
     def __contains__(self, address: object) -> bool:
         if not isinstance(address, str) or not self._starts:
             return False
+        seen = self._seen.get(address)
+        if seen is None:
+            if len(self._seen) >= MAX_REMEMBERED_ADDRESSES:
+                self._seen.clear()
+            seen = self._seen[address] = self._contains(address)
+        return seen
+
+    def _contains(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:

@@ -51,3 +51,13 @@ def test_membership_matches_a_naive_check(spans, probe):
     r = parse_ip_ranges(entries)
     expected = any(a <= probe <= b for a, b in naive)
     assert (str(ipaddress.IPv4Address(probe)) in r) == expected
+
+
+def test_answers_kept_for_repeated_peers_stay_right_and_do_not_touch_equality():
+    a = parse_ip_ranges(["10.0.0.0/8"])
+    b = parse_ip_ranges(["10.0.0.0/8"])
+    for _ in range(2):
+        assert "10.1.2.3" in a and "11.1.2.3" not in a and "bogus" not in a
+    assert a == b and hash(a) == hash(b)
+    assert "11.1.2.3" not in parse_ip_ranges(["10.0.0.0/8"])
+    assert "11.1.2.3" in parse_ip_ranges(["11.0.0.0/8"])  # one list's answers stay its own

@@ -27,9 +27,10 @@ ACTIONS = ("suspend", "resume", "retry")
 class DestinationActions(Protocol):
     """What the delivery engine offers the operator (``DeliveryEngine``)."""
 
-    def suspend_destination(self, domain: str, minutes: float) -> None: ...
+    def suspend_destination(self, domain: str, minutes: float) -> Awaitable[object] | None:
+        """Applied on return, or once the awaitable fires (a supervisor: every worker)."""
 
-    def resume_destination(self, domain: str) -> None: ...
+    def resume_destination(self, domain: str) -> Awaitable[object] | None: ...
 
     def retry_destination_now(self, domain: str) -> int | Awaitable[int]:
         """How many messages are due now (a supervisor of workers asks them: awaitable)."""
@@ -94,10 +95,14 @@ def add_routes(app: Routes, admin: WebAdmin) -> None:
         if not domain:
             return "No destination given."
         if action == "suspend":
-            delivery.suspend_destination(domain, SUSPEND_MINUTES)
+            applied = delivery.suspend_destination(domain, SUSPEND_MINUTES)
+            if applied is not None:
+                await applied  # every worker has it before the operator is told
             return f"{domain}: suspended for {SUSPEND_MINUTES:g} minutes."
         if action == "resume":
-            delivery.resume_destination(domain)
+            applied = delivery.resume_destination(domain)
+            if applied is not None:
+                await applied
             return f"{domain}: resumed."
         n = delivery.retry_destination_now(domain)
         if not isinstance(n, int):

@@ -195,11 +195,12 @@ class BoxDestinations:
         ]
         return defer.gatherResults(calls).addCallback(sum)
 
-    def suspend_destination(self, domain: str, minutes: float) -> None:
-        self._tell("suspend", domain, minutes)
+    def suspend_destination(self, domain: str, minutes: float) -> defer.Deferred[int]:
+        """Fires once every ready worker has applied it."""
+        return self._tell("suspend", domain, minutes)
 
-    def resume_destination(self, domain: str) -> None:
-        self._tell("resume", domain)
+    def resume_destination(self, domain: str) -> defer.Deferred[int]:
+        return self._tell("resume", domain)
 
     def retry_destination_now(self, domain: str) -> defer.Deferred[int]:
         return self._tell("retry", domain)

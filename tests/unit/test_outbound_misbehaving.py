@@ -7,7 +7,7 @@ of examples; ``pytest -m slow`` tries many more.
 """
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mailengine.delivery.outcome import SENT, SOFT
@@ -32,7 +32,20 @@ recipients = st.lists(
 bodies = st.sampled_from([b"hello\r\n", b"..leading dot\r\nx\r\n", b"Subject: s\r\n\r\n" * 50])
 
 
+def compensates(receiver):
+    """A reply too many to MAIL or RCPT, then none to a later RCPT of the pipelined group:
+    every reply lands where a correct server's would, so no client can tell (README,
+    Sending: the limits). The property holds for every other mixture."""
+    kinds = {(f.kind, f.step) for f in receiver.faults}
+    return (
+        receiver.pipelining
+        and bool(kinds & {("extra", "MAIL"), ("extra", "RCPT")})
+        and ("missing", "RCPT") in kinds
+    )
+
+
 def check_nothing_sent_without_proof(receiver, jobs, offer_tls):
+    assume(not compensates(receiver))
     jobs = [(rcpts, b"job %d\r\n" % i + body) for i, (rcpts, body) in enumerate(jobs)]
     exchange = converse(receiver, jobs, should_offer_tls=offer_tls)  # never raises
     for index, results in exchange.results.items():

@@ -58,6 +58,7 @@ from mailengine.workers.restarts import worker_count
 
 if TYPE_CHECKING:  # imported when the parts are made (the plugin loads this module)
     from mailengine.inbound.server import InboundFactory
+    from mailengine.scheduler.grants import Grants
 
 log = Logger(namespace="mailengine")
 
@@ -189,17 +190,34 @@ class EngineService(service.MultiService):
         """Added to [cluster] node_name: each process holding shared caps is a node."""
         return ""
 
+    @property
+    def box_workers(self) -> int:
+        """Processes of this box that share its caps (a worker's: [server] workers)."""
+        return 1
+
+    @property
+    def node_name(self) -> str:
+        """This process among those sharing caps: [cluster] node_name, or the host's."""
+        return (self.engine.config.cluster.node_name or self.engine.hostname) + self.node_suffix
+
+    def _grants(self) -> Grants | None:
+        """Who grants the caps shared with other processes: Redis ([cluster] redis_url,
+        issue 13), else nobody (this process applies every cap on its own)."""
+        redis_url = self.engine.config.cluster.redis_url
+        if not redis_url:
+            return None
+        from mailengine.cluster.node import ClusterNode
+        from mailengine.cluster.redislink import RedisLink
+
+        reactor = self.engine.reactor
+        node = ClusterNode(RedisLink(redis_url), self.node_name, reactor, self.box_workers)
+        node.setServiceParent(self)
+        return node
+
     def _add_delivery(self) -> None:
         from mailengine.delivery.sender import DeliveryEngine
 
-        grants = None
-        cluster = self.engine.config.cluster
-        if cluster.redis_url:  # issue 13: caps shared with other nodes through Redis
-            from mailengine.cluster.node import ClusterNode
-
-            name = (cluster.node_name or self.engine.hostname) + self.node_suffix
-            grants = ClusterNode(cluster.redis_url, name, self.engine.reactor)
-            grants.setServiceParent(self)
+        grants = self._grants()
         self.delivery = DeliveryEngine(self.engine, self.resolver, grants)
         self.delivery.setServiceParent(self)
         if self.engine.suppression is not None:

@@ -29,6 +29,7 @@ LEASE_TTL_SECONDS = 10.0  # a dead node's connection leases expire this long aft
 # connection must not overlap it there.
 LEASE_LINGER_SECONDS = 0.25
 HEARTBEAT_SECONDS = 1.0  # renew leases, say "alive", read the nodes and reactions
+CONTENDED_SECONDS = 2.0  # a refused lease marks its cap as wanted by other nodes this long
 NODE_TTL_SECONDS = 10.0  # a node not heard from this long is no longer counted
 BATCH_SECONDS = 1.0  # a rate batch is about this much of the rate's time ...
 MAX_RATE_BATCH = 50  # ... and never more tokens than this

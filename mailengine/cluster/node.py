@@ -1,97 +1,100 @@
-"""This node's link to the cluster's Redis: implements ``scheduler.grants.Grants``.
+"""This node's link to the caps it shares with others: implements ``scheduler.grants.Grants``.
 
-A thin Twisted shell around ``book.ClusterBook``: it sends the book's asks as Lua
-scripts (``scripts.py``), feeds the answers back, beats once a second (renewing
-leases, reading the nodes and reactions, reconnecting) and falls back to the book's
-local shares the moment Redis does not answer within CALL_TIMEOUT_SECONDS.
+A thin Twisted shell around ``book.ClusterBook``: it sends the book's asks to the shared
+store through a ``StoreLink`` (Redis across machines, ``redislink.py``; the supervisor of
+worker processes on one box, ``workers/boxcaps.py``), feeds the answers back, beats once a
+second (renewing leases, reading the nodes and reactions, reconnecting) and falls back to
+the book's local shares the moment the store does not answer within the link's timeout.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-import attrs
-import txredisapi
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailengine.cluster import scripts
 from mailengine.cluster.book import (
     FALLBACK,
     HEARTBEAT_SECONDS,
     LEASE_LINGER_SECONDS,
-    LEASE_TTL_SECONDS,
-    NODE_TTL_SECONDS,
     ClusterBook,
 )
-from mailengine.config.kinds import parse_redis_url
+from mailengine.cluster.store import Heard
 from mailengine.scheduler.grants import (
     Cap,
     ClusterView,
     GrantsListener,
     Lease,
-    NodeView,
     SharedReaction,
 )
 
 log = Logger(namespace="mailengine.cluster")
 
-CALL_TIMEOUT_SECONDS = 0.5  # no answer by then: Redis counts as unreachable
 HOURLY_WAKEUP = ""  # the wake-up timer of the hourly cap (no domain is "")
-NO_CAP = 1 << 30  # a cap of 0 ("none") as a limit Redis compares with
-REACTION_FIELDS = {f.name for f in attrs.fields(SharedReaction)}
 
 
-def shown_url(url: str) -> str:
-    """The URL without its password (logs, the web admin)."""
-    scheme, _, rest = url.partition("://")
-    _, at, after = rest.rpartition("@")
-    return f"{scheme}://{after}" if at else url
+class StoreLink(Protocol):
+    """How a node reaches the shared store: each call one round trip (times in seconds)."""
 
+    name: str  # in log lines and on the dashboard: "Redis at redis://host:6379/0"
+    url: str  # where the store is (without a password)
+    timeout_seconds: float  # no answer by then: the store counts as unreachable
 
-def reaction_from_json(text: str) -> SharedReaction | None:
-    try:
-        raw = json.loads(text)
-        return SharedReaction(**{k: v for k, v in raw.items() if k in REACTION_FIELDS})
-    except (ValueError, TypeError):
-        return None
+    def connect(self) -> defer.Deferred[None]:
+        """Open the link (fails when the store cannot be reached)."""
 
+    def disconnect(self) -> None:
+        """Drop the link (after a failed call: the next heartbeat connects again)."""
 
-def nodes_from(flat: Sequence[Any]) -> dict[str, NodeView]:
-    """HEARTBEAT's node list (name, score ms, info JSON, ...) as views."""
-    nodes = {}
-    for i in range(0, len(flat) - 2, 3):
-        name = str(flat[i])
-        try:
-            info = json.loads(flat[i + 2])
-        except (ValueError, TypeError):
-            info = {}
-        nodes[name] = NodeView(
-            name, float(flat[i + 1]) / 1000.0, int(info.get("leases", 0)), str(info.get("mode", ""))
-        )
-    return nodes
+    def heartbeat(
+        self, node: str, info: dict[str, object], leases: Sequence[Lease]
+    ) -> defer.Deferred[Heard]:
+        """Say ``node`` is alive, renew (or put back) its ``leases``; the nodes alive,
+        the reactions in force, the contended caps."""
+
+    def leave(self, node: str) -> defer.Deferred[Any]:
+        """``node`` stops: off the node list at once."""
+
+    def acquire(self, lease: Lease) -> defer.Deferred[bool]:
+        """One connection under every cap of the lease; False when one is full."""
+
+    def release(self, lease: Lease) -> defer.Deferred[Any]:
+        """The lease's connection closed."""
+
+    def rate(
+        self, domain: str, interval: float, tolerance: float, want: int
+    ) -> defer.Deferred[tuple[int, float]]:
+        """GCRA: (tokens granted, seconds until one conforms when none is)."""
+
+    def hourly_take(self, cap: int, want: int) -> defer.Deferred[tuple[int, int, float]]:
+        """(room granted, minute taken from, seconds until more when none is)."""
+
+    def hourly_give_back(self, bucket: int, count: int) -> defer.Deferred[Any]:
+        """Room taken and not used goes back to the minute it came from."""
+
+    def publish(self, reaction: SharedReaction) -> defer.Deferred[Any]:
+        """Every node should apply ``reaction``."""
 
 
 class ClusterNode(service.Service):
-    """Caps shared with the other nodes through Redis ([cluster] redis_url)."""
+    """Caps shared with the other nodes through ``link``."""
 
-    def __init__(self, url: str, node: str, reactor: Any) -> None:
-        parsed = parse_redis_url(url)
-        if parsed is None:  # the config kind refused it already
-            raise ValueError(f"not a Redis URL: {url!r}")
-        self.host, self.port, self.db, self.password = parsed
-        self.url = shown_url(url)
+    def __init__(self, link: StoreLink, node: str, reactor: Any, nodes_at_start: int = 1) -> None:
+        self.link = link
         self.reactor = reactor
         self.book = ClusterBook(node, reactor.seconds(), mode=FALLBACK)
         self.book.problem = "not connected yet"
+        # Until the store first answers, each cap is this node's share among the nodes
+        # known to start with it (the workers of one box).
+        self.book.last_nodes = max(1, nodes_at_start)
         self.listener: GrantsListener | None = None
-        self.redis: Any = None
+        self.is_connected = False
         self._connecting = False
-        self._told_start = False  # a failure to reach Redis at start is logged too
+        self._told_start = False  # a failure to reach the store at start is logged too
         self._beat: task.LoopingCall | None = None
         self._wakeups: dict[str, Any] = {}  # domain -> timer to offer it again
         self.is_leaving = False
@@ -118,9 +121,7 @@ class ClusterNode(service.Service):
         self.is_leaving = True  # connections close now: no "unreachable" to tell
         if self._beat is not None and self._beat.running:
             self._beat.stop()
-        gone = self._call(
-            lambda r: r.eval(scripts.LEAVE, [scripts.NODES, scripts.NODE_INFO], [self.node])
-        )
+        gone = self._call(lambda: self.link.leave(self.node))
         gone.addErrback(lambda f: None)  # not heard: the node entry expires by itself
 
     def stopService(self) -> None:
@@ -131,35 +132,25 @@ class ClusterNode(service.Service):
             if call.active():
                 call.cancel()
         self._wakeups.clear()
-        redis, self.redis = self.redis, None
-        if redis is not None:
-            defer.maybeDeferred(redis.disconnect).addErrback(lambda f: None)
+        if self.is_connected:
+            self.is_connected = False
+            self.link.disconnect()
 
     def beat(self) -> None:
         now = self.reactor.seconds()
         book = self.book
         book.forget_rates(now)
         book.forget_reactions(now)
-        if self.redis is None:
+        if not self.is_connected:
             self._connect()
             return
         count, bucket = book.hourly_to_give_back(now)
         if count:
-            self._call(
-                lambda r: r.eval(scripts.HOURLY_GIVE_BACK, [], [scripts.HOURLY, bucket, count])
-            ).addErrback(self._unreachable)
-        keys = [scripts.NODES, scripts.NODE_INFO, scripts.REACTIONS, scripts.CONTENDED]
-        args: list[Any] = [
-            self.node,
-            json.dumps(book.info()),
-            int(NODE_TTL_SECONDS * 1000),
-            int(LEASE_TTL_SECONDS * 1000),
-        ]
-        for lease in list(book.leases.values()):
-            for cap in lease.caps:
-                keys.append(scripts.lease_key(cap.key))
-                args.append(lease.lease_id)
-        d = self._call(lambda r: r.eval(scripts.HEARTBEAT, keys, args))
+            self._call(lambda: self.link.hourly_give_back(bucket, count)).addErrback(
+                self._unreachable
+            )
+        leases = list(book.leases.values())
+        d = self._call(lambda: self.link.heartbeat(self.node, book.info(), leases))
         d.addCallbacks(self._heard, self._unreachable)
         d.addErrback(lambda f: log.failure("cluster: heartbeat answer not understood", f))
 
@@ -167,23 +158,14 @@ class ClusterNode(service.Service):
         if self._connecting or not self.running:
             return
         self._connecting = True
-        d = txredisapi.Connection(
-            self.host,
-            self.port,
-            dbid=self.db,
-            reconnect=False,
-            password=self.password or None,
-            connectTimeout=CALL_TIMEOUT_SECONDS,
-            replyTimeout=CALL_TIMEOUT_SECONDS,
-        )
-        d.addCallbacks(self._connected, self._connect_failed)
+        self.link.connect().addCallbacks(self._connected, self._connect_failed)
 
-    def _connected(self, redis: Any) -> None:
+    def _connected(self, _: None) -> None:
         self._connecting = False
         if not self.running:
-            redis.disconnect()
+            self.link.disconnect()
             return
-        self.redis = redis
+        self.is_connected = True
         self._told_start = True
         self.beat()  # shared again once the heartbeat is answered
 
@@ -191,46 +173,43 @@ class ClusterNode(service.Service):
         self._connecting = False
         self._unreachable(failure)
 
-    def _call(self, command: Callable[[Any], Any]) -> defer.Deferred[Any]:
-        redis = self.redis
-        if redis is None:
+    def _call(self, command: Callable[[], defer.Deferred[Any]]) -> defer.Deferred[Any]:
+        if not self.is_connected:
             return defer.fail(ConnectionError("not connected"))
-        d = defer.maybeDeferred(command, redis)
-        return d.addTimeout(CALL_TIMEOUT_SECONDS, self.reactor)
+        d = defer.maybeDeferred(command)
+        return d.addTimeout(self.link.timeout_seconds, self.reactor)
 
-    def _heard(self, answer: Any) -> None:
-        _, nodes, reactions, contended = answer
+    def _heard(self, heard: Heard) -> None:
         now = self.reactor.seconds()
         book = self.book
-        book.heard(nodes_from(nodes))
-        book.contended = {str(key).removeprefix(scripts.LEASES) for key in contended}
+        book.heard(heard.nodes)
+        book.contended = set(heard.contended)
         if book.reachable(now):
             log.info(
-                "cluster: caps are shared through Redis at {url} ({n} nodes seen: {names})",
-                url=self.url,
+                "cluster: caps are shared through {name} ({n} nodes seen: {names})",
+                name=self.link.name,
                 n=len(book.nodes),
                 names=", ".join(sorted(book.nodes)),
             )
             self._publish_own(now)
             if self.listener is not None:
                 self.listener.mode_changed()
-        parsed = [r for r in map(reaction_from_json, reactions) if r is not None]
-        for reaction in book.news([r for r in parsed if r.node != self.node]):
+        for reaction in book.news([r for r in heard.reactions if r.node != self.node]):
             if self.listener is not None:
                 self.listener.reaction_heard(reaction)
 
     def _unreachable(self, failure: Failure) -> None:
         now = self.reactor.seconds()
         why = failure.getErrorMessage() or repr(failure.value)
-        redis, self.redis = self.redis, None
-        if redis is not None:
-            defer.maybeDeferred(redis.disconnect).addErrback(lambda f: None)
+        if self.is_connected:
+            self.is_connected = False
+            self.link.disconnect()
         book = self.book
         if (book.unreachable(why, now) or not self._told_start) and not self.is_leaving:
             log.warn(
-                "cluster: Redis at {url} cannot be reached ({why}); falling back to this "
+                "cluster: {name} cannot be reached ({why}); falling back to this "
                 "node's share of each cap (1/{n} of it, {n} nodes last seen) until it can",
-                url=self.url,
+                name=self.link.name,
                 why=why,
                 n=book.node_count(),
             )
@@ -243,17 +222,14 @@ class ClusterNode(service.Service):
     def lease(self, caps: Sequence[Cap], answer: Callable[[Lease | None], None]) -> None:
         book = self.book
         lease = book.new_lease(tuple(caps))
-        if not book.is_shared or self.redis is None:
+        if not book.is_shared or not self.is_connected:
             self._answer_locally(lease, answer)
             return
         if not book.may_ask(lease.caps):
             answer(None)  # another node waits for this cap: the next free slot is its
             return
-        keys = [scripts.lease_key(cap.key) for cap in lease.caps] + [scripts.CONTENDED]
-        args = [lease.lease_id, int(LEASE_TTL_SECONDS * 1000), scripts.CONTENDED_MS]
-        args += [cap.limit or NO_CAP for cap in lease.caps]
 
-        def granted(ok: Any) -> None:
+        def granted(ok: bool) -> None:
             if ok:
                 book.hold(lease)
                 answer(lease)
@@ -264,7 +240,7 @@ class ClusterNode(service.Service):
             self._unreachable(failure)
             self._answer_locally(lease, answer)
 
-        d = self._call(lambda r: r.eval(scripts.ACQUIRE, keys, args))
+        d = self._call(lambda: self.link.acquire(lease))
         d.addCallbacks(granted, failed)
         d.addErrback(lambda f: log.failure("cluster: a lease's answer failed", f))
 
@@ -282,16 +258,14 @@ class ClusterNode(service.Service):
         return self.book.is_wanted(lease)
 
     def release(self, lease: Lease) -> None:
-        if not self.book.drop(lease) or self.redis is None or not self.book.is_shared:
-            return  # not held in Redis, or Redis lets it expire
+        if not self.book.drop(lease) or not self.is_connected or not self.book.is_shared:
+            return  # not held in the store, or the store lets it expire
         self.reactor.callLater(LEASE_LINGER_SECONDS, self._give_back, lease)
 
     def _give_back(self, lease: Lease) -> None:
-        if self.redis is None or not self.book.is_shared:
-            return  # Redis lets it expire (it is no longer renewed)
-        keys = [scripts.lease_key(cap.key) for cap in lease.caps]
-        d = self._call(lambda r: r.eval(scripts.RELEASE, keys, [lease.lease_id]))
-        d.addErrback(self._unreachable)
+        if not self.is_connected or not self.book.is_shared:
+            return  # the store lets it expire (it is no longer renewed)
+        self._call(lambda: self.link.release(lease)).addErrback(self._unreachable)
 
     # -- message rates -------------------------------------------------------
 
@@ -309,13 +283,13 @@ class ClusterNode(service.Service):
             self._ask_rate(domain, per_minute, want)
 
     def _ask_rate(self, domain: str, per_minute: float, want: int) -> None:
-        interval_ms = 60000.0 / per_minute
-        tolerance_ms = (want - 1) * interval_ms  # a whole batch may go at once
+        interval = 60.0 / per_minute
+        tolerance = (want - 1) * interval  # a whole batch may go at once
 
-        def granted(answer: Any) -> None:
-            count, wait_ms = int(answer[0]), float(answer[1])
+        def granted(answer: tuple[int, float]) -> None:
+            count, wait = answer
             now = self.reactor.seconds()
-            self.book.rate_granted(domain, count, wait_ms / 1000.0, now)
+            self.book.rate_granted(domain, count, wait, now)
             if count:
                 self._wake(domain)
             else:
@@ -326,11 +300,7 @@ class ClusterNode(service.Service):
             self._unreachable(failure)
             self._wake(domain)
 
-        d = self._call(
-            lambda r: r.eval(
-                scripts.RATE, [scripts.rate_key(domain)], [interval_ms, tolerance_ms, want]
-            )
-        )
+        d = self._call(lambda: self.link.rate(domain, interval, tolerance, want))
         d.addCallbacks(granted, failed)
         d.addErrback(lambda f: log.failure("cluster: a rate answer failed", f))
 
@@ -369,14 +339,14 @@ class ClusterNode(service.Service):
         self._ask_hourly(cap, now)
 
     def _ask_hourly(self, cap: int, now: float) -> None:
-        want = self.book.hourly_to_ask(cap, now) if self.redis is not None else 0
+        want = self.book.hourly_to_ask(cap, now) if self.is_connected else 0
         if not want:
             return
 
-        def granted(answer: Any) -> None:
-            count, minute, wait_ms = int(answer[0]), int(answer[1]), float(answer[2])
+        def granted(answer: tuple[int, int, float]) -> None:
+            count, minute, wait = answer
             now = self.reactor.seconds()
-            self.book.hourly_granted(count, minute, wait_ms / 1000.0, now)
+            self.book.hourly_granted(count, minute, wait, now)
             if count:
                 self._hourly_granted()
             else:  # the send loop waits for a wake-up: at the time to ask again
@@ -386,7 +356,7 @@ class ClusterNode(service.Service):
             self.book.hourly_granted(0, 0, 0.0, self.reactor.seconds())
             self._unreachable(failure)
 
-        d = self._call(lambda r: r.eval(scripts.HOURLY_TAKE, [], [scripts.HOURLY, cap, want]))
+        d = self._call(lambda: self.link.hourly_take(cap, want))
         d.addCallbacks(granted, failed)
         d.addErrback(lambda f: log.failure("cluster: an hourly answer failed", f))
 
@@ -394,13 +364,11 @@ class ClusterNode(service.Service):
 
     def reacted(self, reaction: SharedReaction) -> None:
         self.book.published(reaction)
-        if self.redis is not None and self.book.is_shared:
+        if self.is_connected and self.book.is_shared:
             self._publish(reaction)
 
     def _publish(self, reaction: SharedReaction) -> None:
-        text = json.dumps(attrs.asdict(reaction))
-        d = self._call(lambda r: r.hset(scripts.REACTIONS, reaction.domain, text))
-        d.addErrback(self._unreachable)
+        self._call(lambda: self.link.publish(reaction)).addErrback(self._unreachable)
 
     def _publish_own(self, now: float) -> None:
         """Back from a fallback: what this node decided meanwhile reaches the others."""
@@ -411,4 +379,4 @@ class ClusterNode(service.Service):
     # -- views -------------------------------------------------------------------
 
     def view(self, now: float) -> ClusterView:
-        return self.book.view(now, self.url)
+        return self.book.view(now, self.link.url)

@@ -13,7 +13,6 @@ NODE_INFO = PREFIX + "node-info"  # hash: node -> JSON of what it said of itself
 REACTIONS = PREFIX + "reactions"  # hash: domain -> JSON of its SharedReaction
 HOURLY = PREFIX + "hourly:"  # + minute number: messages taken in that minute
 CONTENDED = PREFIX + "contended"  # sorted set: lease set -> until when a lease was refused
-CONTENDED_MS = 2000  # a refused lease marks its cap as wanted by another node this long
 LEASES = PREFIX + "leases:"
 
 

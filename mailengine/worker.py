@@ -21,14 +21,18 @@ from twisted.internet import defer, stdio
 from twisted.logger import ILogObserver, Logger, globalLogBeginner, globalLogPublisher
 from zope.interface import implementer
 
+from mailengine.cluster.book import share
+from mailengine.cluster.node import ClusterNode
 from mailengine.config.loader import ConfigError
 from mailengine.engine import Engine
 from mailengine.observe.logfiles import format_lines
 from mailengine.queue.checker import Role
+from mailengine.scheduler.grants import Grants
 from mailengine.service import EngineService, build_engine, load_settings
 from mailengine.startup import prepare_directories
 from mailengine.web.running import Running
 from mailengine.web.snapshot import DeliveryView, LiveShape, take_snapshot
+from mailengine.workers.boxcaps import SupervisorStoreLink
 from mailengine.workers.commands import (
     AMP_IN_FD,
     AMP_OUT_FD,
@@ -113,8 +117,11 @@ class WorkerService(EngineService):
 
     role = Role.WORKER
 
-    def __init__(self, engine: Engine, index: int, listen: list[tuple[int, int]]) -> None:
+    def __init__(
+        self, engine: Engine, index: int, listen: list[tuple[int, int]], workers: int = 1
+    ) -> None:
         self.index = index
+        self.workers = workers  # of the box
         self.listen = listen  # (fd, address family) of each listening socket
         self.link: WorkerLink | None = None
         self._views: tuple[LiveShape, DeliveryView] | None = None
@@ -130,12 +137,31 @@ class WorkerService(EngineService):
         """Each worker shares caps through Redis as a node of its own: NAME-w1, NAME-w2."""
         return f"-w{self.index}"
 
+    @property
+    def box_workers(self) -> int:
+        return self.workers
+
     def _add_web(self) -> None:
         """The supervisor serves the web admin for the whole box."""
+
+    def _grants(self) -> Grants | None:
+        """Through Redis when [cluster] redis_url is set (each worker a node of the
+        cluster); else, with other workers, the supervisor grants the box's caps."""
+        if self.engine.config.cluster.redis_url or self.workers <= 1:
+            return super()._grants()
+        link = SupervisorStoreLink(lambda: self.link)
+        node = ClusterNode(link, self.node_name, self.engine.reactor, self.workers)
+        node.setServiceParent(self)
+        return node
 
     def _add_delivery(self) -> None:
         super()._add_delivery()
         self.delivery.states_file = ""  # the supervisor writes the box's destinations.json
+        # The bandwidth cap is the box's (its uplink): each worker sends its share of it.
+        engine, workers = self.engine, self.workers
+        self.delivery.pools.bandwidth_limit = lambda: share(
+            engine.config.smtp_out.max_bandwidth_bytes_per_minute, workers
+        )
 
     def privilegedStartService(self) -> None:
         reactor = self.engine.reactor
@@ -196,6 +222,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config", default=None)
     parser.add_argument("--test", action="store_true")
     parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--listen", type=_listen_arg, default=[])
     return parser.parse_args(argv)
 
@@ -218,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_settings(root, args.config)
     engine = build_engine(root, config, reactor, test_mode=args.test, worker=args.index)
     prepare_directories(engine)
-    worker = WorkerService(engine, args.index, args.listen)
+    worker = WorkerService(engine, args.index, args.listen, args.workers)
     worker.quiet_repeated_signals = True
     link = WorkerLink(worker)
     worker.link = link

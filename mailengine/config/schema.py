@@ -111,8 +111,9 @@ SETTINGS: tuple[Setting, ...] = (
         """Processes that receive and send mail, sharing the SMTP port and mailq/. 1: one
        process, as always. More: twistd becomes a supervisor that starts this many workers,
        restarts one that dies and serves the web admin for all; "auto": one per core.
-       Caps ([smtp_out] and [shaping] limits) apply in each worker, so N workers may
-       together reach N times a cap.""",
+       Caps ([smtp_out] and [shaping] limits) are the box's: the supervisor grants them
+       to the workers (or Redis, with [cluster] redis_url); the bandwidth cap is split
+       evenly among them.""",
         live=False,
     ),
     _s(

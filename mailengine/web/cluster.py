@@ -1,5 +1,6 @@
 """The cluster on the dashboard: shared or falling back, the nodes seen,
-the suspensions and throttles every node applies ([cluster] redis_url, issue 13)."""
+the suspensions and throttles every node applies ([cluster] redis_url, or the
+supervisor of [server] workers; issue 13)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ def _held_text(r: SharedReaction, now: float) -> str:
 def cluster_card(view: ClusterView | None, now: float) -> Html | None:
     if view is None:
         return None
-    if view.is_shared:
+    if view.is_shared and "://" not in view.store:  # the supervisor of one box's workers
+        state = el("span", "SHARED", class_="pill")
+        text = (
+            f"Caps are granted by {view.store} to {plural(view.node_count, 'worker')}: "
+            "connection leases, message-rate tokens, room under the hourly cap and "
+            "reactions; each worker sends its share of the bandwidth cap."
+        )
+    elif view.is_shared:
         state = el("span", "SHARED", class_="pill")
         text = (
             f"Caps are shared through Redis at {view.store} by "

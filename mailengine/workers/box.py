@@ -10,8 +10,8 @@ from mailengine.queue.destination_states import DestinationLine
 
 def merged_destinations(statuses: Mapping[int, Mapping[str, Any]]) -> list[DestinationLine]:
     """Every destination some worker does not simply send to; when several workers list
-    one, the lowest-numbered worker's line (each worker shapes on its own: issue 13 item 2
-    shares the caps)."""
+    one, the lowest-numbered worker's line (suspensions and throttles reach every worker
+    through the supervisor, so their lines agree but for a second)."""
     merged: dict[str, DestinationLine] = {}
     for index in sorted(statuses):
         for row in statuses[index].get("destinations", ()):

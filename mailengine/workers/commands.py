@@ -82,6 +82,63 @@ class Ready(amp.Command):
     response = []
 
 
+# Worker -> supervisor: the box's shared caps (issue 13 item 2), one command per
+# ``cluster.node.StoreLink`` call; the supervisor answers from ``cluster.store.CapStore``.
+
+
+class CapsHeartbeat(amp.Command):
+    """Alive; holds ``leases`` ([lease id, [cap keys]]): nodes, reactions, contended caps."""
+
+    arguments = [(b"node", amp.Unicode()), (b"info", BigJSON()), (b"leases", BigJSON())]
+    response = [(b"heard", BigJSON())]
+
+
+class CapsLeave(amp.Command):
+    arguments = [(b"node", amp.Unicode())]
+    response = []
+
+
+class CapsAcquire(amp.Command):
+    """A connection lease under ``caps`` ([cap key, limit]); granted or not."""
+
+    arguments = [(b"lease_id", amp.Unicode()), (b"caps", BigJSON())]
+    response = [(b"granted", amp.Boolean())]
+
+
+class CapsRelease(amp.Command):
+    arguments = [(b"lease_id", amp.Unicode()), (b"keys", BigJSON())]
+    response = []
+
+
+class CapsRate(amp.Command):
+    """GCRA tokens for a domain's message rate (seconds)."""
+
+    arguments = [
+        (b"domain", amp.Unicode()),
+        (b"interval", amp.Float()),
+        (b"tolerance", amp.Float()),
+        (b"want", amp.Integer()),
+    ]
+    response = [(b"granted", amp.Integer()), (b"wait", amp.Float())]
+
+
+class CapsHourlyTake(amp.Command):
+    arguments = [(b"cap", amp.Integer()), (b"want", amp.Integer())]
+    response = [(b"granted", amp.Integer()), (b"bucket", amp.Integer()), (b"wait", amp.Float())]
+
+
+class CapsHourlyGiveBack(amp.Command):
+    arguments = [(b"bucket", amp.Integer()), (b"count", amp.Integer())]
+    response = []
+
+
+class CapsPublish(amp.Command):
+    """A reaction every worker applies."""
+
+    arguments = [(b"reaction", BigJSON())]
+    response = []
+
+
 class Channel(amp.AMP):
     """AMP over a worker's pipes, without AMP's log line at each end's start and end."""
 

@@ -43,6 +43,7 @@ from mailengine.startup import (
 )
 from mailengine.web.snapshot import Snapshot
 from mailengine.workers.box import merged_destinations
+from mailengine.workers.boxcaps import BoxCaps, CapsServer
 from mailengine.workers.commands import (
     AMP_IN_FD,
     AMP_OUT_FD,
@@ -93,12 +94,13 @@ class _ChildPipe:
     getHost = getPeer
 
 
-class SupervisorLink(Channel):
+class SupervisorLink(Channel, CapsServer):
     """The supervisor's end of one worker's AMP channel."""
 
     def __init__(self, worker: WorkerProcess) -> None:
         super().__init__()
         self.worker = worker
+        self.caps = worker.supervisor.caps
 
     @Ready.responder
     def ready(self, pid: int) -> dict[str, Any]:
@@ -182,8 +184,10 @@ class BoxDestinations:
         self.supervisor = supervisor
 
     def status(self, now: float, top: int = 20) -> DeliveryStatus:
-        paused = bool(self.supervisor.engine.config.smtp_out.paused)
-        return DeliveryStatus(paused=paused, open_connections=0)
+        supervisor = self.supervisor
+        paused = bool(supervisor.engine.config.smtp_out.paused)
+        cluster = supervisor.caps.view() if supervisor.is_sharing_caps else None
+        return DeliveryStatus(paused=paused, open_connections=0, cluster=cluster)
 
     def _tell(self, action: str, domain: str, minutes: float = 0.0) -> defer.Deferred[int]:
         calls = [
@@ -230,6 +234,10 @@ class Supervisor(service.MultiService):
         # file has them, but a worker may have read it before the change was written).
         self._changed_since_start: list[tuple[str, str]] = []
         self.listeners: list[Listener] = []
+        # The box's caps, granted to the workers (issue 13 item 2); with [cluster]
+        # redis_url each worker asks Redis instead, as a node of the cluster.
+        self.caps = BoxCaps(engine.reactor)
+        self.is_sharing_caps = count > 1 and not engine.config.cluster.redis_url
         QueueChecker(engine, self.request_stop, role=Role.SUPERVISOR).setServiceParent(self)
         self.webhook = EventWebhook(
             engine.log_dir, lambda: engine.config.events.webhook_url, engine.reactor
@@ -326,7 +334,7 @@ class Supervisor(service.MultiService):
             for n, s in enumerate(self.sockets)
         )
         argv = [sys.executable, "-m", "mailengine.worker", "--root", engine.root]
-        argv += ["--index", str(index), "--listen", listen]
+        argv += ["--index", str(index), "--workers", str(self.count), "--listen", listen]
         if self.config_path:
             argv += ["--config", os.path.abspath(self.config_path)]
         if engine.test_mode:
@@ -373,6 +381,9 @@ class Supervisor(service.MultiService):
         if self.workers.get(worker.index) is worker:
             del self.workers[worker.index]
         self.statuses.pop(worker.index, None)
+        given_back = self.caps.worker_ended(worker.link.caps_node)
+        if given_back:
+            log.info("worker {n}'s {k} connection leases given back", n=worker.index, k=given_back)
         if self.stopping:
             log.info("worker {n} (pid {pid}) stopped", n=worker.index, pid=worker.pid)
             return

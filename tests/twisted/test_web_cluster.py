@@ -1,6 +1,7 @@
 """The dashboard and /metrics of a node of a cluster, in memory: shared or falling back,
 the nodes seen, the suspensions and throttles every node applies."""
 
+import attrs
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailengine.delivery.status import DeliveryStatus
@@ -77,3 +78,22 @@ def test_a_node_on_its_own_shows_no_cluster(admin):
     admin.running.delivery = Delivery(lambda now: None)
     assert "Cluster" not in admin.get("/gui/admin").text
     assert metrics(admin) == {}
+
+
+def box(now):
+    """The supervisor's view of its two workers (no Redis)."""
+    workers = (NodeView("mx-w1", now - 0.2, 2, "shared"), NodeView("mx-w2", now - 0.7, 1))
+    return attrs.evolve(shared(now), node="supervisor", store="the supervisor", nodes=workers)
+
+
+def test_the_supervisors_dashboard_shows_the_workers_sharing_the_boxs_caps(admin):
+    admin.running.delivery = Delivery(box)
+    page = admin.get("/gui/admin").text
+    assert "SHARED" in page and "Caps are granted by the supervisor to 2 workers" in page
+    assert "mx-w1" in page and "mx-w2" in page and "(this node)" not in page
+    assert "yahoo.test" in page  # the suspension every worker applies
+    assert metrics(admin) == {
+        "mailengine_cluster_fallback": 0,
+        "mailengine_cluster_nodes_seen": 2,
+        "mailengine_cluster_leases_held": 3,
+    }

@@ -1,0 +1,124 @@
+"""Caps shared by the workers of one box, granted by the supervisor ([server] workers = 2,
+no Redis; issue 13 item 2), through the real ``twistd mailengine`` and real sinks: each
+test fails when every worker applies the caps on its own (together N times a cap)."""
+
+from __future__ import annotations
+
+import collections
+import re
+import smtplib
+import time
+
+import pytest
+
+from tests.harness import wait_for
+from tests.sinks import SinkServer, route
+from tests.system.test_cluster import delivers_the_hour_and_no_more, metric
+from tests.system.test_inbound import queue_id
+
+pytestmark = pytest.mark.system
+
+TSS04 = (421, "4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred")
+RECEIVER = re.compile(r"P(\d+)T")
+
+
+def box(engine_factory, domain: str, sink: SinkServer, **sections):
+    """Two workers sharing caps through their supervisor, ``domain`` routed to ``sink``."""
+    settings = {"server": {"workers": 2, "stop_timeout_seconds": 1}}
+    settings["dns"] = {"bypass": [route(domain, sink)]}
+    for section, values in sections.items():
+        settings.setdefault(section, {}).update(values)
+    engine = engine_factory(settings)
+    engine.wait_log("started with 2 workers")
+    wait_for(
+        lambda: metric(engine, "mailengine_cluster_nodes_seen") == 2,
+        what="both workers sharing caps (the supervisor's /metrics)",
+    )
+    assert metric(engine, "mailengine_cluster_fallback") == 0
+    return engine
+
+
+def receiver(queue_id_text: str) -> int:
+    """The pid of the worker that received a message (queue ids name it: P<pid>T...)."""
+    found = RECEIVER.match(queue_id_text)
+    assert found, queue_id_text
+    return int(found.group(1))
+
+
+def load(engine, rcpt: str, count: int, tag: str = "m", per_connection: int = 5, workers=2):
+    """At least ``count`` messages, over new connections until ``workers`` workers took
+    some (whichever worker is free accepts a connection). Returns messages per worker pid."""
+    taken: collections.Counter[int] = collections.Counter()
+    sent = 0
+    deadline = time.monotonic() + 30
+    while sent < count or len(taken) < workers:
+        assert time.monotonic() < deadline, f"one worker took every connection: {taken}"
+        with smtplib.SMTP("127.0.0.1", engine.smtp_port, timeout=30) as client:
+            for _ in range(per_connection):
+                body = f"Subject: {tag} {sent}\r\nMessage-ID: <{tag}.{sent}@src.test>\r\n\r\nhi\r\n"
+                client.mail("sender@src.test")
+                client.rcpt(rcpt)
+                code, text = client.data(body.encode())
+                assert code == 250, (code, text)
+                taken[receiver(text.decode().rsplit(" ", 1)[1])] += 1
+                sent += 1
+    return taken
+
+
+def delivered_by(sink: SinkServer) -> collections.Counter[int]:
+    return collections.Counter(receiver(queue_id(m.data)) for m in sink.received())
+
+
+def test_two_workers_never_open_more_than_max_connections_per_host_together(engine_factory, sinks):
+    sink = sinks("127.0.14.1")
+    sink.delay_seconds = 0.02  # each connection stays busy: both workers want more of them
+    engine = box(engine_factory, "capped.test", sink, smtp_out={"max_connections_per_host": 3})
+    taken = load(engine, "x@capped.test", 80)
+    total = sum(taken.values())
+    wait_for(lambda: len(sink.received()) == total, timeout=60, what=f"{total} messages")
+    assert delivered_by(sink) == taken  # both workers sent their own mail
+    assert sink.max_concurrent <= 3, sink.max_concurrent  # on their own: up to 3 each
+
+
+def test_an_hourly_cap_delivers_its_number_across_both_workers(engine_factory, sinks):
+    sink = sinks("127.0.14.2")
+    engine = box(engine_factory, "hourly.test", sink, smtp_out={"max_messages_per_hour": 40})
+    load(engine, "x@hourly.test", 70)
+    delivers_the_hour_and_no_more(sink, 40, quiet_seconds=2.0)
+    assert len(delivered_by(sink)) == 2  # both workers took their part of the hour
+
+
+def test_a_suspension_by_reaction_in_one_worker_stops_the_other(engine_factory, sinks):
+    sink = sinks("127.0.14.3")
+    sink.mail_reply = lambda sender: TSS04
+    reaction = {"pattern": "TSS04", "action": "suspend", "minutes": 1}
+    engine = box(engine_factory, "yahoo.test", sink, shaping={"reaction": [reaction]})
+    first = load(engine, "y@yahoo.test", 1, "first", per_connection=1, workers=1)
+    engine.wait_log("yahoo.test: suspended for 1 minutes")
+    suspended_by = re.search(r"worker (\d): yahoo.test: suspended for 1", engine.console())
+    other = 3 - int(suspended_by.group(1))
+    engine.wait_log(f"worker {other}: yahoo.test: suspended by node")
+    sink.mail_reply = lambda sender: None  # it would take mail now: no worker may try
+    sessions = len(sink.sessions)
+    later = load(engine, "y@yahoo.test", 4, "later", per_connection=1)
+    assert len(first + later) == 2  # the worker that was not told by the sink holds mail
+    quiet_until = time.monotonic() + 2.5
+    wait_for(lambda: time.monotonic() > quiet_until, timeout=10, interval=0.2, what="2.5 s")
+    assert len(sink.sessions) == sessions
+    assert not sink.received()
+
+
+def test_a_rules_message_rate_holds_across_both_workers(engine_factory, sinks):
+    sink = sinks("127.0.14.4")
+    rule = {"name": "paced", "domains": ["paced.test"], "max_messages_per_minute": 1200}
+    engine = box(engine_factory, "paced.test", sink, shaping={"rule": [rule]})
+    taken = load(engine, "x@paced.test", 100)  # 20 a second together: 4 s; on their own, 2.5
+    total = sum(taken.values())
+    wait_for(lambda: len(sink.received()) == total, timeout=60, what="every message")
+    assert delivered_by(sink) == taken
+    times = sorted(m.time for m in sink.received())
+    in_two_seconds = sum(1 for t in times if t < times[0] + 2.0)
+    # 40 in two seconds at the rate, plus each worker's first batch (10) and slack; each
+    # worker on its own would send 80 and more.
+    assert in_two_seconds <= 70, in_two_seconds
+    assert times[-1] - times[0] >= (total - 30) / 20.0

@@ -45,7 +45,7 @@ def receiver(queue_id_text: str) -> int:
     return int(found.group(1))
 
 
-def load(engine, rcpt: str, count: int, tag: str = "m", per_connection: int = 5, workers=2):
+def load(engine, rcpt, count: int, tag="m", per_connection=5, workers=2, text="hi\r\n"):
     """At least ``count`` messages, over new connections until ``workers`` workers took
     some (whichever worker is free accepts a connection). Returns messages per worker pid."""
     taken: collections.Counter[int] = collections.Counter()
@@ -55,12 +55,13 @@ def load(engine, rcpt: str, count: int, tag: str = "m", per_connection: int = 5,
         assert time.monotonic() < deadline, f"one worker took every connection: {taken}"
         with smtplib.SMTP("127.0.0.1", engine.smtp_port, timeout=30) as client:
             for _ in range(per_connection):
-                body = f"Subject: {tag} {sent}\r\nMessage-ID: <{tag}.{sent}@src.test>\r\n\r\nhi\r\n"
+                head = f"Subject: {tag} {sent}\r\nMessage-ID: <{tag}.{sent}@src.test>\r\n"
+                body = head + "\r\n" + text
                 client.mail("sender@src.test")
                 client.rcpt(rcpt)
-                code, text = client.data(body.encode())
-                assert code == 250, (code, text)
-                taken[receiver(text.decode().rsplit(" ", 1)[1])] += 1
+                code, reply = client.data(body.encode())
+                assert code == 250, (code, reply)
+                taken[receiver(reply.decode().rsplit(" ", 1)[1])] += 1
                 sent += 1
     return taken
 
@@ -73,7 +74,7 @@ def test_two_workers_never_open_more_than_max_connections_per_host_together(engi
     sink = sinks("127.0.14.1")
     sink.delay_seconds = 0.02  # each connection stays busy: both workers want more of them
     engine = box(engine_factory, "capped.test", sink, smtp_out={"max_connections_per_host": 3})
-    taken = load(engine, "x@capped.test", 80)
+    taken = load(engine, "x@capped.test", 50)
     total = sum(taken.values())
     wait_for(lambda: len(sink.received()) == total, timeout=60, what=f"{total} messages")
     assert delivered_by(sink) == taken  # both workers sent their own mail
@@ -122,3 +123,22 @@ def test_a_rules_message_rate_holds_across_both_workers(engine_factory, sinks):
     # worker on its own would send 80 and more.
     assert in_two_seconds <= 70, in_two_seconds
     assert times[-1] - times[0] >= (total - 30) / 20.0
+
+
+def test_the_bandwidth_cap_is_split_between_the_workers(engine_factory, sinks):
+    sink = sinks("127.0.14.5")
+    # 1,000 bytes a second for the box, 500 for each worker: the first message of 2.2 KB
+    # puts a worker 1.7 KB into debt, so its second goes 3.4 s later (at the whole cap
+    # each worker would send its second 1.2 s later).
+    engine = box(
+        engine_factory,
+        "narrow.test",
+        sink,
+        smtp_out={"max_bandwidth_bytes_per_minute": 60000},
+    )
+    load(engine, "x@narrow.test", 10, per_connection=1, text=("x" * 78 + "\r\n") * 25)
+    wait_for(lambda: sink.received(), what="the first message")
+    first = min(m.time for m in sink.received())
+    wait_for(lambda: time.monotonic() > first + 3.0, timeout=10, interval=0.1, what="3 s")
+    early = [m for m in sink.received() if m.time < first + 3.0]
+    assert len(early) <= 2, len(early)  # one from each worker; at the whole cap, 4

@@ -118,15 +118,15 @@ class CapStore:
         """``node`` is gone for sure (its process ended): its leases go now, not at their
         expiry, and it leaves the node list. Returns the leases dropped."""
         self.leave(node)
-        dropped = 0
+        dropped: set[str] = set()
         for key in list(self.leases):
             held = self.leases[key]
             for lease_id in [i for i in held if node_of(i) == node]:
                 del held[lease_id]
-                dropped += 1
+                dropped.add(lease_id)
             if not held:
                 del self.leases[key]
-        return dropped
+        return len(dropped)
 
     # -- nodes, reactions ---------------------------------------------------------
 

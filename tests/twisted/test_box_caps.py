@@ -106,7 +106,7 @@ def test_a_dead_workers_leases_go_back_at_once():
     box = Box()
     w1, w2 = box.nodes
     assert box.lease(w1) is not None
-    assert box.caps.worker_ended(box.ends[0].caps_node) == 2  # one lease under two caps
+    assert box.caps.worker_ended(box.ends[0].caps_node) == 1
     assert box.lease(w2) is not None
 
 

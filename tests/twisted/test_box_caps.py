@@ -141,3 +141,22 @@ def test_rate_tokens_and_hourly_room_come_in_batches_from_the_one_store():
     assert w1.hourly_room(40, now) == 0  # asked
     box.flush()
     assert w1.hourly_room(40, now) == 2 and box.listeners[0].hourly == 1
+
+
+def test_a_supervisor_that_does_not_answer_leaves_each_worker_its_share_until_it_does():
+    box = Box()
+    w1 = box.nodes[0]
+    answers: list = []
+    w1.lease((Cap("host:192.0.2.1:25", 4), Cap("total", 0)), answers.append)  # not pumped
+    box.reactor.advance(2.1)  # no answer within the link's timeout
+    assert not w1.book.is_shared and w1.book.node_count() == 2
+    assert answers and answers[0] is not None  # answered here: 1 of its share of 2
+    more: list = []
+    w1.lease((Cap("host:192.0.2.1:25", 4), Cap("total", 0)), more.append)
+    w1.lease((Cap("host:192.0.2.1:25", 4), Cap("total", 0)), more.append)
+    assert more[0] is not None and more[1] is None  # the share of 4 among 2 is 2
+    box.flush()
+    box.reactor.advance(1.0)  # the next heartbeat reaches the supervisor
+    box.flush()
+    assert w1.book.is_shared
+    assert len(box.caps.store.leases["host:192.0.2.1:25"]) == 2  # its leases put back

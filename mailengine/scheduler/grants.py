@@ -1,11 +1,12 @@
 """Who grants the caps that more than one process shares: the interface (pure).
 
 Without one (``None``, the default) every cap is answered in this process by the
-shaper and the connection slots, as before. A ``Grants`` (the cluster's Redis link
-today, a supervisor over AMP for worker processes later) is asked *as well*: for a
-lease before each connection opens, for a message-rate token before a rate-capped
-destination takes a message, for room under the hourly cap before the send loop
-takes messages; and it is told of reactions so that every process applies them.
+shaper and the connection slots, as before. A ``Grants`` (``cluster.node.ClusterNode``:
+through Redis across machines, or through the supervisor of one box's worker processes
+over AMP) is asked *as well*: for a lease before each connection opens, for a
+message-rate token before a rate-capped destination takes a message, for room under
+the hourly cap before the send loop takes messages; and it is told of reactions so
+that every process applies them.
 Answers that need the other side arrive later through callbacks; the synchronous
 calls answer from what this process already holds (batches, leases), so the send
 loop never waits on the wire for one message.

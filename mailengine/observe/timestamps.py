@@ -22,9 +22,9 @@ _last_stamp: tuple[int, str] = (-1, "")  # a second's stamp, asked for once a me
 def format_stamp(epoch: float) -> str:
     """``2000/12/22 16:29:00`` (timecreated, timefinished, log entries, stats lines)."""
     global _last_stamp
-    second = int(epoch)
-    if second == _last_stamp[0] and epoch >= 0:
-        return _last_stamp[1]
+    second, last = int(epoch), _last_stamp  # one read: other threads format stamps too
+    if second == last[0] and epoch >= 0:
+        return last[1]
     stamp = _local(epoch).strftime("%Y/%m/%d %H:%M:%S")
     if epoch >= 0:
         _last_stamp = (second, stamp)

@@ -167,3 +167,15 @@ def test_verp_inverse_holds(user, domain):
 
     sender = f"{user}@{domain}"
     assert decode_bounce_address(encode_bounce_address(sender, "b.test")) == (sender, "b.test")
+
+
+def test_a_stamp_asked_for_again_within_its_second_is_the_same_and_the_next_second_moves_on():
+    t = parse_stamp("2001/01/23 16:47:56")
+    assert [format_stamp(x) for x in (t, t + 0.5, t + 0.999, t + 1, t + 0.2, t + 61)] == [
+        "2001/01/23 16:47:56",
+        "2001/01/23 16:47:56",
+        "2001/01/23 16:47:56",
+        "2001/01/23 16:47:57",
+        "2001/01/23 16:47:56",
+        "2001/01/23 16:48:57",
+    ]

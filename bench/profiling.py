@@ -18,7 +18,18 @@ def py_spy(pid: int, out: str | None) -> Iterator[None]:
         return
     tool = os.path.join(os.path.dirname(sys.executable), "py-spy")
     profiler = subprocess.Popen(
-        [tool, "record", "--pid", str(pid), "--format", "raw", "-o", out, "--threads"],
+        [
+            tool,
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "-o",
+            out,
+            "--threads",
+            "--subprocesses",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

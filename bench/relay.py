@@ -309,6 +309,7 @@ def run_mailengine(
         label += f", event log {'on' if events else 'off'}"
         name = f"relay-durable-{durable}" + (f"-dkim-{dkim}" if dkim else "")
         name += f"-events-{'on' if events else 'off'}"
+        name += f"-workers-{workers}-{_reuse_words(reuse).split()[0]}" if workers else ""
         out = os.path.join(profile, f"{name}.txt") if profile else None
         with py_spy(engine.proc.pid, out):
             result = measure(

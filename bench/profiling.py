@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 @contextlib.contextmanager
 def py_spy(pid: int, out: str | None) -> Iterator[None]:
-    """Record ``pid`` (all threads) into ``out`` while the block runs; nothing when None."""
+    """Record ``pid`` (all threads, and the processes it starts) into ``out`` while the
+    block runs; nothing when None."""
     if not out:
         yield
         return

@@ -30,7 +30,7 @@ class IPRanges:
     _starts: tuple[tuple[int, int], ...] = ()
     _ends: tuple[tuple[int, int], ...] = ()
     # address -> in the list: a session's peer is asked about at every RCPT TO
-    _seen: dict[str, bool] = attrs.field(factory=dict, eq=False, repr=False)
+    _seen: dict[str, bool] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def __contains__(self, address: object) -> bool:
         if not isinstance(address, str) or not self._starts:

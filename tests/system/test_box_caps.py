@@ -1,25 +1,31 @@
 """Caps shared by the workers of one box, granted by the supervisor ([server] workers = 2,
 no Redis; issue 13 item 2), through the real ``twistd mailengine`` and real sinks: each
-test fails when every worker applies the caps on its own (together N times a cap)."""
+cap test fails when every worker applies the caps on its own (together N times a cap); a
+killed worker's connection leases go back at once, not when they expire."""
 
 from __future__ import annotations
 
 import collections
+import os
 import re
+import signal
 import smtplib
 import time
 
 import pytest
 
+from mailengine.cluster.book import LEASE_TTL_SECONDS
 from tests.harness import wait_for
 from tests.sinks import SinkServer, route
 from tests.system.test_cluster import delivers_the_hour_and_no_more, metric
 from tests.system.test_inbound import queue_id
+from tests.system.test_workers import worker_pids
 
 pytestmark = pytest.mark.system
 
 TSS04 = (421, "4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred")
 RECEIVER = re.compile(r"P(\d+)T")
+MESSAGE_ID = re.compile(rb"Message-ID: <([^>]+)>")
 
 
 def box(engine_factory, domain: str, sink: SinkServer, **sections):
@@ -70,15 +76,90 @@ def delivered_by(sink: SinkServer) -> collections.Counter[int]:
     return collections.Counter(receiver(queue_id(m.data)) for m in sink.received())
 
 
-def test_two_workers_never_open_more_than_max_connections_per_host_together(engine_factory, sinks):
-    sink = sinks("127.0.14.1")
+SITE_RULE = {"name": "site", "domains": ["capped.test"], "max_connections": 2}
+
+
+@pytest.mark.parametrize(
+    ("host", "sections", "cap"),
+    [
+        ("127.0.14.1", {"smtp_out": {"max_connections_per_host": 3}}, 3),
+        ("127.0.14.6", {"smtp_out": {"max_connections": 2}}, 2),  # the total
+        ("127.0.14.7", {"shaping": {"rule": [SITE_RULE]}}, 2),  # a shaping rule's
+    ],
+    ids=["per_host", "total", "rule"],
+)
+def test_two_workers_never_open_more_connections_than_a_cap_together(
+    engine_factory, sinks, host, sections, cap
+):
+    sink = sinks(host)
     sink.delay_seconds = 0.02  # each connection stays busy: both workers want more of them
-    engine = box(engine_factory, "capped.test", sink, smtp_out={"max_connections_per_host": 3})
+    engine = box(engine_factory, "capped.test", sink, **sections)
     taken = load(engine, "x@capped.test", 50)
     total = sum(taken.values())
     wait_for(lambda: len(sink.received()) == total, timeout=60, what=f"{total} messages")
     assert delivered_by(sink) == taken  # both workers sent their own mail
-    assert sink.max_concurrent <= 3, sink.max_concurrent  # on their own: up to 3 each
+    assert sink.max_concurrent <= cap, sink.max_concurrent  # on their own: up to cap each
+
+
+def connections_to(pid: int, sink: SinkServer) -> int:
+    """The TCP connections process ``pid`` has open to ``sink`` (its sockets' inodes in
+    /proc/net/tcp, where the remote end is the sink's port)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    with open("/proc/net/tcp") as fh:
+        rows = [line.split() for line in fh.readlines()[1:]]
+    established = "01"
+    return sum(
+        1
+        for row in rows
+        if int(row[2].split(":")[1], 16) == sink.port and row[3] == established and row[9] in inodes
+    )
+
+
+def message_ids(sink: SinkServer) -> set[str]:
+    found = (MESSAGE_ID.search(m.data) for m in sink.received())
+    return {f.group(1).decode() for f in found if f}
+
+
+def test_a_killed_workers_connection_leases_are_given_back_at_once(engine_factory, sinks):
+    sink = sinks("127.0.14.8")
+    sink.delay_seconds = 0.05  # sessions last: the leases are held while the worker dies
+    engine = box(
+        engine_factory,
+        "leased.test",
+        sink,
+        smtp_out={"max_connections_per_host": 2},
+        queue={"use_disk_for_relay": True, "check_interval_seconds": 1},
+    )
+    pids = worker_pids(engine)
+    taken = load(engine, "x@leased.test", 50)
+    wait_for(
+        lambda: all(connections_to(pid, sink) for pid in pids.values()),
+        what="a connection of each worker to the sink",
+    )
+    os.kill(pids[1], signal.SIGKILL)
+    killed_at = time.monotonic()
+    engine.wait_log(f"worker 1 (pid {pids[1]}) ended (killed by signal 9)")
+    assert re.search(r"worker 1's [12] connection leases given back", engine.console())
+
+    # Without the give-back its leases would block the cap until they expire (10 s after
+    # their last renewal): the other worker, or worker 1 restarted, uses the whole cap.
+    def living_workers_connections() -> int:
+        living = [pid for pid in worker_pids(engine).values() if pid != pids[1]]
+        return sum(connections_to(pid, sink) for pid in living)
+
+    wait_for(lambda: living_workers_connections() == 2, timeout=6, what="2 connections again")
+    assert time.monotonic() < killed_at + LEASE_TTL_SECONDS - 1
+    total = sum(taken.values())
+    wanted = {f"m.{n}@src.test" for n in range(total)}
+    wait_for(lambda: message_ids(sink) >= wanted, timeout=60, what="every acknowledged message")
+    assert sink.max_concurrent <= 2, sink.max_concurrent
 
 
 def test_an_hourly_cap_delivers_its_number_across_both_workers(engine_factory, sinks):

@@ -19,6 +19,8 @@ def _held_text(r: SharedReaction, now: float) -> str:
 def cluster_card(view: ClusterView | None, now: float) -> Html | None:
     if view is None:
         return None
+    own = view.node.split(", ")  # a box of workers: each is a node of its own
+    this = f"this node is {view.node}" if len(own) == 1 else f"this box's workers are {view.node}"
     if view.is_shared and "://" not in view.store:  # the supervisor of one box's workers
         state = el("span", "SHARED", class_="pill")
         text = (
@@ -30,7 +32,7 @@ def cluster_card(view: ClusterView | None, now: float) -> Html | None:
         state = el("span", "SHARED", class_="pill")
         text = (
             f"Caps are shared through Redis at {view.store} by "
-            f"{plural(view.node_count, 'node')}; this node is {view.node}."
+            f"{plural(view.node_count, 'node')}; {this}."
         )
     else:
         state = el("span", "FALLBACK", class_="pill bad")
@@ -43,7 +45,7 @@ def cluster_card(view: ClusterView | None, now: float) -> Html | None:
         ["Node", "Last seen", "#leases", "Mode"],
         [
             tr(
-                n.name + (" (this node)" if n.name == view.node else ""),
+                n.name + (" (this node)" if n.name in own else ""),
                 f"{age(max(0.0, now - n.last_seen))} ago",
                 num(str(n.leases)),
                 n.mode or NONE,

@@ -221,7 +221,7 @@ def cluster_metrics(s: Snapshot) -> list[str]:
     out += family(
         "mailengine_cluster_leases_held",
         "gauge",
-        "Connection leases this node holds under the shared caps.",
+        "Connection leases this node (a box: its workers) holds under the shared caps.",
         [({}, view.leases)],
     )
     return out

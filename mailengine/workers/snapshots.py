@@ -13,6 +13,7 @@ from mailengine.delivery.status import DomainStatus, HostStatus
 from mailengine.observe.books import ENTRIES, Books
 from mailengine.observe.counters import Interval
 from mailengine.observe.recent import FinalFailure
+from mailengine.scheduler.grants import ClusterView, NodeView, SharedReaction
 from mailengine.web.snapshot import TOP_DESTINATIONS, QueueDepth, Snapshot, Totals
 
 INTERVAL_FIELDS = ("recv_inbound", "recv_relay", "sent", "failed_hard", "failed_soft", "deferred")
@@ -47,7 +48,25 @@ def snapshot_from_data(data: dict[str, Any]) -> Snapshot:
     d["books"] = Books(**d["books"])
     d["destination_states"] = tuple(tuple(x) for x in d["destination_states"])
     d["rule_events"] = tuple(tuple(x) for x in d["rule_events"])
+    if d.get("cluster") is not None:
+        c = dict(d["cluster"])
+        c["nodes"] = tuple(NodeView(**n) for n in c["nodes"])
+        c["reactions"] = tuple(SharedReaction(**r) for r in c["reactions"])
+        d["cluster"] = ClusterView(**c)
     return Snapshot(**d)
+
+
+def _cluster(views: Sequence[ClusterView]) -> ClusterView | None:
+    """The box in a Redis cluster ([cluster] redis_url: each worker a node of its own): the
+    cluster as its workers see it, falling back when one does; their leases added up."""
+    if not views:
+        return None
+    shown = next((v for v in views if not v.is_shared), views[0])
+    return attrs.evolve(
+        shown,
+        node=", ".join(sorted(v.node for v in views)),
+        leases=sum(v.leases for v in views),
+    )
 
 
 def _sum_intervals(a: Interval, b: Interval) -> Interval:
@@ -134,6 +153,7 @@ def combine(own: Snapshot, workers: Sequence[Snapshot]) -> Snapshot:
         last_hour = _sum_intervals(last_hour, s.last_hour)
     books = Books(**{e: sum(getattr(s.books, e) for s in workers) for e in ENTRIES})
     failures = sorted((f for s in workers for f in s.failures), key=lambda f: -f.time)
+    views = [s.cluster for s in workers if s.cluster is not None]
     return attrs.evolve(
         own,
         held_by_rate_cap=any(s.held_by_rate_cap for s in workers),
@@ -158,4 +178,5 @@ def combine(own: Snapshot, workers: Sequence[Snapshot]) -> Snapshot:
         protocol_errors=sum(s.protocol_errors for s in workers),
         destination_states=_counted(r for s in workers for r in s.destination_states),
         rule_events=_counted(r for s in workers for r in s.rule_events),
+        cluster=own.cluster if own.cluster is not None else _cluster(views),
     )

@@ -191,6 +191,11 @@ def test_each_worker_process_is_a_node_and_the_per_host_cap_holds_across_them(
         return sorted(redis_server.command("ZRANGE", "{mailengine}:nodes", "0", "-1").split())
 
     wait_for(lambda: nodes_seen() == ["box-w1", "box-w2"], timeout=20, what="both workers")
+    wait_for(  # the supervisor's /metrics and dashboard: the cluster its workers see
+        lambda: metric(box, "mailengine_cluster_nodes_seen") == 2,
+        what="the cluster on the supervisor's /metrics",
+    )
+    assert metric(box, "mailengine_cluster_fallback") == 0
     for i in range(4):  # four sessions: the workers share the listening port
         send(box, "x@workers.test", 30, f"s{i}")
     wait_for(lambda: len(sink.received()) == 120, timeout=60, what="every message")

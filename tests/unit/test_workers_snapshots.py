@@ -3,10 +3,14 @@ add up; the supervisor's directory counts and settings stay; the index is not co
 
 import json
 
+import attrs
+
 from mailengine.delivery.status import DomainStatus, HostStatus
 from mailengine.observe.books import Books
 from mailengine.observe.counters import Interval
 from mailengine.observe.recent import FinalFailure
+from mailengine.scheduler.grants import ClusterView, NodeView, SharedReaction
+from mailengine.web.cluster import cluster_card
 from mailengine.web.snapshot import QueueDepth, Snapshot, Totals
 from mailengine.workers.snapshots import combine, snapshot_data, snapshot_from_data
 
@@ -83,3 +87,34 @@ def test_the_box_adds_the_workers_traffic_memory_connections_and_books():
 
 def test_a_box_whose_workers_do_not_answer_shows_delivery_not_running():
     assert not combine(snapshot(), []).delivery_running
+
+
+def redis_view(node, leases, shared=True):
+    nodes = (NodeView("box-w1", 999.0, 2), NodeView("box-w2", 999.5, 1), NodeView("other", 998.0))
+    reaction = SharedReaction("y.test", 990.0, 2000.0, "421 TSS04", node="other", expires=2000.0)
+    return ClusterView(
+        node, "redis://r:6379/0", shared, 900.0, "" if shared else "refused", 3, nodes, leases,
+        (reaction,),
+    )  # fmt: skip
+
+
+def test_with_redis_the_box_shows_the_cluster_its_workers_see():
+    w1, w2 = redis_view("box-w1", 2), redis_view("box-w2", 1)
+    s = snapshot(sent=1, cluster=w1)
+    assert snapshot_from_data(json.loads(json.dumps(snapshot_data(s)))) == s
+    box = combine(snapshot(), [snapshot(cluster=w1), snapshot(cluster=w2)])
+    assert box.cluster == attrs.evolve(w1, node="box-w1, box-w2", leases=3)
+    card = str(cluster_card(box.cluster, 1000.0))
+    assert "by 3 nodes; this box&#x27;s workers are box-w1, box-w2." in card
+    assert "box-w1 (this node)" in card and "box-w2 (this node)" in card
+    assert "other (this node)" not in card
+    # One worker cannot reach Redis: the box says so.
+    w2_alone = redis_view("box-w2", 0, shared=False)
+    box = combine(snapshot(), [snapshot(cluster=w1), snapshot(cluster=w2_alone)])
+    assert box.cluster.is_shared is False and box.cluster.problem == "refused"
+
+
+def test_the_supervisors_own_cluster_view_wins_and_none_is_none():
+    own = ClusterView("supervisor", "the supervisor", True, 0.0)
+    assert combine(snapshot(cluster=own), [snapshot(), snapshot()]).cluster == own
+    assert combine(snapshot(), [snapshot(), snapshot()]).cluster is None

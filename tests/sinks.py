@@ -42,6 +42,9 @@ class Session:
     tls: bool = False
     closed: bool = False
     started: float = attrs.field(factory=time.monotonic)
+    port: int = 0  # the client's
+    ended: float = 0.0  # when the sink saw it end (0: open)
+    quit_at: float = 0.0  # when it read the client's QUIT (0: none)
 
 
 class _Loop:
@@ -163,9 +166,9 @@ class SinkServer:
     # -- the protocol ------------------------------------------------------
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")[0]
+        peer, port = writer.get_extra_info("peername")[:2]
         with self.lock:
-            session = Session(len(self.sessions) + 1, peer)
+            session = Session(len(self.sessions) + 1, peer, port=port)
             self.sessions.append(session)
             self.concurrent += 1
             self.max_concurrent = max(self.max_concurrent, self.concurrent)
@@ -179,6 +182,7 @@ class SinkServer:
             with self.lock:
                 self.concurrent -= 1
                 session.closed = True
+                session.ended = time.monotonic()
             try:
                 writer.close()
             except Exception:
@@ -214,6 +218,8 @@ class SinkServer:
             verb = command.split(" ", 1)[0].upper()
             with self.lock:
                 session.commands.append(command)
+                if verb == "QUIT":
+                    session.quit_at = time.monotonic()
             if self.stall_on and verb == self.stall_on:
                 await self._stall()
             if self.delay_seconds:

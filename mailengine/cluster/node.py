@@ -95,6 +95,10 @@ class ClusterNode(service.Service):
         self.is_connected = False
         self._connecting = False
         self._told_start = False  # a failure to reach the store at start is logged too
+        # Until the store first answers (or fails to), no lease: a node joining a running
+        # box or cluster (a restarted worker) would add its share on top of caps the
+        # others may use in full.
+        self.is_starting = True
         self._beat: task.LoopingCall | None = None
         self._wakeups: dict[str, Any] = {}  # domain -> timer to offer it again
         self.is_leaving = False
@@ -180,6 +184,7 @@ class ClusterNode(service.Service):
         return d.addTimeout(self.link.timeout_seconds, self.reactor)
 
     def _heard(self, heard: Heard) -> None:
+        self.is_starting = False
         now = self.reactor.seconds()
         book = self.book
         book.heard(heard.nodes)
@@ -199,6 +204,7 @@ class ClusterNode(service.Service):
                 self.listener.reaction_heard(reaction)
 
     def _unreachable(self, failure: Failure) -> None:
+        self.is_starting = False
         now = self.reactor.seconds()
         why = failure.getErrorMessage() or repr(failure.value)
         if self.is_connected:
@@ -220,6 +226,9 @@ class ClusterNode(service.Service):
     # -- connection leases --------------------------------------------------
 
     def lease(self, caps: Sequence[Cap], answer: Callable[[Lease | None], None]) -> None:
+        if self.is_starting:
+            answer(None)  # asked again shortly (the pool's lease retry)
+            return
         book = self.book
         lease = book.new_lease(tuple(caps))
         if not book.is_shared or not self.is_connected:

@@ -51,24 +51,29 @@ class Box:
         self.listeners: list[Listener] = []
         self.pumps: list[iosim.IOPump] = []
         for n in range(1, count + 1):
-            worker, end, pump = iosim.connectedServerAndClient(
-                lambda: SupervisorEnd(self.caps), Channel, greet=False
-            )
-            node = ClusterNode(
-                SupervisorStoreLink(lambda w=worker: w), f"box-w{n}", self.reactor, count
-            )
-            listener = Listener()
-            node.attach(listener)
-            self.ends.append(end)
-            self.nodes.append(node)
-            self.listeners.append(listener)
-            self.pumps.append(pump)
+            self.add(n, count)
         for node in self.nodes:
             node.startService()
         self.flush()
         for node in self.nodes:
             node.beat()  # now every node sees the others
         self.flush()
+
+    def add(self, n: int, count: int) -> ClusterNode:
+        """Worker ``n``'s node on a pipe of its own (not started)."""
+        worker, end, pump = iosim.connectedServerAndClient(
+            lambda: SupervisorEnd(self.caps), Channel, greet=False
+        )
+        node = ClusterNode(
+            SupervisorStoreLink(lambda w=worker: w), f"box-w{n}", self.reactor, count
+        )
+        listener = Listener()
+        node.attach(listener)
+        self.ends.append(end)
+        self.nodes.append(node)
+        self.listeners.append(listener)
+        self.pumps.append(pump)
+        return node
 
     def flush(self) -> None:
         for _ in range(3):
@@ -108,6 +113,21 @@ def test_a_dead_workers_leases_go_back_at_once():
     assert box.lease(w1) is not None
     assert box.caps.worker_ended(box.ends[0].caps_node) == 1
     assert box.lease(w2) is not None
+
+
+def test_a_restarted_worker_opens_no_connection_until_the_supervisor_first_answers():
+    box = Box()
+    w1, w2 = box.nodes
+    assert box.caps.worker_ended(box.ends[1].caps_node) == 0  # worker 2 died
+    assert box.lease(w1) is not None  # the whole cap
+    again = box.add(2, 2)
+    again.startService()  # its first heartbeat is not answered yet
+    answers: list = []
+    again.lease(PER_HOST, answers.append)
+    assert answers == [None]  # its share of the cap would be on top of worker 1's lease
+    box.flush()
+    assert again.book.is_shared
+    assert box.lease(again) is None  # the supervisor's answer: the cap is held
 
 
 def test_a_reaction_in_one_worker_reaches_the_other_on_its_next_heartbeat():

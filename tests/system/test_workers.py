@@ -167,6 +167,45 @@ def test_a_killed_worker_is_restarted_its_journal_recovered_and_no_acknowledged_
     assert len(twice) <= 10, twice  # at most one per open connection of the killed worker
 
 
+def test_a_worker_restarted_while_a_destination_is_suspended_holds_its_mail_too(
+    engine_factory, sinks
+):
+    sink = sinks("127.0.2.35")
+    engine = start_engine(
+        engine_factory, {"server": {"workers": 2}, "dns": {"bypass": [route("sink.test", sink)]}}
+    )
+    pids = started_with_workers(engine)
+    status, reply = api(engine, "POST", "/api/destinations/sink.test/suspend")
+    assert status == 200, reply
+    os.kill(pids[1], signal.SIGKILL)
+    wait_for(lambda: worker_pids(engine)[1] != pids[1], timeout=30, what="worker 1 restarted")
+    restarted = worker_pids(engine)[1]
+    ids: list[str] = []
+    while not any(i.startswith(f"P{restarted}T") for i in ids):  # one per connection
+        assert len(ids) < 60, f"the restarted worker took none of {len(ids)} messages"
+        with smtplib.SMTP("127.0.0.1", engine.smtp_port, timeout=10) as c:
+            c.mail("a@b.test")
+            c.rcpt(f"r{len(ids)}@sink.test")
+            code, text = c.data(MESSAGE)
+            assert code == 250
+            ids.append(text.decode().rsplit(" ", 1)[-1])
+
+    def listed():
+        _, body = api(engine, "GET", "/api/destinations")
+        return {d["domain"]: d for d in body["destinations"]}.get("sink.test")
+
+    wait_for(
+        lambda: (
+            (d := listed()) and d["queued_recipients"] == len(ids) and d["state"] == "suspended"
+        ),
+        what=f"sink.test suspended with {len(ids)} recipients waiting in both workers",
+    )
+    assert sink.received() == []
+    status, reply = api(engine, "POST", "/api/destinations/sink.test/resume")
+    assert status == 200, reply
+    wait_for(lambda: len(sink.received()) == len(ids), what="all sent after the resume")
+
+
 def test_a_stop_under_load_writes_every_workers_memory_to_retry_and_loses_nothing(
     engine_factory, sinks
 ):

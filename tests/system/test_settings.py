@@ -694,8 +694,12 @@ def test_retention_minutes_changed_through_the_api_decide_what_the_next_check_re
     engine = start_engine(
         engine_factory, {"queue": {"check_interval_seconds": 1}, "logs": {"debug_program": True}}
     )
+    scans = engine.console().count("retry scan:")
     set_live(engine, "queue", "done_retention_minutes", 1)  # the default keeps 60
     set_live(engine, "queue", "incoming_retention_minutes", 0)  # 0: keep forever
+    # A check already under way when the settings changed still applies the old ones:
+    # plant the files once a check that began after the change has finished.
+    wait_for(lambda: engine.console().count("retry scan:") >= scans + 2, what="a new check")
     done = plant(engine, "done", "P1T1C1@done.test", age_minutes=30)
     incoming = plant(engine, "incoming", "P1T1C2@incoming.test", age_minutes=120)
     wait_for(lambda: not os.path.exists(done), what="the 30 minute old done/ message to go")

@@ -199,7 +199,9 @@ class ClusterNode(service.Service):
             self._publish_own(now)
             if self.listener is not None:
                 self.listener.mode_changed()
-        for reaction in book.news([r for r in heard.reactions if r.node != self.node]):
+        # Its own reactions come back with the stamps it published them under (not news);
+        # a node restarted under the same name has none of them and applies them again.
+        for reaction in book.news(heard.reactions):
             if self.listener is not None:
                 self.listener.reaction_heard(reaction)
 

@@ -182,10 +182,6 @@ class BoxDestinations:
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
-        # domain -> until when (the supervisor's clock): the operator's suspensions, told
-        # again to a worker that starts while they last (a restarted one starts clean)
-        self.suspended: dict[str, float] = {}
-        supervisor.destinations = self
 
     def status(self, now: float, top: int = 20) -> DeliveryStatus:
         supervisor = self.supervisor
@@ -205,30 +201,13 @@ class BoxDestinations:
 
     def suspend_destination(self, domain: str, minutes: float) -> defer.Deferred[int]:
         """Fires once every ready worker has applied it."""
-        self.suspended[domain.lower()] = self._now() + minutes * 60.0
         return self._tell("suspend", domain, minutes)
 
     def resume_destination(self, domain: str) -> defer.Deferred[int]:
-        self.suspended.pop(domain.lower(), None)
         return self._tell("resume", domain)
 
     def retry_destination_now(self, domain: str) -> defer.Deferred[int]:
-        self.suspended.pop(domain.lower(), None)  # a worker's retry lifts it there too
         return self._tell("retry", domain)
-
-    def worker_ready(self, worker: WorkerProcess) -> None:
-        """A worker that starts while the operator's suspensions last gets them too."""
-        now = self._now()
-        for domain, until in list(self.suspended.items()):
-            if until <= now:
-                del self.suspended[domain]
-                continue
-            minutes = (until - now) / 60.0
-            d = worker.call(DestinationAction, action="suspend", domain=domain, minutes=minutes)
-            d.addErrback(lambda f: None)  # a worker ending now: its replacement gets it
-
-    def _now(self) -> float:
-        return float(self.supervisor.engine.reactor.seconds())
 
 
 class Supervisor(service.MultiService):
@@ -258,7 +237,6 @@ class Supervisor(service.MultiService):
         # The box's caps, granted to the workers (issue 13 item 2); with [cluster]
         # redis_url each worker asks Redis instead, as a node of the cluster.
         self.caps = BoxCaps(engine.reactor)
-        self.destinations: BoxDestinations | None = None  # the web admin's (when it runs)
         self.is_sharing_caps = count > 1 and not engine.config.cluster.redis_url
         QueueChecker(engine, self.request_stop, role=Role.SUPERVISOR).setServiceParent(self)
         self.webhook = EventWebhook(
@@ -376,8 +354,6 @@ class Supervisor(service.MultiService):
         worker.is_ready = True
         for section_key in self._changed_since_start:
             self._push_setting(worker, *section_key)
-        if self.destinations is not None:
-            self.destinations.worker_ready(worker)
         if (
             not self.has_said_started
             and all(w.is_ready for w in self.workers.values())

@@ -86,17 +86,24 @@ def process_tree(pid: int) -> list[int]:
 def process_cpu_seconds(pid: int) -> float:
     """CPU of ``pid`` and its running children (a worker that ended counts in ``pid``'s
     children's time, fields 13 and 14)."""
-    total = 0.0
+    return sum(process_cpu_split(pid))
+
+
+def process_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid`` and its children, as ``process_cpu_seconds``."""
+    user = system = 0.0
     for each in process_tree(pid):
         try:
             with open(f"/proc/{each}/stat") as fh:
                 fields = fh.read().rpartition(")")[2].split()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / TICKS
+        user += int(fields[11]) / TICKS
+        system += int(fields[12]) / TICKS
         if each == pid:
-            total += (int(fields[13]) + int(fields[14])) / TICKS
-    return total
+            user += int(fields[13]) / TICKS
+            system += int(fields[14]) / TICKS
+    return user, system
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -203,7 +210,7 @@ def measure(
 ):
     base_delivered = sinks.delivered()
     busy0, t0 = machine_busy_seconds(), time.monotonic()
-    cpu0 = process_cpu_seconds(pid) if pid else 0.0
+    split0 = process_cpu_split(pid) if pid else (0.0, 0.0)
     procs = inject(port, messages, sessions, reuse)
     for p in procs:
         p.wait(RUN_LIMIT_SECONDS)
@@ -217,7 +224,9 @@ def measure(
     )
     delivered_at = time.monotonic() - t0
     busy = machine_busy_seconds() - busy0
-    cpu = (process_cpu_seconds(pid) - cpu0) if pid else None
+    split1 = process_cpu_split(pid) if pid else (0.0, 0.0)
+    system = split1[1] - split0[1]
+    cpu = (split1[0] - split0[0] + system) if pid else None
     result = {
         "name": name,
         "messages": expected,
@@ -226,6 +235,7 @@ def measure(
         "delivered_per_second": expected / delivered_at,
         "machine_cpu_per_1000": busy / expected * 1000,
         "relay_cpu_per_1000": cpu / expected * 1000 if cpu is not None else None,
+        "relay_system_cpu_per_1000": system / expected * 1000 if cpu is not None else None,
         "peak_rss_mb": peak_rss_mb(pid) if pid else None,
     }
     print(
@@ -233,7 +243,11 @@ def measure(
         f"delivered {result['delivered_per_hour']:>12,.0f}/h "
         f"({result['delivered_per_second']:,.0f}/s)   "
         f"CPU s/1000: relay "
-        + (f"{result['relay_cpu_per_1000']:.2f}" if cpu is not None else "  - ")
+        + (
+            f"{result['relay_cpu_per_1000']:.2f} (kernel {result['relay_system_cpu_per_1000']:.2f})"
+            if cpu is not None
+            else "  - "
+        )
         + f", machine {result['machine_cpu_per_1000']:.2f}"
         + (f"   peak RSS {result['peak_rss_mb']:.0f} MB" if pid else ""),
         flush=True,

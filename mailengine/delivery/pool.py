@@ -28,6 +28,11 @@ from mailengine.scheduler.grants import Grants, Lease
 from mailengine.scheduler.shaping import Path, Shaper
 
 IDLE_SECONDS = 3.0  # an idle connection waits this long for more work, then QUITs
+# ... and only this long under a shared cap another node waits for: long enough for the
+# next message of a steady stream (closing between two messages cost a new connection
+# each, and their leases lingering in the store left the cap mostly unused), short
+# enough that a node out of work frees its slots for the node that has some.
+WANTED_IDLE_SECONDS = 0.5
 SHORTAGE_SECONDS = 1.0  # no new connection this long after running out of descriptors
 KEPT_POOLS = 5000  # idle pools kept for their counters (the web admin's hosts)
 LEASE_RETRY_SECONDS = 0.25  # a shared cap was full: ask again this much later
@@ -267,10 +272,11 @@ class HostPool:
             return
         if self.pending:
             self.give(client, self.pending.popleft())
-        elif grants is not None and self.leases and grants.is_wanted(self.leases[-1]):
-            client.quit()  # another node waits for the cap: no idling with its slot
         else:
-            client.park(IDLE_SECONDS, self.pools.reactor)
+            idle = IDLE_SECONDS
+            if grants is not None and self.leases and grants.is_wanted(self.leases[-1]):
+                idle = WANTED_IDLE_SECONDS  # another node waits for the cap
+            client.park(idle, self.pools.reactor)
             self.idle.append(client)
             self.pools.idle_pools.add(self)
             self.pools.slot_wanted()

@@ -121,8 +121,8 @@ class Grants(Protocol):
         transaction instead of taking the next one."""
 
     def is_wanted(self, lease: Lease) -> bool:
-        """True while another process waits for one of ``lease``'s caps: the connection
-        ends when it has nothing to do instead of idling with the lease."""
+        """True while another process waits for one of ``lease``'s caps: a connection
+        with nothing to do idles only briefly with the lease (``WANTED_IDLE_SECONDS``)."""
 
     def rate_wait(self, domain: str, per_minute: float, now: float) -> float | None:
         """May one more message for ``domain`` (at most ``per_minute`` across every

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from twisted.python.failure import Failure
 
-from mailengine.delivery.pool import LEASE_RETRY_SECONDS
+from mailengine.delivery.pool import IDLE_SECONDS, LEASE_RETRY_SECONDS, WANTED_IDLE_SECONDS
 from mailengine.scheduler.grants import Lease
 from tests.twisted.test_outbound_protocol import Wire
 
@@ -95,7 +95,7 @@ def test_a_connection_over_the_nodes_share_ends_after_its_transaction():
     assert "M2" not in wire.results  # it waits for a connection within the share
 
 
-def test_an_idle_connection_under_a_cap_another_node_waits_for_ends_at_once():
+def test_an_idle_connection_under_a_cap_another_node_waits_for_ends_soon():
     grants = PendingGrants()
     wire = wire_with(grants, per_host=1)
     wire.submit(wire.job(name="M1"))
@@ -105,4 +105,24 @@ def test_an_idle_connection_under_a_cap_another_node_waits_for_ends_at_once():
     grants.wanted = True
     proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
     proto.dataReceived(b"250 queued\r\n")  # nothing more to do here
-    assert transport.value().endswith(b"QUIT\r\n")
+    wire.reactor.advance(WANTED_IDLE_SECONDS - 0.01)
+    assert not transport.value().endswith(b"QUIT\r\n")  # the next message may come
+    wire.reactor.advance(0.01)
+    assert transport.value().endswith(b"QUIT\r\n")  # not the IDLE_SECONDS of an unwanted cap
+    assert WANTED_IDLE_SECONDS < IDLE_SECONDS
+
+
+def test_a_message_arriving_while_a_wanted_connection_idles_takes_it():
+    grants = PendingGrants()
+    wire = wire_with(grants, per_host=1)
+    wire.submit(wire.job(name="M1"))
+    grants.answer(True)
+    proto, transport = wire.connect()
+    grants.wanted = True
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
+    transport.clear()
+    wire.reactor.advance(WANTED_IDLE_SECONDS / 2)
+    wire.submit(wire.job(name="M2"))
+    assert b"MAIL FROM" in transport.value()  # the same connection, no new lease asked
+    assert not grants.asked

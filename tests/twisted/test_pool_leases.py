@@ -95,33 +95,32 @@ def test_a_connection_over_the_nodes_share_ends_after_its_transaction():
     assert "M2" not in wire.results  # it waits for a connection within the share
 
 
-def test_an_idle_connection_under_a_cap_another_node_waits_for_ends_soon():
+def sent_one_while_wanted():
+    """A connection that has delivered its one message while another node waits for its
+    cap: (wire, grants, transport), the transport cleared."""
     grants = PendingGrants()
     wire = wire_with(grants, per_host=1)
     wire.submit(wire.job(name="M1"))
     grants.answer(True)
     proto, transport = wire.connect()
-    transport.clear()
     grants.wanted = True
     proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
     proto.dataReceived(b"250 queued\r\n")  # nothing more to do here
+    transport.clear()
+    return wire, grants, transport
+
+
+def test_an_idle_connection_under_a_cap_another_node_waits_for_ends_soon():
+    wire, _, transport = sent_one_while_wanted()
     wire.reactor.advance(WANTED_IDLE_SECONDS - 0.01)
-    assert not transport.value().endswith(b"QUIT\r\n")  # the next message may come
+    assert transport.value() == b""  # the next message may come
     wire.reactor.advance(0.01)
-    assert transport.value().endswith(b"QUIT\r\n")  # not the IDLE_SECONDS of an unwanted cap
+    assert transport.value() == b"QUIT\r\n"  # not the IDLE_SECONDS of an unwanted cap
     assert WANTED_IDLE_SECONDS < IDLE_SECONDS
 
 
 def test_a_message_arriving_while_a_wanted_connection_idles_takes_it():
-    grants = PendingGrants()
-    wire = wire_with(grants, per_host=1)
-    wire.submit(wire.job(name="M1"))
-    grants.answer(True)
-    proto, transport = wire.connect()
-    grants.wanted = True
-    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
-    proto.dataReceived(b"250 queued\r\n")
-    transport.clear()
+    wire, grants, transport = sent_one_while_wanted()
     wire.reactor.advance(WANTED_IDLE_SECONDS / 2)
     wire.submit(wire.job(name="M2"))
     assert b"MAIL FROM" in transport.value()  # the same connection, no new lease asked

@@ -123,11 +123,13 @@ class RedisLink:
         return self._eval(scripts.LEAVE, [scripts.NODES, scripts.NODE_INFO], [node])
 
     def acquire(self, lease: Lease) -> defer.Deferred[bool]:
-        keys = [scripts.lease_key(cap.key) for cap in lease.caps] + [scripts.CONTENDED]
+        keys = [scripts.lease_key(cap.key) for cap in lease.caps]
+        keys += [scripts.CONTENDED, scripts.NODES]
         args: list[Any] = [
             lease.lease_id,
             int(LEASE_TTL_SECONDS * 1000),
             int(CONTENDED_SECONDS * 1000),
+            int(NODE_TTL_SECONDS * 1000),
         ]
         args += [cap.limit or NO_CAP for cap in lease.caps]
         return self._eval(scripts.ACQUIRE, keys, args).addCallback(bool)

@@ -31,19 +31,30 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: one lease set per cap, then CONTENDED. ARGV: lease id, ttl ms, contended ms,
-# then each cap's limit. 1: granted (held under every cap); 0: one of the caps is full
-# (marked as contended: nodes holding more than their share of it give some back).
+# KEYS: one lease set per cap, then CONTENDED, then NODES. ARGV: lease id (node|...), ttl
+# ms, contended ms, node ttl ms, then each cap's limit. 1: granted (held under every cap);
+# 0: one of the caps is full. It is then marked as contended (nodes holding more than
+# their share of it give some back) when the asking node holds less than its fair part
+# of it (the limit divided by the nodes alive, rounded up), as cluster/store.py does.
 ACQUIRE = (
     _NOW
     + """
-local ttl, caps = tonumber(ARGV[2]), #KEYS - 1
+local ttl, caps = tonumber(ARGV[2]), #KEYS - 2
+local prefix = (string.match(ARGV[1], '^([^|]*)|') or ARGV[1]) .. '|'
 for i = 1, caps do
   local key = KEYS[i]
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   if not redis.call('ZSCORE', key, ARGV[1]) then
-    if redis.call('ZCARD', key) >= tonumber(ARGV[i + 3]) then
-      redis.call('ZADD', KEYS[#KEYS], now + tonumber(ARGV[3]), key)
+    local limit = tonumber(ARGV[i + 4])
+    if redis.call('ZCARD', key) >= limit then
+      local nodes = redis.call('ZCOUNT', KEYS[#KEYS], now - tonumber(ARGV[4]), '+inf')
+      local mine = 0
+      for _, id in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+        if string.sub(id, 1, #prefix) == prefix then mine = mine + 1 end
+      end
+      if mine < math.ceil(limit / math.max(1, nodes)) then
+        redis.call('ZADD', KEYS[#KEYS - 1], now + tonumber(ARGV[3]), key)
+      end
       return 0
     end
   end

@@ -96,11 +96,17 @@ class CapStore:
         now: float,
     ) -> bool:
         """One lease under every ``(cap key, limit)`` (limit 0: no cap), or False when one
-        is full (it is then marked as contended: nodes over their part give some back)."""
+        is full. A cap full to a node that holds less than its fair part of it is marked
+        as contended (nodes over their part give some back); one full to a node that has
+        its part already is not (nobody owes it anything, and nodes giving back and taking
+        in turn would leave the cap partly unused)."""
         for key, limit in caps:
             held = self._held(key, now)
             if limit and lease_id not in held and len(held) >= limit:
-                self.contended[key] = now + contended_seconds
+                node = node_of(lease_id)
+                mine = sum(1 for i in held if node_of(i) == node)
+                if mine < math.ceil(limit / max(1, len(self.nodes))):
+                    self.contended[key] = now + contended_seconds
                 return False
         for key, _ in caps:
             self.leases[key][lease_id] = now + ttl

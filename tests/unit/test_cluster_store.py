@@ -23,13 +23,46 @@ def caps(per_host: int = 3, total: int = 0) -> list[tuple[str, int]]:
     return [(HOST, per_host), (TOTAL, total)]
 
 
-def test_leases_stop_at_the_cap_and_a_refusal_marks_the_cap_contended():
+def two_nodes(now: float = 0.0) -> CapStore:
     store = CapStore()
-    granted = [store.acquire(f"a|1|{n}", caps(), 10.0, 2.0, now=0.0) for n in range(4)]
-    assert granted == [True, True, True, False]
+    for node in ("a", "b"):
+        store.heartbeat(node, {}, [], 10.0, 10.0, now=now)
+    return store
+
+
+def test_leases_stop_at_the_cap_and_a_refusal_below_the_fair_part_marks_it_contended():
+    store = two_nodes()
+    granted = [store.acquire(f"a|1|{n}", caps(), 10.0, 2.0, now=0.0) for n in range(3)]
+    assert granted == [True, True, True]
+    assert not store.acquire("b|1|1", caps(), 10.0, 2.0, now=0.1)  # b holds 0 of its 2
     heard = store.heartbeat("a", {}, [], 10.0, 10.0, now=0.5)
     assert heard.contended == {HOST}
     assert store.heartbeat("a", {}, [], 10.0, 10.0, now=2.5).contended == frozenset()
+
+
+def test_a_refusal_to_a_node_holding_its_fair_part_marks_nothing():
+    store = two_nodes()
+    assert store.acquire("a|1|1", caps(3), 10.0, 2.0, now=0.0)
+    assert store.acquire("b|1|1", caps(3), 10.0, 2.0, now=0.0)
+    assert store.acquire("b|1|2", caps(3), 10.0, 2.0, now=0.0)
+    # b holds 2, its part of 3 among 2 nodes rounded up: nobody owes it a slot.
+    assert not store.acquire("b|1|3", caps(3), 10.0, 2.0, now=0.1)
+    assert store.heartbeat("a", {}, [], 10.0, 10.0, now=0.5).contended == frozenset()
+    # a holds 1 of its 2: its refusal does mark the cap (b gives one back).
+    assert not store.acquire("a|1|2", caps(3), 10.0, 2.0, now=0.6)
+    assert store.heartbeat("a", {}, [], 10.0, 10.0, now=0.7).contended == {HOST}
+
+
+def test_a_node_alone_is_owed_nothing_at_its_full_cap():
+    store = CapStore()
+    store.heartbeat("a", {}, [], 10.0, 10.0, now=0.0)
+    assert [store.acquire(f"a|1|{n}", caps(), 10.0, 2.0, now=0.0) for n in range(4)] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    assert store.heartbeat("a", {}, [], 10.0, 10.0, now=0.5).contended == frozenset()
 
 
 def test_a_cap_of_zero_is_no_cap_and_the_same_lease_asked_twice_counts_once():

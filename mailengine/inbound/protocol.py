@@ -34,6 +34,7 @@ from mailengine.inbound.replies import (
     with_enhanced_code,
 )
 from mailengine.inbound.security import StartTLSAndAuth
+from mailengine.inbound.sending import ReplyWriter
 from mailengine.policy.relay import (
     RelayRules,
     Route,
@@ -93,6 +94,7 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
         self._server_settings = server.engine.config.server
         self.peer_ip = peer_ip
         self.local_ip = ""
+        self._replies: ReplyWriter | None = None
         self.began = 0.0  # on the suppression list's clock: its answers are at least this new
         self.auth_user = ""
         self._input = b""
@@ -111,6 +113,7 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
     # -- connection ----------------------------------------------------------
 
     def connectionMade(self) -> None:
+        self._replies = ReplyWriter(self.transport)  # before the greeting
         self.local_ip = getattr(self.transport.getHost(), "host", "")
         self.began = self.engine.suppression.clock() if self.engine.suppression else 0.0
         super().connectionMade()
@@ -239,30 +242,10 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
             self._process()
 
     def _write(self, data: bytes) -> None:
-        """Send a reply now when nothing is queued, else through the transport's buffer.
-
-        Profiling showed each buffered reply costing two epoll_ctl calls and a
-        reactor turn (register for writability, write, unregister); the queue
-        is almost always empty between replies, so try send(2) first. Plain TCP
-        only (after STARTTLS the TLS layer must see every byte).
-        """
-        transport = self.transport
-        sock = None if self.startedTLS else getattr(transport, "socket", None)
-        if (
-            sock is not None
-            and not getattr(transport, "_tempDataBuffer", True)
-            and len(getattr(transport, "dataBuffer", b"x")) == getattr(transport, "offset", -1)
-            and transport.connected
-            and not transport.disconnecting
-        ):
-            try:
-                sent = sock.send(data)
-            except OSError:  # EAGAIN, or a dead peer the reactor will notice on its own
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        transport.write(data)
+        if self._replies is None:  # before connectionMade
+            self.transport.write(data)
+        else:
+            self._replies.write(data)
 
     def lookupMethod(self, command: bytes) -> Any:
         if not command.isascii() or not command.isalpha():

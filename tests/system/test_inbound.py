@@ -364,6 +364,33 @@ def test_connection_cap_with_priority_bypass_and_per_ip_cap(engine_factory):
     b.close()
 
 
+def test_replies_to_a_client_that_reads_late_all_arrive_in_order_and_quit_closes(
+    engine_factory,
+):
+    """A client that pipelines thousands of commands and reads nothing until it has sent
+    them all fills the socket (the kernel's send buffer grows to 4 MB here): the replies
+    the socket cannot take wait in the transport, the later ones after them, and QUIT's
+    close waits until all are written."""
+    engine = engine_factory({})
+    count = 80000
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # full quickly
+        sock.settimeout(60)
+        sock.connect(("127.0.0.1", engine.smtp_port))
+        sock.sendall(b"EHLO c\r\n" + b"EHLO c\r\nNOOP\r\n" * count + b"QUIT\r\n")
+        data = b""
+        while chunk := sock.recv(1 << 20):  # to the server's close
+            data += chunk
+    lines = data.split(b"\r\n")
+    assert lines[-1] == b""
+    finals = [line[:3] for line in lines[:-1] if line[3:4] == b" "]
+    # the greeting, EHLO, then EHLO's and NOOP's replies in turn, then QUIT's 221
+    assert finals == [b"220", b"250", *([b"250"] * 2 * count), b"221"], len(finals)
+    noops = [line for line in lines if line.startswith(b"250 2.0.0 Ok")]
+    assert len(noops) == count
+    assert len(data) > 8_000_000  # more than the kernel's buffers hold
+
+
 def test_an_idle_session_gets_421_after_timeout_seconds(engine_factory):
     engine = engine_factory({"smtp_in": {"timeout_seconds": 5}})
     sock, greeting = connect_from(engine, "127.0.0.1")

@@ -11,8 +11,10 @@ from twisted.logger import globalLogPublisher
 
 from mailengine.config.passwords import set_password
 from mailengine.inbound.auth import cram_md5_fields
+from mailengine.inbound.sending import ReplyWriter
 from mailengine.inbound.server import RefusedSession
 from tests.twisted.inbound_rig import FullDisk, Rig
+from tests.twisted.test_reply_writer import ShortSendSocket
 
 LOCAL = {("server", "local_domains"): ["local.test"]}
 ENHANCED_EXEMPT = (b"220", b"354", b"334")
@@ -628,33 +630,19 @@ def test_a_plain_smtp_users_line_is_rewritten_with_a_hash_and_cram_md5_midstates
     assert s.codes(base64.b64encode(answer) + b"\r\n") == [235]
 
 
-class ShortSendSocket:
-    """A socket whose send(2) takes only ``room`` bytes, then would block."""
-
-    def __init__(self, room):
-        self.room = room
-        self.sent = b""
-
-    def send(self, data):
-        if self.room <= 0:
-            raise BlockingIOError
-        taken = data[: self.room]
-        self.room -= len(taken)
-        self.sent += taken
-        return len(taken)
-
-
 def test_replies_go_straight_to_the_socket_and_a_short_send_queues_the_rest(rig):
     s = rig.connect()
-    sock = ShortSendSocket(room=20)
-    t = s.transport
-    t.socket, t.dataBuffer, t.offset, t._tempDataBuffer, t.connected = sock, b"", 0, [], True
-    s.send(b"NOOP\r\n")
-    assert sock.sent == b"250 2.0.0 Ok\r\n"
-    s.send(b"HELP\r\nNOOP\r\n")
-    whole = sock.sent + t.value()[len(s.greeting[0]) + 2 :]
-    assert whole.endswith(b"\r\n250 2.0.0 Ok\r\n") and whole.count(b"\r\n") == 3
-    assert sock.sent == whole[:20]
+    with ShortSendSocket(room=20) as sock:
+        s.transport.getHandle = lambda: sock
+        s.transport.connected = True
+        s.proto._replies = ReplyWriter(s.transport)  # as connectionMade makes it
+        s.send(b"NOOP\r\n")
+        assert sock.sent == b"250 2.0.0 Ok\r\n"
+        s.send(b"HELP\r\nNOOP\r\n")
+        whole = sock.sent + s.transport.value()[len(s.greeting[0]) + 2 :]
+        assert whole.endswith(b"\r\n250 2.0.0 Ok\r\n") and whole.count(b"\r\n") == 3
+        assert sock.sent == whole[:20]
+        assert s.transport.producer is s.proto._replies  # told when the transport is empty
 
 
 def test_addresses_that_would_break_the_inf_file_are_refused(rig):

@@ -25,6 +25,7 @@ from mailengine.cluster.book import (
 )
 from mailengine.cluster.store import Heard
 from mailengine.scheduler.grants import (
+    WHEN_TOLD,
     Cap,
     ClusterView,
     GrantsListener,
@@ -95,9 +96,9 @@ class ClusterNode(service.Service):
         self.is_connected = False
         self._connecting = False
         self._told_start = False  # a failure to reach the store at start is logged too
-        # Until the store first answers (or fails to), no lease: a node joining a running
-        # box or cluster (a restarted worker) would add its share on top of caps the
-        # others may use in full.
+        # Until the store first answers (or fails to), no lease, no rate token and no room
+        # under the hourly cap: a node joining a running box or cluster (a restarted
+        # worker) would add its share on top of caps the others may use in full.
         self.is_starting = True
         self._beat: task.LoopingCall | None = None
         self._wakeups: dict[str, Any] = {}  # domain -> timer to offer it again
@@ -281,6 +282,8 @@ class ClusterNode(service.Service):
     # -- message rates -------------------------------------------------------
 
     def rate_wait(self, domain: str, per_minute: float, now: float) -> float | None:
+        if self.is_starting:
+            return WHEN_TOLD  # as for leases; the first answer offers it again (mode_changed)
         until = self.book.rate_wait(domain, per_minute, now)
         want = self.book.rate_to_ask(domain, per_minute, now)
         if want:
@@ -338,10 +341,14 @@ class ClusterNode(service.Service):
     # -- the hourly cap --------------------------------------------------------
 
     def hourly_room(self, cap: int, now: float) -> int:
+        if self.is_starting:
+            return 0  # its local share would be on top of the hour the others used
         self._ask_hourly(cap, now)
         return self.book.hourly_room(cap, now)
 
     def hourly_wait(self, cap: int, now: float) -> float | None:
+        if self.is_starting:
+            return WHEN_TOLD  # the first answer (or failure) wakes the send loop
         self._ask_hourly(cap, now)
         return self.book.hourly_wait(cap, now)
 

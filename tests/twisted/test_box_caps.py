@@ -8,7 +8,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.test import iosim
 
 from mailengine.cluster.node import ClusterNode
-from mailengine.scheduler.grants import Cap, SharedReaction
+from mailengine.scheduler.grants import WHEN_TOLD, Cap, SharedReaction
 from mailengine.workers.boxcaps import BoxCaps, CapsServer, SupervisorStoreLink
 from mailengine.workers.commands import Channel
 
@@ -26,6 +26,7 @@ class Listener:
         self.heard: list[SharedReaction] = []
         self.rates: list[str] = []
         self.hourly = 0
+        self.modes = 0
 
     def rate_granted(self, domain: str) -> None:
         self.rates.append(domain)
@@ -34,7 +35,7 @@ class Listener:
         self.hourly += 1
 
     def mode_changed(self) -> None:
-        pass
+        self.modes += 1
 
     def reaction_heard(self, reaction: SharedReaction) -> None:
         self.heard.append(reaction)
@@ -128,6 +129,27 @@ def test_a_restarted_worker_opens_no_connection_until_the_supervisor_first_answe
     box.flush()
     assert again.book.is_shared
     assert box.lease(again) is None  # the supervisor's answer: the cap is held
+
+
+def test_a_restarted_worker_takes_no_rate_token_or_hourly_room_until_first_answered():
+    box = Box()
+    w1, _ = box.nodes
+    now = box.reactor.seconds()
+    assert w1.hourly_room(4, now) == 0  # asked: worker 1 takes its batch of the hour
+    box.flush()
+    assert box.caps.worker_ended(box.ends[1].caps_node) == 0  # worker 2 died
+    again = box.add(2, 2)
+    again.startService()  # its first heartbeat is not answered yet
+    listener = box.listeners[-1]
+    listener.modes = 0
+    assert again.rate_wait("paced.test", 1200.0, now) == WHEN_TOLD
+    assert again.hourly_room(4, now) == 0  # not its local share (2 of the 4)
+    assert again.hourly_wait(4, now) == WHEN_TOLD
+    box.flush()  # the supervisor answers: shared, and the send loop is told
+    assert again.book.is_shared and listener.modes == 1
+    assert again.rate_wait("paced.test", 1200.0, now) is not None  # asks the store now
+    box.flush()
+    assert listener.rates == ["paced.test"]
 
 
 def test_a_reaction_in_one_worker_reaches_the_other_on_its_next_heartbeat():

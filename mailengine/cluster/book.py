@@ -30,6 +30,11 @@ LEASE_TTL_SECONDS = 10.0  # a dead node's connection leases expire this long aft
 LEASE_LINGER_SECONDS = 0.25
 HEARTBEAT_SECONDS = 1.0  # renew leases, say "alive", read the nodes and reactions
 CONTENDED_SECONDS = 2.0  # a refused lease marks its cap as wanted by other nodes this long
+# When the nodes' fair parts of a cap add up to more than the cap (3 nodes, a cap of 2:
+# a part of 1 each), a node may wait below its part while every other holds just its
+# own: then each holder ends one connection this often ...
+ROTATE_SECONDS = 2.0
+YIELD_SECONDS = 1.0  # ... and asks for none under that cap this long (the waiter's turn)
 NODE_TTL_SECONDS = 10.0  # a node not heard from this long is no longer counted
 BATCH_SECONDS = 1.0  # a rate batch is about this much of the rate's time ...
 MAX_RATE_BATCH = 50  # ... and never more tokens than this
@@ -98,6 +103,8 @@ class ClusterBook:
         self.leases: dict[str, Lease] = {}
         self.held: dict[str, int] = {}  # cap key -> leases this node holds under it
         self.contended: set[str] = set()  # cap keys another node was refused a lease under
+        self.rotated: dict[str, float] = {}  # cap key -> when a connection under it last ended
+        self.yielding: dict[str, float] = {}  # cap key -> no lease asked under it until then
         self._next_lease = 0
         # Lease ids name the node and this run of it: a restarted node's ids never meet
         # the leases its previous run left to expire.
@@ -224,16 +231,47 @@ class ClusterBook:
         """Shared: does another node wait for one of the lease's caps?"""
         return self.is_shared and any(cap.key in self.contended for cap in lease.caps)
 
-    def may_ask(self, caps: tuple[Cap, ...]) -> bool:
+    def may_ask(self, caps: tuple[Cap, ...], now: float) -> bool:
         """Shared: may this node ask for one more lease? Not under a cap another node
-        waits for while it holds its fair part already (the freed slot is the other's)."""
+        waits for while it holds its fair part already (the freed slot is the other's),
+        nor under one it just gave a turn of (``should_rotate``)."""
         nodes = self.node_count()
         return not any(
             cap.limit
             and cap.key in self.contended
-            and self.held.get(cap.key, 0) >= math.ceil(cap.limit / nodes)
+            and (
+                self.held.get(cap.key, 0) >= math.ceil(cap.limit / nodes)
+                or now < self.yielding.get(cap.key, -math.inf)
+            )
             for cap in caps
         )
+
+    def heard_contended(self, keys: frozenset[str]) -> None:
+        """The caps wanted by other nodes now; a cap no longer wanted starts afresh."""
+        self.contended = set(keys)
+        for kept in (self.rotated, self.yielding):
+            for key in [k for k in kept if k not in self.contended]:
+                del kept[key]
+
+    def should_rotate(self, lease: Lease, now: float) -> bool:
+        """Shared: should the lease's connection end after its transaction to give
+        another node a turn? Under a cap another node waits for while the fair parts add
+        up to more than the cap (the waiter may be below its part with every holder at
+        its own, so no holder is over), one connection every ``ROTATE_SECONDS``, counted
+        from when this node first saw the cap wanted; it then asks for none under the cap
+        for ``YIELD_SECONDS``."""
+        if not self.is_shared:
+            return False
+        nodes = self.node_count()
+        for cap in lease.caps:
+            if not cap.limit or cap.key not in self.contended or cap.limit % nodes == 0:
+                continue
+            last = self.rotated.setdefault(cap.key, now)
+            if now - last >= ROTATE_SECONDS:
+                self.rotated[cap.key] = now
+                self.yielding[cap.key] = now + YIELD_SECONDS
+                return True
+        return False
 
     def hold(self, lease: Lease) -> None:
         self.leases[lease.lease_id] = lease

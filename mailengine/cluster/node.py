@@ -189,7 +189,7 @@ class ClusterNode(service.Service):
         now = self.reactor.seconds()
         book = self.book
         book.heard(heard.nodes)
-        book.contended = set(heard.contended)
+        book.heard_contended(heard.contended)
         if book.reachable(now):
             log.info(
                 "cluster: caps are shared through {name} ({n} nodes seen: {names})",
@@ -237,7 +237,7 @@ class ClusterNode(service.Service):
         if not book.is_shared or not self.is_connected:
             self._answer_locally(lease, answer)
             return
-        if not book.may_ask(lease.caps):
+        if not book.may_ask(lease.caps, self.reactor.seconds()):
             answer(None)  # another node waits for this cap: the next free slot is its
             return
 
@@ -268,6 +268,9 @@ class ClusterNode(service.Service):
 
     def is_wanted(self, lease: Lease) -> bool:
         return self.book.is_wanted(lease)
+
+    def should_rotate(self, lease: Lease) -> bool:
+        return self.book.should_rotate(lease, self.reactor.seconds())
 
     def release(self, lease: Lease) -> None:
         if not self.book.drop(lease) or not self.is_connected or not self.book.is_shared:

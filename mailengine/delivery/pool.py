@@ -267,8 +267,12 @@ class HostPool:
             client.quit()  # its rule's messages per connection: the next one reconnects
             return
         grants = self.pools.grants
-        if grants is not None and self.leases and grants.is_over_share(self.leases[-1]):
-            client.quit()  # shared caps lost: this node keeps to its share of them
+        if (
+            grants is not None
+            and self.leases
+            and (grants.is_over_share(self.leases[-1]) or grants.should_rotate(self.leases[-1]))
+        ):
+            client.quit()  # over its share of shared caps, or another node's turn
             return
         if self.pending:
             self.give(client, self.pending.popleft())

@@ -120,6 +120,11 @@ class Grants(Protocol):
         may now (shared caps lost: its share is smaller): the connection ends after its
         transaction instead of taking the next one."""
 
+    def should_rotate(self, lease: Lease) -> bool:
+        """True when the connection should end after its transaction so that another
+        process, waiting below its fair part of a cap whose parts add up to more than
+        the cap, gets a turn (every holder may be at its own part, so none is over)."""
+
     def is_wanted(self, lease: Lease) -> bool:
         """True while another process waits for one of ``lease``'s caps: a connection
         with nothing to do idles only briefly with the lease (``WANTED_IDLE_SECONDS``)."""

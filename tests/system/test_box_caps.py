@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import smtplib
+import threading
 import time
 
 import pytest
@@ -29,17 +30,17 @@ RECEIVER = re.compile(r"P(\d+)T")
 MESSAGE_ID = re.compile(rb"Message-ID: <([^>]+)>")
 
 
-def box(engine_factory, domain: str, sink: SinkServer, **sections):
-    """Two workers sharing caps through their supervisor, ``domain`` routed to ``sink``."""
-    settings = {"server": {"workers": 2, "stop_timeout_seconds": 1}}
+def box(engine_factory, domain: str, sink: SinkServer, workers: int = 2, **sections):
+    """Workers sharing caps through their supervisor, ``domain`` routed to ``sink``."""
+    settings = {"server": {"workers": workers, "stop_timeout_seconds": 1}}
     settings["dns"] = {"bypass": [route(domain, sink)]}
     for section, values in sections.items():
         settings.setdefault(section, {}).update(values)
     engine = engine_factory(settings)
-    engine.wait_log("started with 2 workers")
+    engine.wait_log(f"started with {workers} workers")
     wait_for(
-        lambda: metric(engine, "mailengine_cluster_nodes_seen") == 2,
-        what="both workers sharing caps (the supervisor's /metrics)",
+        lambda: metric(engine, "mailengine_cluster_nodes_seen") == workers,
+        what="every worker sharing caps (the supervisor's /metrics)",
     )
     assert metric(engine, "mailengine_cluster_fallback") == 0
     return engine
@@ -100,6 +101,46 @@ def test_two_workers_never_open_more_connections_than_a_cap_together(
     wait_for(lambda: len(sink.received()) == total, timeout=60, what=f"{total} messages")
     assert delivered_by(sink) == taken  # both workers sent their own mail
     assert sink.max_concurrent <= cap, sink.max_concurrent  # on their own: up to cap each
+
+
+def test_more_workers_than_a_cap_take_turns_while_mail_waits(engine_factory, sinks):
+    """Three workers, a per-host cap of 2: each worker's fair part is 1, so two workers
+    can hold the cap while the third waits, none of them over its part. With mail
+    waiting in all three, the holders give turns (one connection every 2 s): the third
+    worker's first message goes out early, not once a holder has run out of mail
+    (then at about two thirds of the way)."""
+    sink = sinks("127.0.14.11")
+    sink.delay_seconds = 0.01  # about 40 ms a message: 2 connections take ~50 a second
+    engine = box(
+        engine_factory, "turns.test", sink, workers=3, smtp_out={"max_connections_per_host": 2}
+    )
+    taken: collections.Counter[int] = collections.Counter()
+    lock = threading.Lock()
+
+    def inject(thread: int) -> None:  # far faster than 2 connections deliver
+        for n in range(20):
+            with smtplib.SMTP("127.0.0.1", engine.smtp_port, timeout=30) as client:
+                for m in range(5):
+                    body = f"Subject: t\r\nMessage-ID: <t.{thread}.{n}.{m}@src.test>\r\n\r\nhi\r\n"
+                    client.mail("sender@src.test")
+                    client.rcpt("x@turns.test")
+                    code, reply = client.data(body.encode())
+                    assert code == 250, (code, reply)
+                    with lock:
+                        taken[receiver(reply.decode().rsplit(" ", 1)[1])] += 1
+
+    threads = [threading.Thread(target=inject, args=(t,)) for t in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    total = sum(taken.values())
+    wait_for(lambda: len(sink.received()) == total, timeout=90, what=f"{total} messages")
+    assert len(taken) == 3 and delivered_by(sink) == taken, taken
+    assert sink.max_concurrent <= 2
+    order = [receiver(queue_id(m.data)) for m in sink.received()]
+    firsts = {pid: order.index(pid) for pid in taken}
+    assert max(firsts.values()) < total * 0.4, (firsts, total, taken)
 
 
 def connections_to(pid: int, sink: SinkServer) -> int:

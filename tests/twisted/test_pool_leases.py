@@ -18,6 +18,7 @@ class PendingGrants:
         self.released = []
         self.over_share = False
         self.wanted = False
+        self.rotate = False
         self.count = 0
 
     def lease(self, caps, answer):
@@ -36,6 +37,9 @@ class PendingGrants:
 
     def is_wanted(self, lease):
         return self.wanted
+
+    def should_rotate(self, lease):
+        return self.rotate
 
 
 def wire_with(grants, per_host=3):
@@ -93,6 +97,20 @@ def test_a_connection_over_the_nodes_share_ends_after_its_transaction():
     proto.dataReceived(b"250 queued\r\n")
     assert transport.value().endswith(b"QUIT\r\n")
     assert "M2" not in wire.results  # it waits for a connection within the share
+
+
+def test_a_connection_whose_turn_is_over_ends_after_its_transaction_with_work_waiting():
+    grants = PendingGrants()
+    wire = wire_with(grants, per_host=1)
+    wire.submit(wire.job(name="M1"), wire.job(name="M2"))
+    grants.answer(True)
+    proto, transport = wire.connect()
+    transport.clear()
+    grants.rotate = True  # another node waits below its part: its turn
+    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    proto.dataReceived(b"250 queued\r\n")
+    assert transport.value().endswith(b"QUIT\r\n")
+    assert "M2" not in wire.results  # it waits for a lease of its own again
 
 
 def sent_one_while_wanted():

@@ -12,7 +12,9 @@ from mailengine.cluster.book import (
     IDLE_ROOM_SECONDS,
     MAX_RATE_BATCH,
     MAX_RETRY_SECONDS,
+    ROTATE_SECONDS,
     STALE_SECONDS,
+    YIELD_SECONDS,
     ClusterBook,
     hourly_batch,
     rate_batch,
@@ -100,9 +102,11 @@ def test_connections_held_over_the_new_share_end_after_their_transaction():
     book.drop(leases[2])
     assert not book.is_over_share(leases[0])
     assert book.is_wanted(leases[0])
-    assert not book.may_ask(leases[0].caps)  # holds its fair part: the next slot is the other's
+    assert not book.may_ask(
+        leases[0].caps, 0.0
+    )  # holds its fair part: the next slot is the other's
     book.contended = set()
-    assert book.may_ask(leases[0].caps) and not book.is_wanted(leases[0])
+    assert book.may_ask(leases[0].caps, 0.0) and not book.is_wanted(leases[0])
     for lease in leases[2:]:
         book.hold(lease)
     book.unreachable("timeout", 1.0)  # 6 // 3 = 2 each
@@ -110,6 +114,38 @@ def test_connections_held_over_the_new_share_end_after_their_transaction():
     book.drop(leases[0])
     book.drop(leases[1])
     assert not book.is_over_share(leases[2])
+
+
+def test_holders_take_turns_when_the_fair_parts_add_up_to_more_than_the_cap():
+    book = shared_book("b", "c")  # 3 nodes, a cap of 2: a part of 1 each
+    caps = (Cap("host:192.0.2.1:25", 2),)
+    lease = book.new_lease(caps)
+    book.hold(lease)
+    assert not book.should_rotate(lease, 0.0)  # nobody waits
+    book.heard_contended(frozenset({"host:192.0.2.1:25"}))  # c waits, holding none
+    assert not book.is_over_share(lease)  # a holds just its part: not over
+    assert not book.should_rotate(lease, 1.0)  # its turn runs from now
+    assert not book.should_rotate(lease, 1.0 + ROTATE_SECONDS - 0.1)
+    assert book.should_rotate(lease, 1.0 + ROTATE_SECONDS)  # this connection ends
+    book.drop(lease)
+    later = 1.0 + ROTATE_SECONDS
+    assert not book.may_ask(caps, later + YIELD_SECONDS - 0.1)  # the waiter's turn
+    assert book.may_ask(caps, later + YIELD_SECONDS)
+    book.hold(lease)
+    assert not book.should_rotate(lease, later + 1.0)  # one connection per turn
+    book.heard_contended(frozenset())  # nobody waits any more: its turns start afresh
+    book.heard_contended(frozenset({"host:192.0.2.1:25"}))
+    assert not book.should_rotate(lease, later + ROTATE_SECONDS)
+
+
+def test_no_turns_when_the_fair_parts_add_up_to_the_cap():
+    book = shared_book("b")  # 2 nodes, a cap of 4: a part of 2 each, over-share covers it
+    caps = (Cap("host:192.0.2.1:25", 4),)
+    lease = book.new_lease(caps)
+    book.hold(lease)
+    book.heard_contended(frozenset({"host:192.0.2.1:25"}))
+    assert not book.should_rotate(lease, 0.0)
+    assert not book.should_rotate(lease, 100.0)
 
 
 def test_rate_tokens_come_in_batches_and_one_ask_is_out_at_a_time():

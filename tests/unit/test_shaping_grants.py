@@ -35,6 +35,9 @@ class FakeGrants:
     def is_wanted(self, lease: Lease) -> bool:
         return False
 
+    def should_rotate(self, lease: Lease) -> bool:
+        return False
+
     def rate_wait(self, domain: str, per_minute: float, now: float) -> float | None:
         return self.rate_until
 

@@ -3,6 +3,7 @@ back at the close; a full cap is asked again later; over the share, a connection
 
 from __future__ import annotations
 
+import pytest
 from twisted.python.failure import Failure
 
 from mailengine.delivery.pool import IDLE_SECONDS, LEASE_RETRY_SECONDS, WANTED_IDLE_SECONDS
@@ -85,28 +86,21 @@ def test_a_lease_granted_after_the_work_went_elsewhere_is_given_back_at_once():
     assert grants.released == ["n|1"] and not wire.reactor.tcpClients
 
 
-def test_a_connection_over_the_nodes_share_ends_after_its_transaction():
+@pytest.mark.parametrize(
+    "why",
+    [
+        "over_share",  # Redis lost: this node holds more than its share
+        "rotate",  # another node waits below its part: its turn
+    ],
+)
+def test_a_connection_over_its_share_or_turn_ends_after_its_transaction(why):
     grants = PendingGrants()
     wire = wire_with(grants, per_host=1)
     wire.submit(wire.job(name="M1"), wire.job(name="M2"))
     grants.answer(True)
     proto, transport = wire.connect()
     transport.clear()
-    grants.over_share = True  # Redis lost: this node holds more than its share
-    proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
-    proto.dataReceived(b"250 queued\r\n")
-    assert transport.value().endswith(b"QUIT\r\n")
-    assert "M2" not in wire.results  # it waits for a connection within the share
-
-
-def test_a_connection_whose_turn_is_over_ends_after_its_transaction_with_work_waiting():
-    grants = PendingGrants()
-    wire = wire_with(grants, per_host=1)
-    wire.submit(wire.job(name="M1"), wire.job(name="M2"))
-    grants.answer(True)
-    proto, transport = wire.connect()
-    transport.clear()
-    grants.rotate = True  # another node waits below its part: its turn
+    setattr(grants, why, True)
     proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n")
     proto.dataReceived(b"250 queued\r\n")
     assert transport.value().endswith(b"QUIT\r\n")

@@ -54,6 +54,12 @@ def share(limit: int, nodes: int) -> int:
     return max(1, limit // max(1, nodes))
 
 
+def fair_part(limit: int, nodes: int) -> int:
+    """A node's fair part of a shared ``limit`` among ``nodes``, rounded up so that the
+    parts cover the whole cap (3 among 2: 2 and 1; the parts may add up to more)."""
+    return math.ceil(limit / max(1, nodes))
+
+
 def rate_batch(per_minute: float, nodes: int) -> int:
     """Tokens asked for at once: about BATCH_SECONDS of this node's part of the rate."""
     per_node_second = per_minute / 60.0 / max(1, nodes)
@@ -218,12 +224,12 @@ class ClusterBook:
                 cap.limit and self.held.get(cap.key, 0) > share(cap.limit, nodes)
                 for cap in lease.caps
             )
-        # Shared, a node keeps up to its fair part rounded up (3 among 2: 2 and 1), so
-        # that the parts add up to the whole cap and nobody gives back and takes in turn.
+        # Shared, a node keeps up to its fair part, so that the parts cover the whole cap
+        # and nobody gives back and takes in turn.
         return any(
             cap.limit
             and cap.key in self.contended
-            and self.held.get(cap.key, 0) > math.ceil(cap.limit / nodes)
+            and self.held.get(cap.key, 0) > fair_part(cap.limit, nodes)
             for cap in lease.caps
         )
 
@@ -240,7 +246,7 @@ class ClusterBook:
             cap.limit
             and cap.key in self.contended
             and (
-                self.held.get(cap.key, 0) >= math.ceil(cap.limit / nodes)
+                self.held.get(cap.key, 0) >= fair_part(cap.limit, nodes)
                 or now < self.yielding.get(cap.key, -math.inf)
             )
             for cap in caps
@@ -264,7 +270,11 @@ class ClusterBook:
             return False
         nodes = self.node_count()
         for cap in lease.caps:
-            if not cap.limit or cap.key not in self.contended or cap.limit % nodes == 0:
+            if (
+                not cap.limit
+                or cap.key not in self.contended
+                or fair_part(cap.limit, nodes) * nodes == cap.limit  # over-share covers it
+            ):
                 continue
             last = self.rotated.setdefault(cap.key, now)
             if now - last >= ROTATE_SECONDS:

@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from mailengine.cluster.book import fair_part
 from mailengine.scheduler.grants import ClusterView, NodeView, SharedReaction
 
 MINUTE = 60.0
@@ -105,7 +106,7 @@ class CapStore:
             if limit and lease_id not in held and len(held) >= limit:
                 node = node_of(lease_id)
                 mine = sum(1 for i in held if node_of(i) == node)
-                if mine < math.ceil(limit / max(1, len(self.nodes))):
+                if mine < fair_part(limit, len(self.nodes)):
                     self.contended[key] = now + contended_seconds
                 return False
         for key, _ in caps:

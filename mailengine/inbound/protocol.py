@@ -94,7 +94,6 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
         self._server_settings = server.engine.config.server
         self.peer_ip = peer_ip
         self.local_ip = ""
-        self._replies: ReplyWriter | None = None
         self.began = 0.0  # on the suppression list's clock: its answers are at least this new
         self.auth_user = ""
         self._input = b""
@@ -113,7 +112,7 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
     # -- connection ----------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self._replies = ReplyWriter(self.transport)  # before the greeting
+        self._replies: ReplyWriter = ReplyWriter(self.transport)  # before the greeting
         self.local_ip = getattr(self.transport.getHost(), "host", "")
         self.began = self.engine.suppression.clock() if self.engine.suppression else 0.0
         super().connectionMade()
@@ -242,10 +241,7 @@ class InboundESMTP(StartTLSAndAuth, smtp.ESMTP):
             self._process()
 
     def _write(self, data: bytes) -> None:
-        if self._replies is None:  # before connectionMade
-            self.transport.write(data)
-        else:
-            self._replies.write(data)
+        self._replies.write(data)
 
     def lookupMethod(self, command: bytes) -> Any:
         if not command.isascii() or not command.isalpha():

@@ -35,7 +35,7 @@ class StartTLSAndAuth(smtp.ESMTP):
     _settings: Any
     engine: Any
     _auth_mechanism = ""
-    _replies: Any  # sending.ReplyWriter, or None before connectionMade
+    _replies: Any  # sending.ReplyWriter, made at connectionMade
 
     def ext_STARTTLS(self, rest: bytes) -> None:
         if self.startedTLS:
@@ -48,8 +48,7 @@ class StartTLSAndAuth(smtp.ESMTP):
         # and nothing learnt before TLS is kept.
         self._input = b""
         self.sendCode(220, b"2.0.0 Ready to start TLS")
-        if self._replies is not None:
-            self._replies.before_tls()
+        self._replies.before_tls()
         self.transport.startTLS(self.ctx)
         self.startedTLS = True
         self._helo = (None, self.peer_ip)

@@ -391,6 +391,25 @@ def test_replies_to_a_client_that_reads_late_all_arrive_in_order_and_quit_closes
     assert len(data) > 8_000_000  # more than the kernel's buffers hold
 
 
+def test_a_client_that_closes_with_replies_still_queued_leaves_the_server_serving(
+    engine_factory,
+):
+    """The same flood of pipelined commands, but the client closes without reading:
+    the replies queued in the transport go nowhere, nothing breaks, and the next
+    session (on the same worker: there is one) gets its replies straight away."""
+    engine = engine_factory({})
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(30)
+        sock.connect(("127.0.0.1", engine.smtp_port))
+        sock.sendall(b"EHLO c\r\n" + b"EHLO c\r\nNOOP\r\n" * 80000)
+        # closed here, unread: with data unread the kernel resets the connection
+    with smtp(engine, source="127.0.0.1") as client:
+        assert client.noop()[0] == 250
+        assert client.ehlo()[0] == 250
+    assert "Traceback" not in engine.console()
+
+
 def test_an_idle_session_gets_421_after_timeout_seconds(engine_factory):
     engine = engine_factory({"smtp_in": {"timeout_seconds": 5}})
     sock, greeting = connect_from(engine, "127.0.0.1")

@@ -1,6 +1,7 @@
 """End-to-end relay benchmark: smtp-source -> relay -> smtp-sink, MailEngine against Postfix.
 
-    python bench/relay.py [--messages 20000] [--sessions 50] [--dkim [--dkim-in-engine]]
+    python bench/relay.py [--messages 20000] [--sessions 50]
+        [--dkim [--dkim-signer default|process|engine|both]]
         [--events on|off|both]
     python bench/relay.py --workers 2 --rounds 3   # [server] workers = 2 against 1 and Postfix
 
@@ -15,7 +16,9 @@ process on the machine for both, injectors and sinks included) and MailEngine's
 peak RSS, then the ratio.
 ``--dkim`` adds two durable runs that DKIM-sign every message (an RSA-2048 key, then
 an Ed25519 key for the From: domain) and prints their cost against the unsigned
-durable run of the same round. ``--rounds N`` repeats the MailEngine runs N times,
+durable run of the same round; ``--dkim-signer`` chooses where the signatures are made
+(``[dkim] separate_process``: the engine's default, a signing process, the engine itself,
+or both of the last in each round). ``--rounds N`` repeats the MailEngine runs N times,
 every other round in reverse order, and prints the median and range of each cost
 (the event log's with ``--events both``, DKIM's with ``--dkim``).
 ``--workers N`` instead runs durable relay with ``[server] workers = 1`` and ``= N`` and
@@ -104,6 +107,13 @@ def process_cpu_split(pid: int) -> tuple[float, float]:
             user += int(fields[13]) / TICKS
             system += int(fields[14]) / TICKS
     return user, system
+
+
+def own_cpu_seconds(pid: int) -> float:
+    """CPU of ``pid`` alone (user + system), without its children (a signing process)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -211,6 +221,7 @@ def measure(
     base_delivered = sinks.delivered()
     busy0, t0 = machine_busy_seconds(), time.monotonic()
     split0 = process_cpu_split(pid) if pid else (0.0, 0.0)
+    own0 = own_cpu_seconds(pid) if pid else 0.0
     procs = inject(port, messages, sessions, reuse)
     for p in procs:
         p.wait(RUN_LIMIT_SECONDS)
@@ -225,6 +236,7 @@ def measure(
     delivered_at = time.monotonic() - t0
     busy = machine_busy_seconds() - busy0
     split1 = process_cpu_split(pid) if pid else (0.0, 0.0)
+    own = own_cpu_seconds(pid) - own0 if pid else 0.0
     system = split1[1] - split0[1]
     cpu = (split1[0] - split0[0] + system) if pid else None
     result = {
@@ -236,6 +248,7 @@ def measure(
         "machine_cpu_per_1000": busy / expected * 1000,
         "relay_cpu_per_1000": cpu / expected * 1000 if cpu is not None else None,
         "relay_system_cpu_per_1000": system / expected * 1000 if cpu is not None else None,
+        "relay_own_cpu_per_1000": own / expected * 1000 if cpu is not None else None,
         "peak_rss_mb": peak_rss_mb(pid) if pid else None,
     }
     print(
@@ -244,7 +257,9 @@ def measure(
         f"({result['delivered_per_second']:,.0f}/s)   "
         f"CPU s/1000: relay "
         + (
-            f"{result['relay_cpu_per_1000']:.2f} (kernel {result['relay_system_cpu_per_1000']:.2f})"
+            f"{result['relay_cpu_per_1000']:.2f} "
+            f"(kernel {result['relay_system_cpu_per_1000']:.2f}, "
+            f"first process {result['relay_own_cpu_per_1000']:.2f})"
             if cpu is not None
             else "  - "
         )
@@ -284,7 +299,7 @@ def run_mailengine(
     events: bool = False,
     workers: int = 0,
     reuse: bool = True,
-    dkim_in_engine: bool = False,
+    dkim_signer: str = "default",
 ):
     root = tempfile.mkdtemp(prefix="me-", dir=workdir)
     bypass = []
@@ -302,7 +317,8 @@ def run_mailengine(
     }
     if dkim:
         settings.update(dkim_key(root, dkim))
-        settings["dkim"]["separate_process"] = not dkim_in_engine
+        if dkim_signer != "default":
+            settings["dkim"]["separate_process"] = dkim_signer == "process"
     if workers:
         settings["server"] = {"workers": workers}
     engine = EngineProcess(root, settings, web=bool(dkim))  # /metrics counts signatures
@@ -319,9 +335,11 @@ def run_mailengine(
             label = f"MailEngine durable, workers={workers}, {_reuse_words(reuse)}"
         if dkim:
             label += f", DKIM {'rsa-2048' if dkim == 'rsa' else dkim}"
-            label += " in the engine" if dkim_in_engine else ""
+            label += {"default": "", "process": " in a process", "engine": " in the engine"}[
+                dkim_signer
+            ]
         label += f", event log {'on' if events else 'off'}"
-        name = f"relay-durable-{durable}" + (f"-dkim-{dkim}" if dkim else "")
+        name = f"relay-durable-{durable}" + (f"-dkim-{dkim}-{dkim_signer}" if dkim else "")
         name += f"-events-{'on' if events else 'off'}"
         name += f"-workers-{workers}-{_reuse_words(reuse).split()[0]}" if workers else ""
         out = os.path.join(profile, f"{name}.txt") if profile else None
@@ -512,9 +530,11 @@ def main() -> None:
         "--dkim", action="store_true", help="also durable runs signing with RSA-2048 and Ed25519"
     )
     parser.add_argument(
-        "--dkim-in-engine",
-        action="store_true",
-        help="with --dkim: the engine signs itself ([dkim] separate_process off)",
+        "--dkim-signer",
+        choices=("default", "process", "engine", "both"),
+        default="default",
+        help="with --dkim: [dkim] separate_process as the engine's default, on, off, "
+        "or on and off in each round",
     )
     parser.add_argument(
         "--events",
@@ -556,15 +576,24 @@ def main() -> None:
                 modes = event_modes if round_number % 2 == 0 else event_modes[::-1]
                 for durable in (False, True):
                     done: dict[Any, dict[str, Any]] = {}
-                    cases: list[tuple[bool, str]] = [(events, "") for events in modes]
+                    cases: list[tuple[bool, str, str]] = [(events, "", "") for events in modes]
                     if durable and args.dkim:
                         # Against this round's unsigned durable run with the first log mode.
-                        signed_cases = [(event_modes[0], a) for a in ("rsa", "ed25519")]
+                        signers = (
+                            ("process", "engine")
+                            if args.dkim_signer == "both"
+                            else (args.dkim_signer,)
+                        )
+                        signed_cases = [
+                            (event_modes[0], a, where)
+                            for a in ("rsa", "ed25519")
+                            for where in signers
+                        ]
                         cases += signed_cases if round_number % 2 == 0 else signed_cases[::-1]
                         if round_number % 2:
                             cases.reverse()
-                    for events, algorithm in cases:
-                        done[(events, algorithm)] = run_mailengine(
+                    for events, algorithm, where in cases:
+                        done[(events, algorithm, where)] = run_mailengine(
                             workdir,
                             sinks,
                             args.messages,
@@ -573,15 +602,15 @@ def main() -> None:
                             args.profile,
                             algorithm,
                             events=events,
-                            dkim_in_engine=args.dkim_in_engine,
+                            dkim_signer=where or "default",
                         )
-                    runs.extend(done[(events, "")] for events in event_modes)
+                    runs.extend(done[(events, "", "")] for events in event_modes)
                     if len(event_modes) == 2:
-                        pairs[durable].append((done[(False, "")], done[(True, "")]))
-                    for (_, algorithm), signed in done.items():
+                        pairs[durable].append((done[(False, "", "")], done[(True, "", "")]))
+                    for (_, algorithm, _), signed in done.items():
                         if algorithm:
                             runs.append(signed)
-                            unsigned = done[(event_modes[0], "")]
+                            unsigned = done[(event_modes[0], "", "")]
                             report_signing_cost(signed, unsigned)
                             signing.setdefault(signed["name"], []).append((unsigned, signed))
             for durable, measured in pairs.items():

@@ -109,7 +109,8 @@ def test_from_domain_reads_display_names_comments_and_idn():
 def test_from_is_signed_once_more_than_it_appears_others_as_often_as_they_appear():
     instances = {b"from": [(b"From", b"x")], b"received": [(b"Received", b"y")]}
     instances[b"to"] = [(b"To", b"a"), (b"TO", b"b")]
-    assert names_to_sign(instances, ["from", "to", "subject"]) == [b"from", b"from", b"to", b"to"]
+    wanted = [b"from", b"to", b"subject"]
+    assert names_to_sign(instances, wanted) == [b"from", b"from", b"to", b"to"]
 
 
 bodies = st.lists(
@@ -249,6 +250,65 @@ def test_signatures_are_byte_identical_to_dkimpys(fields, from_value, from_posit
     signed = Signer([k]).sign(message, 1_700_000_000, DKIM_HEADERS, c)
     assert signed.is_signed
     assert signed.header == dkimpy_fields(message, [k], 1_700_000_000, c)
+
+
+labels = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=63)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    domain=st.lists(labels, min_size=2, max_size=4).map(".".join),
+    selector=st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=70),
+    now=st.integers(min_value=0, max_value=10**12),
+    subject=field_values,
+    c=st.sampled_from(CANONICALIZATIONS),
+    kind=st.sampled_from(["rsa", "ed25519"]),
+)
+def test_laid_out_signatures_are_dkimpys_for_any_domain_selector_and_time(
+    domain, selector, now, subject, c, kind
+):
+    """The signer lays a key's field out once (``Layout``) and fills in t=, bh= and b=
+    afterwards: long d= and s= values move where the field folds, a wider t= too."""
+    k = DkimKey(domain, selector, "-", private(kind))
+    signer = Signer([k])
+    for body in (b"one\r\n", b"two  words \r\n\r\n"):  # the second from the layout
+        message = b"From: a@" + domain.encode() + b"\r\nSubject:" + subject + b"\r\n\r\n" + body
+        signed = signer.sign(message, now, DKIM_HEADERS, c)
+        assert signed.header == dkimpy_fields(message, [k], now, c)
+
+
+def test_libsodium_makes_openssls_ed25519_signature():
+    """Ed25519 is deterministic: the engine's signer (libsodium) must give the bytes
+    OpenSSL gives for the same key and digest."""
+    k = key("example.com", "e", "ed25519")
+    for digest in (bytes(32), hashlib.sha256(b"x").digest(), b"\xff" * 32):
+        assert k.sign_digest(digest) == k.private.sign(digest)
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ed25519"])
+def test_an_ordinary_key_signs_from_its_layout(kind):
+    """Not only the same bytes, but the fast way: a usual d=, s= and t= fold outside the
+    values, so the layout is made and kept."""
+    k = key("example.com", "s2026", kind)
+    signer = Signer([k])
+    message = b"From: a@example.com\r\nTo: b@example.net\r\n\r\nx\r\n"
+    signer.sign(message, 1_765_000_000, DKIM_HEADERS, "relaxed/relaxed")
+    layouts = list(signer._layouts.values())
+    assert len(layouts) == 1 and layouts[0] is not None
+    ((_, parts),) = layouts[0].fields.values()
+    assert [index for index, _, _ in parts].count(2) > 1  # b= folded over several lines
+    signer.sign(message, 1_765_000_001, DKIM_HEADERS, "relaxed/relaxed")
+    assert list(signer._layouts.values()) == layouts
+
+
+def test_a_t_value_longer_than_a_line_is_laid_out_afresh_and_still_dkimpys():
+    k = key("example.com", "s")
+    signer = Signer([k])
+    message = b"From: a@example.com\r\n\r\nx\r\n"
+    now = 10**90  # t= broken over two lines where the digest hashes it
+    signed = signer.sign(message, now, DKIM_HEADERS, "relaxed/relaxed")
+    assert list(signer._layouts.values()) == [None]
+    assert signed.header == dkimpy_fields(message, [k], now, "relaxed/relaxed")
 
 
 heads = st.lists(

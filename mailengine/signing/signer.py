@@ -87,6 +87,9 @@ class Layout:
         b= there looks at what comes before it, so a broken value could change it.)"""
         stamp, body_hash = T_MARK * stamp_length, BH_MARK * BH_LENGTH
         tags = signature_tags(key, policy, signed_names, body_hash, stamp)
+        fixed = b"".join(name + value for name, value in tags if value not in (stamp, body_hash))
+        if any(mark in fixed for mark in (T_MARK, BH_MARK, B_MARK)):
+            return None  # a stand-in's byte in d=, s= or h= (the settings forbid it)
         digest, parts = _template(digest_input(policy, tags), (stamp, body_hash))
         if parts != ((0, 0, stamp_length), (1, 0, BH_LENGTH)):
             return None

@@ -301,6 +301,17 @@ def test_an_ordinary_key_signs_from_its_layout(kind):
     assert list(signer._layouts.values()) == layouts
 
 
+def test_a_stand_in_byte_in_the_fixed_tags_means_no_layout():
+    """The layout marks where t=, bh= and b= go with bytes \\x01-\\x03; should d=, s= or h=
+    hold one (the settings forbid it), the field is laid out afresh each time."""
+    k = key("example.com", "s\x03")
+    signer = Signer([k])
+    message = b"From: a@example.com\r\n\r\nx\r\n"
+    signed = signer.sign(message, 1_765_000_000, DKIM_HEADERS, "relaxed/relaxed")
+    assert list(signer._layouts.values()) == [None]
+    assert signed.header == dkimpy_fields(message, [k], 1_765_000_000, "relaxed/relaxed")
+
+
 def test_a_t_value_longer_than_a_line_is_laid_out_afresh_and_still_dkimpys():
     k = key("example.com", "s")
     signer = Signer([k])

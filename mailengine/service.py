@@ -316,7 +316,10 @@ class EngineService(service.MultiService):
             log.warn("{advice}", advice=line)
         engine.events.start(engine.reactor)
         super().startService()
-        self.say_started()
+        # Said once the reactor runs: twistd starts the services before it runs the
+        # reactor, and only then does a SIGTERM stop the engine gracefully (before, it
+        # ends the process at once, pid file and all), so "started" means stoppable.
+        engine.reactor.callWhenRunning(self.say_started)
 
     def say_started(self) -> None:
         where = ", ".join(f"{p.getHost().host}:{p.getHost().port}" for p in self.ports) or "none"

@@ -200,7 +200,13 @@ def test_daemon_mode_writes_a_pid_file_and_stops_on_sigterm(tmp_path):
         capture_output=True,
     )
     assert proc.returncode == 0, proc.stderr
-    wait_for(lambda: pidfile.exists() and port_open(smtp_port), what="daemon")
+    log_path = tmp_path / "twistd.log"
+    # "started" is said once the reactor runs; an open port alone comes earlier, when
+    # a SIGTERM still ends the process at once (the pid file left behind).
+    wait_for(
+        lambda: pidfile.exists() and log_path.exists() and " started" in log_path.read_text(),
+        what="daemon",
+    )
     pid = int(pidfile.read_text())
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not pidfile.exists(), what="pid file removed")

@@ -135,7 +135,7 @@ def build_engine(
         raise StartupError(
             f"the DKIM keys of {config.path} have problems:\n  " + "\n  ".join(problems)
         )
-    engine.signer = Signer(keys)
+    engine.signer = Signer(keys, multi_buffer=config.dkim.rsa_multi_buffer)
     return engine
 
 

@@ -26,7 +26,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailengine.signing import wire
+from mailengine.signing import multibuffer, wire
 from mailengine.signing.keys import pem
 from mailengine.signing.signer import Signer
 
@@ -89,6 +89,16 @@ class SigningProcess(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        signer = self.engine.signer
+        if any(k.algorithm == "rsa" for found in signer.by_domain.values() for k in found):
+            if not signer.multi_buffer:
+                log.info("DKIM RSA signatures: OpenSSL ([dkim] rsa_multi_buffer is off)")
+            else:
+                library, what = multibuffer.load()
+                if library is None:
+                    log.info("DKIM RSA signatures: OpenSSL; multi-buffer RSA {why}", why=what)
+                else:
+                    log.info("DKIM RSA signatures: {what}, up to eight at a time", what=what)
         self.start_child()
         self._watch.start(1.0, now=False)
 
@@ -109,8 +119,10 @@ class SigningProcess(service.Service):
         self.starts += 1
         self.child, self.transport = child, transport
         self.settings_sent = None
-        keys = [k for found in self.engine.signer.by_domain.values() for k in found]
-        transport.write(wire.keys_frame([(k.domain, k.selector, pem(k.private)) for k in keys]))
+        signer = self.engine.signer
+        keys = [k for found in signer.by_domain.values() for k in found]
+        rows = [(k.domain, k.selector, pem(k.private)) for k in keys]
+        transport.write(wire.keys_frame(rows, signer.multi_buffer))
         if self.starts > 1:
             log.info("DKIM signing process started again")
 

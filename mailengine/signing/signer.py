@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 import dkim
+from cryptography.hazmat.primitives.asymmetric import rsa
 from dkim.canonicalization import CanonicalizationPolicy, Relaxed, strip_trailing_lines
 
 from mailengine.queue.content import split_headers
+from mailengine.signing import multibuffer
 from mailengine.signing.keys import DkimKey
 
 SIGNATURE_FIELD = b"DKIM-Signature"
@@ -95,6 +98,10 @@ class Layout:
             return None
         return cls(digest=digest, tags=tags, stand_ins=(stamp, body_hash))
 
+    def finisher(self, stamp: bytes, body_hash: bytes) -> Callable[[bytes], bytes]:
+        """What makes the field from the signature."""
+        return lambda signature: self.field_for(stamp, body_hash, base64.b64encode(signature))
+
     def field_for(self, stamp: bytes, body_hash: bytes, b_value: bytes) -> bytes:
         found = self.fields.get(len(b_value))
         if found is None:
@@ -127,7 +134,10 @@ def _template(
 class Signer:
     """Chooses keys by the From: domain, falling back to the closest parent with keys."""
 
-    def __init__(self, keys: Iterable[DkimKey]) -> None:
+    def __init__(self, keys: Iterable[DkimKey], multi_buffer: bool = False) -> None:
+        # [dkim] rsa_multi_buffer: RSA signatures in groups of eight where they can be.
+        self.multi_buffer = multi_buffer
+        self._lanes: dict[int, multibuffer.RsaLanes | None] = {}  # by id() of a key kept here
         self.by_domain: dict[str, list[DkimKey]] = {}
         for key in keys:
             self.by_domain.setdefault(key.domain, []).append(key)
@@ -156,6 +166,53 @@ class Signer:
         self, content: bytes, now: float, headers: Sequence[str], canonicalization: str
     ) -> Signed:
         """Sign canonical content (CRLF lines); never raises for a bad message."""
+        found = self.prepare(content, now, headers, canonicalization)
+        if isinstance(found, Signed):
+            return found
+        domain, parts = found
+        fields = [finish(key.sign_digest(digest)) for key, digest, finish in parts]
+        return Signed(header=b"".join(fields), domain=domain)
+
+    def sign_many(
+        self,
+        messages: Iterable[tuple[bytes, float]],
+        headers: Sequence[str],
+        canonicalization: str,
+    ) -> list[Signed]:
+        """``sign`` for each (content, now), the signatures of each key made together:
+        with ``multi_buffer``, an RSA key's in groups of eight (signing/multibuffer.py)."""
+        messages = list(messages)
+        if not self.multi_buffer or len(messages) < multibuffer.MIN_LANES:
+            return [self.sign(content, now, headers, canonicalization) for content, now in messages]
+        prepared = [
+            self.prepare(content, now, headers, canonicalization) for content, now in messages
+        ]
+        digests: dict[int, tuple[DkimKey, list[bytes]]] = {}
+        for found in prepared:
+            if isinstance(found, Signed):
+                continue
+            for key, digest, _ in found[1]:
+                entry = digests.get(id(key))
+                if entry is None:
+                    entry = digests[id(key)] = (key, [])
+                entry[1].append(digest)
+        made = {ident: iter(self.sign_digests(*entry)) for ident, entry in digests.items()}
+        results = []
+        for found in prepared:
+            if isinstance(found, Signed):
+                results.append(found)
+                continue
+            domain, parts = found
+            fields = [finish(next(made[id(key)])) for key, _, finish in parts]
+            results.append(Signed(header=b"".join(fields), domain=domain))
+        return results
+
+    def prepare(
+        self, content: bytes, now: float, headers: Sequence[str], canonicalization: str
+    ) -> Signed | tuple[str, list[tuple[DkimKey, bytes, Callable[[bytes], bytes]]]]:
+        """Everything of ``sign`` but the signatures: the outcome when there is nothing to
+        sign, else the d= domain and for each key the digest to sign and what makes the
+        field of its signature."""
         if not self.by_domain:
             return Signed()
         # The body of canonical content needs no parsing (and splitting a large body into
@@ -180,19 +237,42 @@ class Signer:
         # The signed fields hash the same for every key: hash them once, copy per key.
         hasher = hashlib.sha256(signed_block(policy, instances, signed_names))
         stamp = b"%d" % int(now)
-        signatures = []
+        parts: list[tuple[DkimKey, bytes, Callable[[bytes], bytes]]] = []
         for key in keys:
             layout = self.layout(key, policy, signed_names, len(stamp))
             if layout is None:
                 tags = signature_tags(key, policy, signed_names, body_hash, stamp)
                 digest = signed_digest(hasher.copy(), policy, tags)
-                signatures.append(signature_field(tags, key.sign_digest(digest)))
+                parts.append((key, digest, functools.partial(signature_field, tags)))
                 continue
             digester = hasher.copy()
             digester.update(layout.digest % (stamp, body_hash))
-            b_value = base64.b64encode(key.sign_digest(digester.digest()))
-            signatures.append(layout.field_for(stamp, body_hash, b_value))
-        return Signed(header=b"".join(signatures), domain=keys[0].domain)
+            parts.append((key, digester.digest(), layout.finisher(stamp, body_hash)))
+        return keys[0].domain, parts
+
+    def sign_digests(self, key: DkimKey, digests: list[bytes]) -> list[bytes]:
+        """The key's signatures of these digests, in order."""
+        lanes = self.lanes(key) if len(digests) >= multibuffer.MIN_LANES else None
+        if lanes is None:
+            return [key.sign_digest(digest) for digest in digests]
+        signatures: list[bytes] = []
+        for start in range(0, len(digests), multibuffer.LANES):
+            group = digests[start : start + multibuffer.LANES]
+            if len(group) >= multibuffer.MIN_LANES:
+                signatures += lanes.sign(group)
+            else:
+                signatures += [key.sign_digest(digest) for digest in group]
+        return signatures
+
+    def lanes(self, key: DkimKey) -> multibuffer.RsaLanes | None:
+        """The key's multi-buffer signer, when ``multi_buffer`` and one can be had."""
+        if not self.multi_buffer or not isinstance(key.private, rsa.RSAPrivateKey):
+            return None
+        try:
+            return self._lanes[id(key)]
+        except KeyError:
+            found = self._lanes[id(key)] = multibuffer.lanes_for(key.private, key.sign_digest)
+            return found
 
     def wanted(self, headers: Sequence[str]) -> list[bytes]:
         """``[dkim] headers`` as bytes, remembered (the setting changes rarely)."""

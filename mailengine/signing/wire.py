@@ -18,7 +18,7 @@ HEAD = struct.Struct(">cII")
 NOW = struct.Struct(">d")
 
 # engine -> signing process
-KEYS = b"K"  # JSON [[domain, selector, PEM], ...]
+KEYS = b"K"  # JSON [[[domain, selector, PEM], ...], multi-buffer RSA (true/false)]
 SETTINGS = b"C"  # JSON [[header names], canonicalization]
 SIGN = b"S"  # now (8 bytes, a double) then the canonical content
 # signing process -> engine
@@ -45,9 +45,9 @@ def settings_frame(headers: Sequence[str], canonicalization: str) -> bytes:
     return frame(SETTINGS, 0, json.dumps([list(headers), canonicalization]).encode())
 
 
-def keys_frame(keys: Sequence[tuple[str, str, bytes]]) -> bytes:
+def keys_frame(keys: Sequence[tuple[str, str, bytes]], multi_buffer: bool) -> bytes:
     rows = [[domain, selector, pem.decode("ascii")] for domain, selector, pem in keys]
-    return frame(KEYS, 0, json.dumps(rows).encode())
+    return frame(KEYS, 0, json.dumps([rows, multi_buffer]).encode())
 
 
 def result_frame(ident: int, result: Signed) -> bytes:

@@ -20,7 +20,9 @@ READ_SIZE = 1 << 20
 
 
 def serve(read: Callable[[], bytes], write: Callable[[bytes], None]) -> None:
-    """Answer SIGN frames until ``read`` returns b"" (end of input)."""
+    """Answer SIGN frames until ``read`` returns b"" (end of input). The messages of one
+    read are signed together (``Signer.sign_many``): when the engine is busy a read holds
+    several, and an RSA key signs those in groups of eight where it can."""
     frames = wire.Frames()
     signer = Signer(())
     headers: list[str] = []
@@ -29,26 +31,59 @@ def serve(read: Callable[[], bytes], write: Callable[[bytes], None]) -> None:
         data = read()
         if not data:
             return
-        out = []
+        out: list[bytes] = []
+        waiting: list[tuple[int, float, bytes]] = []
         for kind, ident, payload in frames.feed(data):
             if kind == wire.SIGN:
                 (now,) = wire.NOW.unpack_from(payload)
-                content = payload[wire.NOW.size :]
-                try:
-                    result = signer.sign(content, now, headers, canonicalization)
-                except Exception:
-                    out.append(wire.frame(wire.ERROR, ident, traceback.format_exc().encode()))
-                else:
-                    out.append(wire.result_frame(ident, result))
-            elif kind == wire.SETTINGS:
+                waiting.append((ident, now, payload[wire.NOW.size :]))
+                continue
+            answer(signer, waiting, headers, canonicalization, out)
+            waiting = []
+            if kind == wire.SETTINGS:
                 headers, canonicalization = json.loads(payload)
             elif kind == wire.KEYS:
+                rows, multi_buffer = json.loads(payload)
                 signer = Signer(
-                    DkimKey(domain, selector, "-", parse_key(pem.encode("ascii"), "-"))
-                    for domain, selector, pem in json.loads(payload)
+                    (
+                        DkimKey(domain, selector, "-", parse_key(pem.encode("ascii"), "-"))
+                        for domain, selector, pem in rows
+                    ),
+                    multi_buffer=multi_buffer,
                 )
+        answer(signer, waiting, headers, canonicalization, out)
         if out:
             write(b"".join(out))
+
+
+def answer(
+    signer: Signer,
+    waiting: list[tuple[int, float, bytes]],
+    headers: list[str],
+    canonicalization: str,
+    out: list[bytes],
+) -> None:
+    """Sign the waiting messages; should that raise, each on its own (an ERROR frame for
+    the one that raises: the engine signs that one itself)."""
+    if not waiting:
+        return
+    try:
+        results = signer.sign_many(
+            [(content, now) for _, now, content in waiting], headers, canonicalization
+        )
+    except Exception:
+        for ident, now, content in waiting:
+            try:
+                result = signer.sign(content, now, headers, canonicalization)
+            except Exception:
+                out.append(wire.frame(wire.ERROR, ident, traceback.format_exc().encode()))
+            else:
+                out.append(wire.result_frame(ident, result))
+        return
+    out.extend(
+        wire.result_frame(ident, result)
+        for (ident, _, _), result in zip(waiting, results, strict=True)
+    )
 
 
 def write_all(fd: int, data: bytes) -> None:

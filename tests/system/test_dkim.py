@@ -4,11 +4,15 @@ test DNS server, relay mail verified at a sink by dkimpy's own verifier (issue 1
 from __future__ import annotations
 
 import email
+import fcntl
 import os
 import re
 import signal
 import smtplib
 import stat
+import struct
+import termios
+import threading
 import urllib.request
 
 import dkim
@@ -16,6 +20,7 @@ import dns.message
 import dns.query
 import pytest
 
+from mailengine.signing import multibuffer
 from tests.dnsserver import DNSServerProcess
 from tests.harness import run_cli, run_twistd, wait_for, write_config
 from tests.sinks import route
@@ -221,6 +226,67 @@ def test_when_the_signing_process_dies_the_engine_signs_and_counts_it(
         assert verifies(message.data, txt_lookup(server))
     assert metric(engine, "mailengine_dkim_signed_in_engine_total") == 2
     assert engine.console().count("the DKIM signing process failed") == 1
+
+
+def queued_bytes(pid):
+    """Bytes waiting in the signing process's stdin pipe (FIONREAD on a second read end,
+    opened through /proc; nothing is read from it)."""
+    fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+    finally:
+        os.close(fd)
+
+
+def test_messages_waiting_together_are_signed_eight_at_a_time_and_all_verify(
+    engine_factory, sinks, published
+):
+    """[dkim] rsa_multi_buffer (on by default): with the signing process stopped, twelve
+    sessions' messages wait in its pipe; let go, it reads them at once and signs them with
+    Intel's multi-buffer RSA (a group of eight and one of four). Every one verifies."""
+    library, why = multibuffer.load()
+    if library is None:
+        pytest.skip(f"multi-buffer RSA: {why}")
+    sink = sinks("127.0.11.9")
+    server = published["server"]
+    engine = engine_factory(dkim_settings(server, sink), root=published["root"])
+    engine.wait_log(f"DKIM RSA signatures: {why}, up to eight at a time")
+    pid = signing_process_pid(engine)
+    os.kill(pid, signal.SIGSTOP)
+    count = 12
+
+    def send(i):
+        with smtplib.SMTP("127.0.0.1", engine.smtp_port, timeout=60) as client:
+            body = b"message %d\r\n" % i
+            client.sendmail(
+                "b@example.test", ["a@dest.test"], compose(f"m{i}", "n@example.test", body)
+            )
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(count)]
+    try:
+        for thread in threads:
+            thread.start()
+        # Each SIGN frame is longer than 300 bytes: all twelve are in the pipe.
+        wait_for(lambda: queued_bytes(pid) > 300 * count, what="twelve messages waiting")
+        assert not sink.received()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        for thread in threads:
+            thread.join(60)
+    wait_for(lambda: len(sink.received()) == count, timeout=30, what="every message")
+    lookup = txt_lookup(server)
+    for message in sink.received():
+        assert [s["a"] for s in signatures(message.data)] == ["rsa-sha256", "ed25519-sha256"]
+        assert verifies(message.data, lookup)
+    assert metric(engine, "mailengine_dkim_signed_in_engine_total") == 0
+    assert "Traceback" not in engine.console()
+
+
+def test_with_multi_buffer_off_the_log_says_openssl(engine_factory, sinks, published):
+    settings = dkim_settings(published["server"], sinks("127.0.11.10"))
+    settings["dkim"]["rsa_multi_buffer"] = False
+    engine = engine_factory(settings, root=published["root"])
+    engine.wait_log("DKIM RSA signatures: OpenSSL ([dkim] rsa_multi_buffer is off)")
 
 
 def test_unsignable_unkeyed_and_local_mail_goes_unsigned_and_only_unsignable_is_counted(

@@ -48,7 +48,7 @@ def request(ident: int, content: bytes, now: float = 1_700_000_000.0) -> bytes:
 @settings(max_examples=15, deadline=None)
 @given(cuts=st.lists(st.integers(min_value=0, max_value=20_000), max_size=12))
 def test_the_process_answers_each_message_as_the_engines_signer_does(cuts):
-    stream = wire.keys_frame([(k.domain, k.selector, pem(k.private)) for k in keys()])
+    stream = wire.keys_frame([(k.domain, k.selector, pem(k.private)) for k in keys()], False)
     stream += wire.settings_frame(DKIM_HEADERS, "relaxed/simple")
     stream += b"".join(request(i + 1, m) for i, m in enumerate(MESSAGES))
     answers = run(stream, cuts)
@@ -62,7 +62,7 @@ def test_the_process_answers_each_message_as_the_engines_signer_does(cuts):
 
 
 def test_a_signer_error_is_answered_as_an_error_and_the_next_message_still_signed():
-    stream = wire.keys_frame([(k.domain, k.selector, pem(k.private)) for k in keys()])
+    stream = wire.keys_frame([(k.domain, k.selector, pem(k.private)) for k in keys()], False)
     stream += wire.settings_frame(DKIM_HEADERS, "no/such")  # the signer raises for it
     stream += request(7, MESSAGES[0])
     stream += wire.settings_frame(DKIM_HEADERS, "relaxed/relaxed")

@@ -1,7 +1,8 @@
 """End-to-end relay benchmark: smtp-source -> relay -> smtp-sink, MailEngine against Postfix.
 
     python bench/relay.py [--messages 20000] [--sessions 50]
-        [--dkim [--dkim-signer default|process|engine|both]]
+        [--dkim [--dkim-signer default|process|engine|both]
+                [--dkim-rsa default|openssl|multi-buffer|both]]
         [--events on|off|both]
     python bench/relay.py --workers 2 --rounds 3   # [server] workers = 2 against 1 and Postfix
 
@@ -18,7 +19,10 @@ peak RSS, then the ratio.
 an Ed25519 key for the From: domain) and prints their cost against the unsigned
 durable run of the same round; ``--dkim-signer`` chooses where the signatures are made
 (``[dkim] separate_process``: the engine's default, a signing process, the engine itself,
-or both of the last in each round). ``--rounds N`` repeats the MailEngine runs N times,
+or both of the last in each round); ``--dkim-rsa`` how the RSA signatures are made
+(``[dkim] rsa_multi_buffer``: the engine's default, OpenSSL alone, Intel's multi-buffer
+RSA, or both in each round; multi-buffer needs ``pip install '.[intel-rsa]'``).
+``--rounds N`` repeats the MailEngine runs N times,
 every other round in reverse order, and prints the median and range of each cost
 (the event log's with ``--events both``, DKIM's with ``--dkim``).
 ``--workers N`` instead runs durable relay with ``[server] workers = 1`` and ``= N`` and
@@ -300,6 +304,7 @@ def run_mailengine(
     workers: int = 0,
     reuse: bool = True,
     dkim_signer: str = "default",
+    rsa_multi_buffer: bool | None = None,
 ):
     root = tempfile.mkdtemp(prefix="me-", dir=workdir)
     bypass = []
@@ -319,6 +324,8 @@ def run_mailengine(
         settings.update(dkim_key(root, dkim))
         if dkim_signer != "default":
             settings["dkim"]["separate_process"] = dkim_signer == "process"
+        if rsa_multi_buffer is not None:
+            settings["dkim"]["rsa_multi_buffer"] = rsa_multi_buffer
     if workers:
         settings["server"] = {"workers": workers}
     engine = EngineProcess(root, settings, web=bool(dkim))  # /metrics counts signatures
@@ -338,8 +345,11 @@ def run_mailengine(
             label += {"default": "", "process": " in a process", "engine": " in the engine"}[
                 dkim_signer
             ]
+            if rsa_multi_buffer is not None:
+                label += " multi-buffer" if rsa_multi_buffer else " OpenSSL"
         label += f", event log {'on' if events else 'off'}"
         name = f"relay-durable-{durable}" + (f"-dkim-{dkim}-{dkim_signer}" if dkim else "")
+        name += {None: "", True: "-mb", False: "-openssl"}[rsa_multi_buffer]
         name += f"-events-{'on' if events else 'off'}"
         name += f"-workers-{workers}-{_reuse_words(reuse).split()[0]}" if workers else ""
         out = os.path.join(profile, f"{name}.txt") if profile else None
@@ -537,6 +547,13 @@ def main() -> None:
         "or on and off in each round",
     )
     parser.add_argument(
+        "--dkim-rsa",
+        choices=("default", "openssl", "multi-buffer", "both"),
+        default="default",
+        help="with --dkim: [dkim] rsa_multi_buffer as the engine's default, off, on, "
+        "or off and on in each round",
+    )
+    parser.add_argument(
         "--events",
         choices=("on", "off", "both"),
         default="off",
@@ -550,6 +567,16 @@ def main() -> None:
     )
     args = parser.parse_args()
     event_modes = {"on": (True,), "off": (False,), "both": (False, True)}[args.events]
+    rsa_modes = {"default": (None,), "openssl": (False,), "multi-buffer": (True,)}.get(
+        args.dkim_rsa, (False, True)
+    )
+    if args.dkim and True in rsa_modes:
+        from mailengine.signing import multibuffer
+
+        library, why = multibuffer.load()
+        if library is None:
+            raise SystemExit(f"--dkim-rsa {args.dkim_rsa}: multi-buffer RSA is {why}")
+        print(f"multi-buffer RSA: {why}", flush=True)
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
     ensure_postfix()
@@ -576,7 +603,9 @@ def main() -> None:
                 modes = event_modes if round_number % 2 == 0 else event_modes[::-1]
                 for durable in (False, True):
                     done: dict[Any, dict[str, Any]] = {}
-                    cases: list[tuple[bool, str, str]] = [(events, "", "") for events in modes]
+                    cases: list[tuple[bool, str, str, bool | None]] = [
+                        (events, "", "", None) for events in modes
+                    ]
                     if durable and args.dkim:
                         # Against this round's unsigned durable run with the first log mode.
                         signers = (
@@ -585,15 +614,15 @@ def main() -> None:
                             else (args.dkim_signer,)
                         )
                         signed_cases = [
-                            (event_modes[0], a, where)
-                            for a in ("rsa", "ed25519")
+                            (event_modes[0], a, where, mb)
+                            for a, mb in [*(("rsa", m) for m in rsa_modes), ("ed25519", None)]
                             for where in signers
                         ]
                         cases += signed_cases if round_number % 2 == 0 else signed_cases[::-1]
                         if round_number % 2:
                             cases.reverse()
-                    for events, algorithm, where in cases:
-                        done[(events, algorithm, where)] = run_mailengine(
+                    for events, algorithm, where, mb in cases:
+                        done[(events, algorithm, where, mb)] = run_mailengine(
                             workdir,
                             sinks,
                             args.messages,
@@ -603,14 +632,17 @@ def main() -> None:
                             algorithm,
                             events=events,
                             dkim_signer=where or "default",
+                            rsa_multi_buffer=mb,
                         )
-                    runs.extend(done[(events, "", "")] for events in event_modes)
+                    runs.extend(done[(events, "", "", None)] for events in event_modes)
                     if len(event_modes) == 2:
-                        pairs[durable].append((done[(False, "", "")], done[(True, "", "")]))
-                    for (_, algorithm, _), signed in done.items():
+                        pairs[durable].append(
+                            (done[(False, "", "", None)], done[(True, "", "", None)])
+                        )
+                    for (_, algorithm, _, _), signed in done.items():
                         if algorithm:
                             runs.append(signed)
-                            unsigned = done[(event_modes[0], "", "")]
+                            unsigned = done[(event_modes[0], "", "", None)]
                             report_signing_cost(signed, unsigned)
                             signing.setdefault(signed["name"], []).append((unsigned, signed))
             for durable, measured in pairs.items():

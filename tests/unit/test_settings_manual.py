@@ -110,6 +110,7 @@ ADDITIONS = {
     ("dkim", "headers"): "issue 11: DKIM signed header fields",
     ("dkim", "canonicalization"): "issue 11: DKIM canonicalization",
     ("dkim", "separate_process"): "issue 11: DKIM signatures made on another core",
+    ("dkim", "rsa_multi_buffer"): "issue 11: RSA signatures eight at a time (Intel crypto_mb)",
     ("events", "enabled"): "issue 12: the per-recipient event log",
     ("events", "webhook_url"): "issue 12: the event log's webhook",
     ("logs", "undeliverable_reasons"): "issue 12: the reply beside the address",
@@ -204,6 +205,7 @@ def test_only_listening_and_start_up_resources_wait_for_a_restart():
         "web.listen_ips",
         "dkim.key",
         "dkim.separate_process",
+        "dkim.rsa_multi_buffer",  # the signing process gets it with the keys, at start
         "cluster.redis_url",  # the link to Redis is made at start
         "cluster.node_name",
     }
@@ -459,6 +461,11 @@ PROOFS: dict[str, tuple[str, ...]] = {
     "dkim.separate_process": (
         "system/test_dkim.py::test_relay_mail_is_signed_with_rsa_and_ed25519_and_verifies_at_the_sink",
         "system/test_dkim.py::test_without_a_separate_process_the_engine_signs_itself",
+    ),
+    "dkim.rsa_multi_buffer": (
+        "system/test_dkim.py::"
+        "test_messages_waiting_together_are_signed_eight_at_a_time_and_all_verify",
+        "system/test_dkim.py::test_with_multi_buffer_off_the_log_says_openssl",
     ),
     "shaping.rule": (
         SH + "test_max_messages_per_minute_holds_while_another_domain_runs_free",

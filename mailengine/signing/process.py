@@ -26,7 +26,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailengine.signing import multibuffer, wire
+from mailengine.signing import wire
 from mailengine.signing.keys import pem
 from mailengine.signing.signer import Signer
 
@@ -89,16 +89,6 @@ class SigningProcess(service.Service):
 
     def startService(self) -> None:
         super().startService()
-        signer = self.engine.signer
-        if any(k.algorithm == "rsa" for found in signer.by_domain.values() for k in found):
-            if not signer.multi_buffer:
-                log.info("DKIM RSA signatures: OpenSSL ([dkim] rsa_multi_buffer is off)")
-            else:
-                library, what = multibuffer.load()
-                if library is None:
-                    log.info("DKIM RSA signatures: OpenSSL; multi-buffer RSA {why}", why=what)
-                else:
-                    log.info("DKIM RSA signatures: {what}, up to eight at a time", what=what)
         self.start_child()
         self._watch.start(1.0, now=False)
 
@@ -216,6 +206,9 @@ class SigningProcess(service.Service):
     def answered(self, frames: list[tuple[bytes, int, bytes]]) -> None:
         pending = self.pending
         for kind, ident, payload in frames:
+            if kind == wire.NOTE:
+                log.info("DKIM RSA signatures: {note}", note=payload.decode("utf-8", "replace"))
+                continue
             entry = pending.pop(ident, None)
             if entry is None:
                 continue

@@ -7,7 +7,9 @@ done here with the same results for a fraction of the CPU, proven byte-identical
 dkimpy's ``gen_header`` by tests/unit/test_dkim_signer.py. The DKIM-Signature field is
 folded once per key and set of signed fields (``Layout``), not once per message. The
 signature itself is made by ``DkimKey.sign_digest`` (RSA in OpenSSL, Ed25519 in
-libsodium), because dkimpy's own RSA is pure Python and costs milliseconds per message.
+libsodium), because dkimpy's own RSA is pure Python and costs milliseconds per message;
+``sign_many`` signs several messages together, an RSA key's in groups of eight with
+Intel's multi-buffer RSA where it is installed (signing/multibuffer.py).
 The engine runs this in its signing process (signing/process.py, signing/worker.py)
 or, without one, itself.
 """
@@ -263,6 +265,25 @@ class Signer:
             else:
                 signatures += [key.sign_digest(digest) for digest in group]
         return signatures
+
+    def rsa_signatures(self) -> str:
+        """How this signer makes RSA signatures, for the log ("" without an RSA key).
+        Readies the multi-buffer signers (loading the library) on the way."""
+        keys = [k for found in self.by_domain.values() for k in found if k.algorithm == "rsa"]
+        if not keys:
+            return ""
+        if not self.multi_buffer:
+            return "OpenSSL ([dkim] rsa_multi_buffer is off)"
+        library, what = multibuffer.load()
+        if library is None:
+            return f"OpenSSL; multi-buffer RSA {what}"
+        # crypto_mb takes 1024, 2048, 3072 and 4096 bits with e=65537 and two equal primes.
+        left = [k.dns_name for k in keys if self.lanes(k) is None]
+        if len(left) == len(keys):
+            return f"OpenSSL; {what} takes none of the keys"
+        return f"{what}, up to eight at a time" + (
+            f"; OpenSSL for {', '.join(left)}" if left else ""
+        )
 
     def lanes(self, key: DkimKey) -> multibuffer.RsaLanes | None:
         """The key's multi-buffer signer, when ``multi_buffer`` and one can be had."""

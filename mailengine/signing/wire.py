@@ -26,6 +26,7 @@ SIGNED = b"Y"  # the d= domain, NUL, the DKIM-Signature fields
 UNSIGNED = b"N"  # no key for the From: domain (empty payload)
 PROBLEM = b"P"  # why the message cannot be signed (UTF-8)
 ERROR = b"E"  # the signer raised (UTF-8 text): the engine signs the message itself
+NOTE = b"I"  # id 0: how the process makes RSA signatures (UTF-8), for the engine's log
 
 
 class RemoteError(Exception):

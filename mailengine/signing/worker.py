@@ -51,6 +51,9 @@ def serve(read: Callable[[], bytes], write: Callable[[bytes], None]) -> None:
                     ),
                     multi_buffer=multi_buffer,
                 )
+                note = signer.rsa_signatures()
+                if note:
+                    out.append(wire.frame(wire.NOTE, 0, note.encode("utf-8")))
         answer(signer, waiting, headers, canonicalization, out)
         if out:
             write(b"".join(out))

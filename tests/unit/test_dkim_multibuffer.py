@@ -89,8 +89,7 @@ def test_a_signature_that_fails_its_check_is_made_again_by_openssl(library, how)
 
 def test_what_crypto_mb_cannot_sign_goes_to_openssl(library):
     assert multibuffer.lanes_for(rsa_key(), openssl(rsa_key())) is not None
-    odd = rsa.generate_private_key(public_exponent=65537, key_size=2304)
-    assert multibuffer.lanes_for(odd, openssl(odd)) is None  # no 2304-bit method
+    assert multibuffer.lanes_for(odd(), openssl(odd())) is None  # no 2304-bit method
     e3 = rsa.generate_private_key(public_exponent=3, key_size=2048)
     assert multibuffer.lanes_for(e3, openssl(e3)) is None  # it checks with e=65537 only
     lanes = multibuffer.lanes_for(rsa_key(), openssl(rsa_key()))
@@ -177,7 +176,9 @@ def one_read(key, count):
     reads = iter([stream, b""])
     written = []
     serve(lambda: next(reads), written.append)
-    return wire.Frames().feed(b"".join(written))
+    note, *answers = wire.Frames().feed(b"".join(written))
+    assert note == (wire.NOTE, 0, f"{multibuffer.load()[1]}, up to eight at a time".encode())
+    return answers
 
 
 def test_the_signing_process_signs_a_reads_messages_together(library, monkeypatch):
@@ -202,7 +203,7 @@ def test_the_signing_process_signs_a_reads_messages_together(library, monkeypatc
         assert wire.read_result(kind, payload) == expected
 
 
-def test_when_signing_together_raises_each_message_is_signed_alone(monkeypatch):
+def test_when_signing_together_raises_each_message_is_signed_alone(library, monkeypatch):
     """One bad message must not cost the others their signatures: the read is signed
     message by message, and only the one that raises is answered with an error (the
     engine signs that one itself)."""
@@ -227,6 +228,33 @@ def test_when_signing_together_raises_each_message_is_signed_alone(monkeypatch):
         (wire.SIGNED, 4),
     ]
     assert b"RuntimeError: cannot" in answers[1][2]
+
+
+def test_the_log_is_told_how_rsa_is_signed(library, monkeypatch):
+    def signer(*bits_list, multi_buffer=True, ed=False):
+        keys = [
+            DkimKey("example.com", f"s{bits}", "-", rsa_key(bits) if bits != 2304 else odd())
+            for bits in bits_list
+        ]
+        if ed:
+            keys.append(DkimKey("example.com", "e", "-", generate_key("ed25519")))
+        return Signer(keys, multi_buffer=multi_buffer).rsa_signatures()
+
+    what = multibuffer.load()[1]
+    assert signer(ed=True) == ""
+    assert signer(2048, multi_buffer=False) == "OpenSSL ([dkim] rsa_multi_buffer is off)"
+    assert signer(2048, 4096, ed=True) == f"{what}, up to eight at a time"
+    assert signer(2048, 2304) == (
+        f"{what}, up to eight at a time; OpenSSL for s2304._domainkey.example.com"
+    )
+    assert signer(2304) == f"OpenSSL; {what} takes none of the keys"
+    monkeypatch.setattr(multibuffer, "_loaded", (None, "not installed (no ipp-crypto)"))
+    assert signer(2048) == "OpenSSL; multi-buffer RSA not installed (no ipp-crypto)"
+
+
+@functools.cache
+def odd():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2304)
 
 
 def test_keys_frame_carries_the_setting():

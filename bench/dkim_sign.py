@@ -101,10 +101,10 @@ def main() -> None:
     print(f"{len(msg)}-byte message, {canon}; CPU microseconds per signed message")
     for name, fn, *per in cases:
         if "8 at once" in name and library is None:
-            print(f"  {name:<50} (not run)")
+            print(f"  {name:<54} (not run)")
             continue
         us = per_call_us(fn, args.seconds) / (per[0] if per else 1)
-        print(f"  {name:<50} {us:10.0f} µs")
+        print(f"  {name:<54} {us:10.0f} µs")
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def _load() -> tuple[Library | None, str]:
     except OSError as exc:
         return None, f"cannot be loaded ({exc})"
     if not dll.mbx_is_crypto_mb_applicable(ctypes.c_uint64(0)):
-        return None, "this CPU has neither AVX-512 IFMA nor AVX-IFMA"
+        return None, "cannot run on this CPU (it needs AVX-512 IFMA or AVX-IFMA)"
     library = Library(dll)
     library.version = "Intel crypto_mb " + importlib.metadata.version("ipp-crypto")
     return library, library.version

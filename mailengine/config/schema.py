@@ -818,7 +818,7 @@ SETTINGS += (
        'mailengine[intel-rsa]', under Intel's own licence) and the CPU has AVX-512 IFMA
        or AVX-IFMA; the start-up log says which is used. The signatures are the same
        bytes OpenSSL makes, each checked with the public key before use. Off: OpenSSL
-       makes every signature.""",
+       makes every signature; so does the next helper after one crashes with it on.""",
         live=False,
     ),
     _s(

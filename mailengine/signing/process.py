@@ -17,6 +17,7 @@ once and a new process is started ``RESTART_SECONDS`` later.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Any, Protocol
 
@@ -35,6 +36,11 @@ log = Logger(namespace="mailengine.signing")
 STUCK_SECONDS = 30.0  # no answer for the oldest message this long: the process is stuck
 RESTART_SECONDS = 60.0  # after a failure, sign in the engine this long, then start anew
 STOP_SECONDS = 5.0  # at stop, the process gets this long to end after its stdin closes
+# A death by one of these is a crash in native code: with multi-buffer RSA on, the only
+# native code besides OpenSSL and libsodium is crypto_mb, so the next process goes without.
+CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGILL, signal.SIGBUS, signal.SIGFPE, signal.SIGABRT}
+)
 
 
 class Unavailable(Exception):
@@ -80,6 +86,8 @@ class SigningProcess(service.Service):
         self.last_id = 0
         self.settings_sent: tuple[tuple[str, ...], str] | None = None
         self.restart_at: float | None = None
+        # [dkim] rsa_multi_buffer, until a process crashes with it (``ended``).
+        self.multi_buffer = engine.signer.multi_buffer
         self.starts = 0
         self._ended_waiters: list[defer.Deferred] = []
         self._watch = LoopingCall(self.check_stuck)
@@ -112,7 +120,7 @@ class SigningProcess(service.Service):
         signer = self.engine.signer
         keys = [k for found in signer.by_domain.values() for k in found]
         rows = [(k.domain, k.selector, pem(k.private)) for k in keys]
-        transport.write(wire.keys_frame(rows, signer.multi_buffer))
+        transport.write(wire.keys_frame(rows, self.multi_buffer))
         if self.starts > 1:
             log.info("DKIM signing process started again")
 
@@ -144,6 +152,12 @@ class SigningProcess(service.Service):
             else:
                 text = "it ended"
             self._failed(text)
+            if self.multi_buffer and getattr(why, "signal", None) in CRASH_SIGNALS:
+                self.multi_buffer = False
+                log.error(
+                    "the DKIM signing process crashed with multi-buffer RSA on; the next "
+                    "one signs RSA with OpenSSL alone (until the engine restarts)"
+                )
         else:
             self._unavailable()
         waiters, self._ended_waiters = self._ended_waiters, []

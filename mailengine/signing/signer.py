@@ -273,7 +273,7 @@ class Signer:
         if not keys:
             return ""
         if not self.multi_buffer:
-            return "OpenSSL ([dkim] rsa_multi_buffer is off)"
+            return "OpenSSL (multi-buffer RSA off)"
         library, what = multibuffer.load()
         if library is None:
             return f"OpenSSL; multi-buffer RSA {what}"

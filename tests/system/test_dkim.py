@@ -286,7 +286,7 @@ def test_with_multi_buffer_off_the_log_says_openssl(engine_factory, sinks, publi
     settings = dkim_settings(published["server"], sinks("127.0.11.10"))
     settings["dkim"]["rsa_multi_buffer"] = False
     engine = engine_factory(settings, root=published["root"])
-    engine.wait_log("DKIM RSA signatures: OpenSSL ([dkim] rsa_multi_buffer is off)")
+    engine.wait_log("DKIM RSA signatures: OpenSSL (multi-buffer RSA off)")
 
 
 def test_unsignable_unkeyed_and_local_mail_goes_unsigned_and_only_unsignable_is_counted(

@@ -5,6 +5,7 @@ once and starts a new one later; no message is lost or refused (issue 11)."""
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 import time
 from types import SimpleNamespace
@@ -104,3 +105,43 @@ async def test_a_process_that_cannot_run_or_is_stuck_fails_over_to_the_engine():
         assert stuck.transport is None
     finally:
         await stuck.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_crash_with_multi_buffer_rsa_on_makes_the_next_process_use_openssl_alone():
+    """A signing process that dies by SIGSEGV (or SIGILL, SIGBUS...) crashed in native
+    code; with multi-buffer RSA on that may be crypto_mb, so the next one goes without it
+    instead of crashing again every minute. A kill (a stuck process) does not count."""
+    from twisted.logger import globalLogPublisher
+
+    rsa_signer = Signer([DkimKey("example.com", "s", "-", generate_key("rsa"))], multi_buffer=True)
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    process = SigningProcess(SimpleNamespace(signer=rsa_signer, reactor=reactor))
+    process.startService()
+
+    def notes():
+        return [e["note"] for e in events if "note" in e]
+
+    try:
+        await until(lambda: len(notes()) == 1)
+        process.transport.signalProcess("KILL")  # as for a stuck process: no change
+        await until(lambda: process.transport is None)
+        assert process.multi_buffer
+        process.restart_at = reactor.seconds()
+        assert (await process.sign(MESSAGE, 1.0, DKIM_HEADERS, C)).is_signed
+        await until(lambda: len(notes()) == 2)
+        assert notes()[1] == notes()[0] != "OpenSSL (multi-buffer RSA off)"
+        process.transport.signalProcess(signal.SIGSEGV)
+        await until(lambda: process.transport is None)
+        assert not process.multi_buffer
+        crashed = [e for e in events if "crashed with multi-buffer" in e.get("log_format", "")]
+        assert len(crashed) == 1
+        process.restart_at = reactor.seconds()
+        result = await process.sign(MESSAGE, 1.0, DKIM_HEADERS, C)
+        assert result == rsa_signer.sign(MESSAGE, 1.0, DKIM_HEADERS, C)
+        await until(lambda: len(notes()) == 3)
+        assert notes()[2] == "OpenSSL (multi-buffer RSA off)"
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        await process.stopService()

@@ -242,7 +242,7 @@ def test_the_log_is_told_how_rsa_is_signed(library, monkeypatch):
 
     what = multibuffer.load()[1]
     assert signer(ed=True) == ""
-    assert signer(2048, multi_buffer=False) == "OpenSSL ([dkim] rsa_multi_buffer is off)"
+    assert signer(2048, multi_buffer=False) == "OpenSSL (multi-buffer RSA off)"
     assert signer(2048, 4096, ed=True) == f"{what}, up to eight at a time"
     assert signer(2048, 2304) == (
         f"{what}, up to eight at a time; OpenSSL for s2304._domainkey.example.com"

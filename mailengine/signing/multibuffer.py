@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.metadata
+import signal
 from collections.abc import Callable, Sequence
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -44,9 +45,9 @@ Pointers = ctypes.c_void_p * LANES
 class Library:
     """``libcrypto_mb``, loaded, with the calls typed."""
 
-    def __init__(self, dll: ctypes.CDLL) -> None:
+    def __init__(self, dll: ctypes.CDLL, version: str) -> None:
         self.dll = dll
-        self.version = ""
+        self.version = version  # "Intel crypto_mb 2026.2.0"
         for name in ("mbx_RSA_private_crt_Method", "mbx_RSA_pub65537_Method"):
             getattr(dll, name).restype = ctypes.c_void_p
             getattr(dll, name).argtypes = [ctypes.c_int]
@@ -91,8 +92,7 @@ def _load() -> tuple[Library | None, str]:
         return None, f"cannot be loaded ({exc})"
     if not dll.mbx_is_crypto_mb_applicable(ctypes.c_uint64(0)):
         return None, "cannot run on this CPU (it needs AVX-512 IFMA or AVX-IFMA)"
-    library = Library(dll)
-    library.version = "Intel crypto_mb " + importlib.metadata.version("ipp-crypto")
+    library = Library(dll, "Intel crypto_mb " + importlib.metadata.version("ipp-crypto"))
     return library, library.version
 
 
@@ -105,6 +105,20 @@ def _library_file(distribution: str, name: str) -> str:
         if found.name == name:
             return str(found.locate())
     raise LookupError(f"{distribution} has no {name}")
+
+
+# A death by one of these is a crash in native code: with multi-buffer RSA on, the only
+# native code the signing process runs besides OpenSSL and libsodium is crypto_mb.
+CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGILL, signal.SIGBUS, signal.SIGFPE, signal.SIGABRT}
+)
+
+
+def keep_after_death(signal_number: int | None) -> bool:
+    """Whether a signing process that died by ``signal_number`` (None: it exited) may be
+    followed by one that uses multi-buffer RSA again: not after a crash in native code,
+    which would come back with the next batch. A kill (a stuck process) may."""
+    return signal_number not in CRASH_SIGNALS
 
 
 def lanes_for(private: rsa.RSAPrivateKey, fallback: Callable[[bytes], bytes]) -> RsaLanes | None:

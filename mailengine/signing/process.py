@@ -17,7 +17,6 @@ once and a new process is started ``RESTART_SECONDS`` later.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from typing import Any, Protocol
 
@@ -27,7 +26,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailengine.signing import wire
+from mailengine.signing import multibuffer, wire
 from mailengine.signing.keys import pem
 from mailengine.signing.signer import Signer
 
@@ -36,11 +35,6 @@ log = Logger(namespace="mailengine.signing")
 STUCK_SECONDS = 30.0  # no answer for the oldest message this long: the process is stuck
 RESTART_SECONDS = 60.0  # after a failure, sign in the engine this long, then start anew
 STOP_SECONDS = 5.0  # at stop, the process gets this long to end after its stdin closes
-# A death by one of these is a crash in native code: with multi-buffer RSA on, the only
-# native code besides OpenSSL and libsodium is crypto_mb, so the next process goes without.
-CRASH_SIGNALS = frozenset(
-    {signal.SIGSEGV, signal.SIGILL, signal.SIGBUS, signal.SIGFPE, signal.SIGABRT}
-)
 
 
 class Unavailable(Exception):
@@ -152,7 +146,7 @@ class SigningProcess(service.Service):
             else:
                 text = "it ended"
             self._failed(text)
-            if self.multi_buffer and getattr(why, "signal", None) in CRASH_SIGNALS:
+            if self.multi_buffer and not multibuffer.keep_after_death(getattr(why, "signal", None)):
                 self.multi_buffer = False
                 log.error(
                     "the DKIM signing process crashed with multi-buffer RSA on; the next "
